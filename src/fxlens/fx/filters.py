@@ -1,0 +1,135 @@
+"""Biquad design (RBJ Audio-EQ-Cookbook) and two ways to apply a cascade of biquads to audio.
+
+- `filter_fft`: frequency sampling. The cascade's response is evaluated on an FFT grid and multiplied with the
+  audio's spectrum. Fast on CPU and GPU and cheap to differentiate, exact up to the impulse-response energy that
+  lies beyond the FFT length (we pad to at least twice the signal length, so only responses that ring longer than
+  the signal alias). Used while training.
+- `filter_iir`: exact recursive filtering. The numerator is an FIR (a 3-tap convolution), the denominator goes
+  through `torchlpc.sample_wise_lpc`, whose C++/CUDA kernel and custom backward make the per-sample recursion
+  fast and differentiable. Matches scipy.signal.sosfilt. Used for rendering and as the reference.
+
+Coefficients are tensors of shape (B, S, 3) for b and a (S sections, a[..., 0] == 1), built differentiably from
+physical parameters, so gradients flow to frequency, gain and Q.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchlpc import sample_wise_lpc
+
+FILTER_KINDS = ("peaking", "low_shelf", "high_shelf", "lowpass", "highpass", "bandpass", "allpass")
+
+
+def biquad(
+    kind: str,
+    freq_hz: torch.Tensor,
+    q: torch.Tensor,
+    gain_db: torch.Tensor | float,
+    sample_rate: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RBJ cookbook biquad. freq_hz, q, gain_db: (B,) tensors. Returns b, a of shape (B, 3), normalized a0 = 1.
+
+    For the shelves, `q` is the cookbook's Q (S = 1 gives the steepest monotonic shelf at Q = 1/sqrt(2)).
+    `gain_db` is ignored by the pass/all-pass kinds.
+    """
+    if kind not in FILTER_KINDS:
+        raise ValueError(f"unknown filter kind {kind!r}; expected one of {FILTER_KINDS}")
+    freq_hz = torch.as_tensor(freq_hz)
+    q = torch.as_tensor(q, dtype=freq_hz.dtype, device=freq_hz.device)
+    gain_db = torch.as_tensor(gain_db, dtype=freq_hz.dtype, device=freq_hz.device)
+    w0 = 2.0 * math.pi * freq_hz / sample_rate
+    cos_w0, sin_w0 = torch.cos(w0), torch.sin(w0)
+    alpha = sin_w0 / (2.0 * q)
+    one = torch.ones_like(w0)
+
+    if kind == "peaking":
+        A = torch.pow(10.0, gain_db / 40.0)
+        b = (1 + alpha * A, -2 * cos_w0, 1 - alpha * A)
+        a = (1 + alpha / A, -2 * cos_w0, 1 - alpha / A)
+    elif kind in ("low_shelf", "high_shelf"):
+        A = torch.pow(10.0, gain_db / 40.0)
+        sq = 2.0 * torch.sqrt(A) * alpha
+        sign = 1.0 if kind == "low_shelf" else -1.0
+        b = (
+            A * ((A + 1) - sign * (A - 1) * cos_w0 + sq),
+            sign * 2 * A * ((A - 1) - sign * (A + 1) * cos_w0),
+            A * ((A + 1) - sign * (A - 1) * cos_w0 - sq),
+        )
+        a = (
+            (A + 1) + sign * (A - 1) * cos_w0 + sq,
+            -sign * 2 * ((A - 1) + sign * (A + 1) * cos_w0),
+            (A + 1) + sign * (A - 1) * cos_w0 - sq,
+        )
+    elif kind == "lowpass":
+        b = ((1 - cos_w0) / 2, 1 - cos_w0, (1 - cos_w0) / 2)
+        a = (1 + alpha, -2 * cos_w0, 1 - alpha)
+    elif kind == "highpass":
+        b = ((1 + cos_w0) / 2, -(1 + cos_w0), (1 + cos_w0) / 2)
+        a = (1 + alpha, -2 * cos_w0, 1 - alpha)
+    elif kind == "bandpass":  # constant 0 dB peak gain
+        b = (alpha, 0 * one, -alpha)
+        a = (1 + alpha, -2 * cos_w0, 1 - alpha)
+    else:  # allpass
+        b = (1 - alpha, -2 * cos_w0, 1 + alpha)
+        a = (1 + alpha, -2 * cos_w0, 1 - alpha)
+
+    b = torch.stack(torch.broadcast_tensors(*b), dim=-1)
+    a = torch.stack(torch.broadcast_tensors(*a), dim=-1)
+    a0 = a[..., :1]
+    return b / a0, a / a0
+
+
+def frequency_response(b: torch.Tensor, a: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """Complex response of a biquad cascade at the n_fft // 2 + 1 rfft bins. b, a: (..., S, 3) -> (..., n_fft//2+1)."""
+    h = torch.fft.rfft(b, n=n_fft) / torch.fft.rfft(a, n=n_fft)
+    return h.prod(dim=-2)
+
+
+def magnitude_db(b: torch.Tensor, a: torch.Tensor, freqs_hz: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Magnitude in dB of a biquad cascade at arbitrary frequencies (for plots and tests). -> (..., n_freqs)."""
+    z1 = torch.exp(-1j * 2 * math.pi * freqs_hz.to(torch.float64) / sample_rate)  # z^-1
+    powers = torch.stack([torch.ones_like(z1), z1, z1 * z1], dim=-1)  # (F, 3)
+    num = (b.to(torch.complex128)[..., None, :] * powers).sum(-1)
+    den = (a.to(torch.complex128)[..., None, :] * powers).sum(-1)
+    h = (num / den).abs().clamp_min(1e-12)
+    return (20 * torch.log10(h)).sum(dim=-2).to(b.dtype)  # cascade: dB add up
+
+
+def _fft_size(n: int) -> int:
+    return 1 << max(1, (2 * n - 1).bit_length())
+
+
+def filter_fft(x: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Apply a biquad cascade by frequency sampling. x: (B, C, T); b, a: (B, S, 3). Output (B, C, T)."""
+    T = x.shape[-1]
+    n_fft = _fft_size(T)
+    h = frequency_response(b, a, n_fft)[:, None, :]  # (B, 1, F)
+    y = torch.fft.irfft(torch.fft.rfft(x, n=n_fft) * h, n=n_fft)
+    return y[..., :T]
+
+
+def filter_iir(x: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Apply a biquad cascade exactly (zero initial state). x: (B, C, T); b, a: (B, S, 3). Output (B, C, T)."""
+    B, C, T = x.shape
+    y = x
+    for s in range(b.shape[1]):
+        bs = b[:, s]  # (B, 3)
+        # numerator: y[n] = b0 x[n] + b1 x[n-1] + b2 x[n-2], as a causal FIR
+        padded = F.pad(y, (2, 0))
+        y = bs[:, 0, None, None] * padded[..., 2:] + bs[:, 1, None, None] * padded[..., 1:-1] + bs[:, 2, None, None] * padded[..., :-2]
+        # denominator: the all-pole recursion y[n] -= a1 y[n-1] + a2 y[n-2]
+        a_tv = a[:, s, 1:].repeat_interleave(C, dim=0)[:, None, :].expand(B * C, T, 2)
+        y = sample_wise_lpc(y.reshape(B * C, T), a_tv).reshape(B, C, T)
+    return y
+
+
+def apply_biquads(x: torch.Tensor, b: torch.Tensor, a: torch.Tensor, backend: str = "fft") -> torch.Tensor:
+    """Apply a biquad cascade with the named backend: "fft" (frequency sampling) or "iir" (exact recursion)."""
+    if backend == "fft":
+        return filter_fft(x, b, a)
+    if backend == "iir":
+        return filter_iir(x, b, a)
+    raise ValueError(f"unknown filter backend {backend!r}; expected 'fft' or 'iir'")
