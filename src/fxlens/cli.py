@@ -52,6 +52,28 @@ def info(file: Path = typer.Argument(..., help="An audio file (wav, flac, ogg, m
     console.print(info_table(rows, title=str(file)))
 
 
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("fxlens-demo"), "--out-dir", help="Where to write dry.wav, wet.wav and the preset."),
+    seed: int = typer.Option(0, help="Seed of the clip and of the chain."),
+    seconds: float = typer.Option(8.0, help="Length of the demo clip."),
+) -> None:
+    """The main job on shipped defaults: render a dry clip, apply a random chain, print it, write audio + preset."""
+    from fxlens.report import preset_table
+    from fxlens.tasks.demo import run_demo
+
+    if not 1.0 <= seconds <= 120.0:
+        raise FxlensError("--seconds must be between 1 and 120")
+    with console.status("rendering a dry multitrack clip with fluidsynth and applying a random chain..."):
+        result = run_demo(out_dir, seed=seed, seconds=seconds)
+    console.print(preset_table(result.preset, title=f"Random effect chain (seed {seed})"))
+    console.print(f"dry {result.dry_lufs:.1f} LUFS -> wet {result.wet_lufs:.1f} LUFS, {result.seconds:.1f} s")
+    for p in (result.dry_path, result.wet_path, result.preset_path):
+        console.print(f"wrote [bold]{p}[/]")
+    console.print("Put the same chain on your own audio: "
+                  f"[bold]fxlens fx apply YOUR.wav OUT.wav --preset {result.preset_path}[/]")
+
+
 @fx_app.command("list")
 def fx_list(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Every effect, its parameters, units, ranges, scales and defaults."""
@@ -99,6 +121,97 @@ def fx_apply(
                            keep_tail=tail)
     console.print(preset_table(result.preset))
     console.print(f"wrote [bold]{result.output}[/] ({result.seconds:.2f} s) and [bold]{result.preset_path}[/]")
+
+
+DATA_DIR_HELP = "Data folder (default: $FXLENS_DATA or ~/.cache/fxlens)."
+
+
+def _data_dir(data_dir: Optional[Path]) -> Path:
+    from fxlens.data.paths import default_data_dir
+
+    return data_dir if data_dir is not None else default_data_dir()
+
+
+@data_app.command("render")
+def data_render(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    dataset: str = typer.Option("fxlens-dry", help="Dataset folder name under the data folder."),
+    hours: float = typer.Option(3.0, help="Hours of music to plan (>= 300 songs at the default 3 h)."),
+    seed: int = typer.Option(0, help="Decides every song: splits, music, soundfonts."),
+    workers: int = typer.Option(2, help="Parallel processes, one synthesizer each."),
+    min_seconds: float = typer.Option(20.0, help="Shortest song."),
+    max_seconds: float = typer.Option(45.0, help="Longest song."),
+) -> None:
+    """Render dry multitrack songs (procedural + music21 arrangements) to per-instrument FLAC stems. Resumable."""
+    from fxlens.data.render import render_dataset
+
+    summary = render_dataset(_data_dir(data_dir), dataset=dataset, hours=hours, seed=seed, workers=workers,
+                             song_seconds=(min_seconds, max_seconds), progress=True)
+    splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    console.print(f"{summary['songs']} songs ({summary['hours']:.2f} h of music; {splits}) in [bold]{summary['root']}[/]")
+    console.print(f"this call: rendered {summary['rendered']}, skipped {summary['skipped']} finished songs, "
+                  f"{summary['seconds']:.0f} s wall, {summary['x_real_time']:.1f}x real time")
+    if summary.get("dropped_stems"):
+        console.print(f"dropped {len(summary['dropped_stems'])} silent stems (listed in dataset.json)")
+
+
+@bench_app.command("fx")
+def bench_fx_command(
+    seconds: float = typer.Option(10.0, help="Length of the test audio (stereo, 44.1 kHz)."),
+    batch: str = typer.Option("1,16", help="Comma-separated batch sizes."),
+    repeats: int = typer.Option(3, help="Timed runs per figure (median reported)."),
+    effects: Optional[str] = typer.Option(None, help="Comma-separated effects (default: all, plus the 8-effect chain)."),
+    no_backward: bool = typer.Option(False, "--no-backward", help="Skip forward+backward timings."),
+    json_out: Path = typer.Option(Path("bench-fx.json"), "--json", help="Where to write the JSON results."),
+) -> None:
+    """Speed of every effect and of an 8-effect chain (x real time), beside pedalboard and dasp-pytorch."""
+    from rich.table import Table
+
+    from fxlens.bench.speed import bench_fx, machine_description, verdicts, write_json
+
+    try:
+        batches = tuple(int(b) for b in batch.split(","))
+    except ValueError:
+        raise FxlensError(f"--batch must be comma-separated integers, got {batch!r}") from None
+    if seconds <= 0 or repeats < 1 or any(b < 1 for b in batches):
+        raise FxlensError("--seconds must be > 0, --repeats >= 1 and batch sizes >= 1")
+    names = _split_names(effects)
+    if names:
+        from fxlens.fx import effect_class
+
+        for n in names:
+            effect_class(n)
+    table = Table(title=f"fxlens bench fx: x real time, {seconds:g} s stereo 44.1 kHz, {machine_description()['threads']} threads")
+    table.add_column("effect", style="bold cyan")
+    for b in batches:
+        table.add_column(f"fwd b{b}", justify="right")
+    if not no_backward:
+        for b in batches:
+            table.add_column(f"fwd+bwd b{b}", justify="right")
+    table.add_column("pedalboard b1", justify="right")
+    table.add_column("dasp fwd / fwd+bwd b1", justify="right")
+    table.add_column("targets")
+
+    def fmt(v):
+        return "-" if v is None else f"{v:,.0f}x"
+
+    rows = []
+    with console.status("timing effects...") as status:
+        def on_row(row):
+            status.update(f"timed {row.name}")
+            console.print(f"  {row.name}: fwd b1 {fmt(row.forward.get(batches[0]))}", highlight=False)
+            rows.append(row)
+
+        bench_fx(seconds, batches, repeats, names, backward=not no_backward, on_row=on_row)
+    for r in rows:
+        cells = [fmt(r.forward.get(b)) for b in batches]
+        if not no_backward:
+            cells += [fmt(r.forward_backward.get(b)) for b in batches]
+        dasp = "-" if r.dasp is None else f"{fmt(r.dasp)} / {fmt(r.dasp_forward_backward)}"
+        table.add_row(r.name, *cells, fmt(r.pedalboard), dasp, "; ".join(verdicts(r)))
+    console.print(table)
+    path = write_json(json_out, rows, {"seconds": seconds, "batches": list(batches), "repeats": repeats})
+    console.print(f"wrote {path}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -3,7 +3,7 @@
 Importing this package registers every effect (see `fxlens.fx.effect.register_effect`).
 """
 
-from fxlens.fx import stereo  # noqa: F401  (registers effects)
+from fxlens.fx import delay, distortion, dynamics, eq, reverb, stereo  # noqa: F401  (importing registers them)
 from fxlens.fx.effect import Effect, effect_class, effect_names, get_effect, register_effect
 from fxlens.fx.params import ParamSpec
 

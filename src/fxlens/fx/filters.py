@@ -2,8 +2,8 @@
 
 - `filter_fft`: frequency sampling. The cascade's response is evaluated on an FFT grid and multiplied with the
   audio's spectrum. Fast on CPU and GPU and cheap to differentiate, exact up to the impulse-response energy that
-  lies beyond the FFT length (we pad to at least twice the signal length, so only responses that ring longer than
-  the signal alias). Used while training.
+  lies beyond the zero padding (`FFT_TAIL_PAD`, 1.5 s at 44.1 kHz: longer than any biquad here rings).
+  Used while training.
 - `filter_iir`: exact recursive filtering. The numerator is an FIR (a 3-tap convolution), the denominator goes
   through `torchlpc.sample_wise_lpc`, whose C++/CUDA kernel and custom backward make the per-sample recursion
   fast and differentiable. Matches scipy.signal.sosfilt. Used for rendering and as the reference.
@@ -18,6 +18,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from scipy.fft import next_fast_len
 from torchlpc import sample_wise_lpc
 
 FILTER_KINDS = ("peaking", "low_shelf", "high_shelf", "lowpass", "highpass", "bandpass", "allpass")
@@ -98,8 +99,14 @@ def magnitude_db(b: torch.Tensor, a: torch.Tensor, freqs_hz: torch.Tensor, sampl
     return (20 * torch.log10(h)).sum(dim=-2).to(b.dtype)  # cascade: dB add up
 
 
+# Zero padding after the signal for frequency sampling: 2**16 samples (1.5 s at 44.1 kHz) holds the ring-out of
+# every biquad in fxlens's ranges to below -60 dB (a 20 Hz peak at Q 5 decays by 60 dB in about 0.5 s).
+FFT_TAIL_PAD = 1 << 16
+
+
 def _fft_size(n: int) -> int:
-    return 1 << max(1, (2 * n - 1).bit_length())
+    """An FFT length >= n + min(n, FFT_TAIL_PAD) with only small prime factors (fast for pocketfft and cuFFT)."""
+    return next_fast_len(n + min(n, FFT_TAIL_PAD), real=True)
 
 
 def filter_fft(x: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,161 @@
+"""`fxlens bench fx`: how fast each effect and an 8-effect chain run, forward and forward+backward, against peers.
+
+Speed is reported as x-real-time: seconds of audio processed per second of wall time, counting every item of
+the batch (batch 16 x 10 s in 1 s is 160x). Each figure is the median of `repeats` timed runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from fxlens.atomic import write_text_atomic
+from fxlens.bench.peers import dasp_processor, pedalboard_processor
+from fxlens.fx import effect_names, get_effect
+from fxlens.fx.chain import DEFAULT_POOL, RandomChain
+
+SR = 44100
+# Targets from the foundation issue (docs/benchmarks.md keeps the measured figures).
+TARGET_FORWARD_B1 = 100.0
+TARGET_CHAIN = 50.0
+TARGET_REVERB = 20.0
+WITHIN_PEDALBOARD = ("parametric_eq", "compressor", "delay", "distortion")
+
+
+@dataclass
+class SpeedRow:
+    name: str
+    forward: dict[int, float] = field(default_factory=dict)
+    forward_backward: dict[int, float] = field(default_factory=dict)
+    pedalboard: float | None = None
+    dasp: float | None = None
+    dasp_forward_backward: float | None = None
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up (allocations, kernels, numba compilation)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _test_signal(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:
+    """Band-limited noise bursts: a stand-in for music with a realistic crest factor."""
+    g = torch.Generator().manual_seed(seed)
+    T = int(seconds * SR)
+    x = torch.randn(batch, 2, T, generator=g) * 0.1
+    env = (torch.sin(torch.linspace(0, 40 * torch.pi, T)) > 0).float() * 0.8 + 0.2
+    return (x * env).contiguous()
+
+
+def _time_module(process: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], n_params: int, batch: int,
+                 seconds: float, repeats: int, backward: bool) -> float:
+    x0 = _test_signal(batch, seconds)
+    controls = torch.rand(batch, n_params, generator=torch.Generator().manual_seed(1))
+
+    def forward():
+        with torch.no_grad():
+            process(x0, controls)
+
+    def forward_backward():
+        x = x0.clone().requires_grad_(True)
+        c = controls.clone().requires_grad_(True)
+        process(x, c).square().mean().backward()
+
+    t = _median_seconds(forward_backward if backward else forward, repeats)
+    return batch * seconds / t
+
+
+def bench_fx(
+    seconds: float = 10.0,
+    batches: tuple[int, ...] = (1, 16),
+    repeats: int = 3,
+    effects: list[str] | None = None,
+    backward: bool = True,
+    on_row: Callable[[SpeedRow], None] | None = None,
+) -> list[SpeedRow]:
+    """Time every effect (or `effects`) and the 8-effect default chain; returns one row each."""
+    names = effects or effect_names()
+    rows = []
+    for name in names + ["chain8"]:
+        row = SpeedRow(name)
+        if name == "chain8":
+            # All eight effects of the default training pool, every one switched on, random settings.
+            rc = RandomChain(DEFAULT_POOL, probabilities=1.0)
+
+            def process(x, c, rc=rc):
+                return rc(x, SR, seed=0)[0]
+
+            n_params = 0
+        else:
+            effect = get_effect(name)
+
+            def process(x, c, effect=effect):
+                return effect(x, SR, c)
+
+            n_params = effect.n_params
+        for b in batches:
+            row.forward[b] = _time_module(process, n_params, b, seconds, repeats, backward=False)
+            if backward:
+                row.forward_backward[b] = _time_module(process, n_params, b, seconds, repeats, backward=True)
+        peer = pedalboard_processor(name)
+        if peer is not None:
+            x = _test_signal(1, seconds)[0].numpy()
+            row.pedalboard = seconds / _median_seconds(lambda: peer(x, SR), repeats)
+        dasp = dasp_processor(name)
+        if dasp is not None:
+            x = _test_signal(1, seconds)
+            with torch.no_grad():
+                row.dasp = seconds / _median_seconds(lambda: dasp(x, SR), repeats)
+            if backward:
+                def fb():
+                    xg = x.clone().requires_grad_(True)
+                    dasp(xg, SR).square().mean().backward()
+                row.dasp_forward_backward = seconds / _median_seconds(fb, repeats)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def verdicts(row: SpeedRow) -> list[str]:
+    """Which of the issue's speed targets this row meets (or misses)."""
+    out = []
+    fwd1 = row.forward.get(1)
+    if fwd1 is None:
+        return out
+    if row.name == "chain8":
+        out.append(f"chain>={TARGET_CHAIN:.0f}x " + ("ok" if fwd1 >= TARGET_CHAIN else "MISSED"))
+    elif row.name == "reverb":
+        out.append(f">={TARGET_REVERB:.0f}x " + ("ok" if fwd1 >= TARGET_REVERB else "MISSED"))
+    else:
+        out.append(f">={TARGET_FORWARD_B1:.0f}x " + ("ok" if fwd1 >= TARGET_FORWARD_B1 else "MISSED"))
+    if row.name in WITHIN_PEDALBOARD and row.pedalboard:
+        out.append("within 3x of pedalboard " + ("ok" if fwd1 * 3 >= row.pedalboard else "MISSED"))
+    return out
+
+
+def machine_description() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write_json(path: str | Path, rows: list[SpeedRow], settings: dict) -> Path:
+    payload = {"benchmark": "fx", "machine": machine_description(), "settings": settings,
+               "rows": [asdict(r) | {"targets": verdicts(r)} for r in rows]}
+    return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
