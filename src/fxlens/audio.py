@@ -435,11 +435,21 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
         )
     check_finite(x)
 
-    y = k_weight(x.to(torch.float64), sample_rate)
+    return gated_loudness(k_weight(x.to(torch.float64), sample_rate), sample_rate).to(x.dtype)
+
+
+def gated_loudness(weighted: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """The BS.1770-4 gating of `integrated_loudness` on an already K-weighted signal (B, C, T) -> (B,) LUFS, float64.
+
+    Exposed so that a caller measuring many gain curves g on one signal (Fx normalization's compressor search) can
+    K-weight once and measure ``gated_loudness(k_weight(x) * g)``.
+    """
+    B, C, T = weighted.shape
+    y = weighted.to(torch.float64)
     # Block mean squares through a cumulative sum: O(T) for any (even fractional) hop, exact in float64.
     energy = torch.cumsum(y * y, dim=-1)  # energy[..., n] = sum of y^2 over samples [0, n]
     lower, upper, block_len = _block_bounds(T, sample_rate)
-    lower, upper = lower.to(x.device), upper.to(x.device)
+    lower, upper = lower.to(y.device), upper.to(y.device)
     before = energy[..., (lower - 1).clamp(min=0)] * (lower > 0)  # energy before each block's first sample
     z = (energy[..., upper - 1] - before) / block_len  # (B, C, J)
     weights = torch.tensor(_channel_weights(C), dtype=z.dtype, device=z.device)
@@ -455,8 +465,7 @@ def integrated_loudness(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     n = gated.sum(dim=1)
     mean = (zw * gated).sum(dim=1) / n.clamp(min=1)
     lufs = _LUFS_OFFSET + 10.0 * torch.log10(mean)
-    lufs = torch.where(n > 0, lufs, torch.full_like(lufs, -math.inf))
-    return lufs.to(x.dtype)
+    return torch.where(n > 0, lufs, torch.full_like(lufs, -math.inf))
 
 
 def peak_db(x: torch.Tensor) -> torch.Tensor:

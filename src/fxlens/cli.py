@@ -155,6 +155,73 @@ def data_render(
         console.print(f"dropped {len(summary['dropped_stems'])} silent stems (listed in dataset.json)")
 
 
+@data_app.command("real")
+def data_real() -> None:
+    """The real recordings installed by the set-up (Frets on Fire mixes + guitar stems, Wesnoth music), with licences."""
+    from rich.table import Table
+
+    from fxlens.data.real import list_real_recordings
+
+    recordings = list_real_recordings()
+    table = Table(title=f"{len(recordings)} real recordings")
+    for col in ("collection", "name", "stems", "duration", "licence", "package"):
+        table.add_column(col)
+    for r in recordings:
+        table.add_row(r.collection, r.name, ", ".join(r.stems), f"{r.duration_s:.0f} s", r.licence, r.package)
+    console.print(table)
+
+
+def _progress_callback(progress, task_id):
+    def update(done: int, total: int) -> None:
+        progress.update(task_id, completed=done, total=total)
+
+    return update
+
+
+@data_app.command("fxnorm-stats")
+def data_fxnorm_stats(
+    dataset: Path = typer.Argument(..., help="A stem dataset folder (fxlens, MUSDB18-HQ, MoisesDB or a plain folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the statistics JSON."),
+    layout: str = typer.Option("auto", help="auto, fxlens, musdb, moisesdb or folder."),
+    split: Optional[str] = typer.Option(None, help="Only this split (e.g. train)."),
+    max_songs: Optional[int] = typer.Option(None, help="Use at most this many songs."),
+) -> None:
+    """Per-instrument Fx-normalization statistics (mean spectrum, dynamics, stereo, loudness) of a stem dataset."""
+    from rich.progress import Progress
+
+    from fxlens.data.fxnorm import compute_stats
+    from fxlens.data.stems import open_dataset
+
+    ds = open_dataset(dataset, layout=layout, split=split)
+    with Progress(console=console) as progress:
+        task = progress.add_task("measuring stems", total=None)
+        stats = compute_stats(ds, max_songs=max_songs, progress=_progress_callback(progress, task))
+    stats.save(out)
+    console.print(f"statistics of {len(stats.instruments)} instruments ({', '.join(sorted(stats.instruments))}) -> [bold]{out}[/]")
+
+
+@data_app.command("fxnorm")
+def data_fxnorm(
+    dataset: Path = typer.Argument(..., help="A stem dataset folder (fxlens, MUSDB18-HQ, MoisesDB or a plain folder)."),
+    stats: Path = typer.Option(..., "--stats", help="Statistics JSON from `fxlens data fxnorm-stats`."),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Where to write the normalized stems (fxlens layout)."),
+    layout: str = typer.Option("auto", help="auto, fxlens, musdb, moisesdb or folder."),
+    split: Optional[str] = typer.Option(None, help="Only this split."),
+) -> None:
+    """Fx-normalize every stem (loudness, EQ, dynamics, stereo; reverb left alone) toward the dataset statistics."""
+    from rich.progress import Progress
+
+    from fxlens.data.fxnorm import FxNormStats, normalize_dataset
+    from fxlens.data.stems import open_dataset
+
+    ds = open_dataset(dataset, layout=layout, split=split)
+    st = FxNormStats.load(stats)
+    with Progress(console=console) as progress:
+        task = progress.add_task("normalizing songs", total=None)
+        written = normalize_dataset(ds, st, out_dir, progress=_progress_callback(progress, task))
+    console.print(f"{len(written)} songs written under [bold]{out_dir}[/]")
+
+
 @bench_app.command("fx")
 def bench_fx_command(
     seconds: float = typer.Option(10.0, help="Length of the test audio (stereo, 44.1 kHz)."),
