@@ -9,6 +9,8 @@ import pytest
 import scipy.signal
 import torch
 
+import fxlens.fx.delay as delay_module
+
 from fxlens.errors import InvalidAudioError, ParameterError
 from fxlens.fx import get_effect
 from fxlens.fx.delay import (
@@ -367,9 +369,14 @@ FUNCTIONAL = {
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
 def test_gradcheck_float64(name):
     fn, p0 = FUNCTIONAL[name]
-    x = noise(2, 2, 300, seed=12).requires_grad_()
     params = [torch.tensor([v, v * 0.93], dtype=torch.float64, requires_grad=True) for v in p0]
+    x = noise(2, 2, 400, seed=12).requires_grad_()
+    # audio and parameters together, by random projections (fast mode)
     assert torch.autograd.gradcheck(lambda x, *p: fn(x, p), (x, *params), fast_mode=True, atol=1e-6, rtol=1e-4)
+    # every parameter entry in full, against 24 fixed projections of the output (keeps slow mode cheap)
+    proj = noise(1, 1, 2 * 2 * 400 * 24, seed=16).reshape(2 * 2 * 400, 24) / 40.0
+    assert torch.autograd.gradcheck(lambda *p: fn(x.detach(), p).reshape(-1) @ proj, tuple(params),
+                                    atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["delay", "modulated_delay", "phaser", "tremolo"])
@@ -383,6 +390,28 @@ def test_batch_equals_items_and_is_deterministic(name):
         yi = eff(x[i : i + 1], SR, controls[i : i + 1])
         assert torch.allclose(y[i : i + 1], yi, atol=1e-6, rtol=0)
     assert torch.equal(y, eff(x, SR, controls))
+
+
+@pytest.mark.parametrize("name", ["delay", "modulated_delay", "phaser", "tremolo"])
+def test_cpu_chunking_gives_the_same_result(name, monkeypatch):
+    x = noise(3, 2, 3000, seed=15, dtype=torch.float32)
+    eff = get_effect(name)
+    controls = torch.tensor([[0.2, 0.8, 0.4, 0.9, 0.6], [0.9, 0.1, 0.6, 0.3, 1.0], [0.5, 0.5, 0.5, 0.5, 0.3]])
+    controls = controls[:, : eff.n_params]
+    whole = eff(x, SR, controls)
+    monkeypatch.setattr(delay_module, "_CPU_CHUNK_SAMPLES", 2000)  # one item, then one row, at a time
+    assert torch.allclose(eff(x, SR, controls), whole, atol=1e-6, rtol=0)
+
+
+def test_config_errors():
+    with pytest.raises(ParameterError):
+        get_effect("phaser", stages=20)
+    with pytest.raises(ParameterError):
+        ModulatedDelay(max_sweep_ms=0.0)
+    with pytest.raises(ParameterError):
+        modulated_delay(noise(1, 1, 100), SR, 1.0, 0.5, 5.0, -1.0, 0.5)
+    with pytest.raises(ParameterError):
+        tremolo(noise(1, 1, 100), 0, 1.0, 0.5, 0.5)
 
 
 @pytest.mark.parametrize("name", ["delay", "modulated_delay", "phaser", "tremolo"])

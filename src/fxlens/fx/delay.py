@@ -2,7 +2,9 @@
 Tremolo and Phaser.
 
 Every effect here is a pure, batched function of audio ``x`` (batch, channels, samples) and physical parameters
-(floats or (batch,) tensors), differentiable w.r.t. both, with no Python loop over samples:
+(floats or (batch,) tensors), differentiable w.r.t. both. No Python loop runs over the samples of a signal; the
+only loops are over feedback passes (modulated delay) and over the 64 positions inside a block, all blocks at
+once (phaser):
 
 - `delay`: a feedback comb evaluated in closed form in the frequency domain (exact, any fractional time);
 - `modulated_delay`: a sinusoidally swept fractional delay read by linear interpolation (vectorized gather); its
@@ -15,7 +17,7 @@ Output length always equals input length. Effects that ring (delay, feedback) ex
 that wants the tail appends that many seconds of zeros to the input before processing.
 
 LFOs start at phase 0 (``sin``) on the first sample; with a stereo phase offset, channel ``c`` runs ``c * offset``
-ahead. LFO phases are accumulated in float64 and wrapped to one cycle, so a 10-minute file has no phase drift.
+ahead. LFO phases are computed in float64 and wrapped to one cycle, so a 10-minute file has no phase drift.
 """
 
 from __future__ import annotations
@@ -211,8 +213,9 @@ def delay(
     output (see `_comb_spectrum`); the FFT is padded to >= 2 T + 2048 samples so that no echo wraps around, with
     1024 samples either side for the sinc tails of fractional delays. Integer delays are exact to float rounding;
     on band-limited input a fractional delay equals the ideal (infinite) sinc interpolation to ~1e-10 of the peak
-    (broadband input with energy at Nyquist, where a fractional delay is ill-defined, differs by ~3e-4). Ping-pong uses the eigenvectors of the 2x2 cross-feedback matrix
-    [[0, 1], [1, 0]]: mid sees a comb with gain +g, side one with -g; left = odd echoes, right = even echoes.
+    (broadband input with energy at Nyquist, where a fractional delay is ill-defined, differs by ~3e-4).
+    Ping-pong uses the eigenvectors of the 2x2 cross-feedback matrix [[0, 1], [1, 0]]: mid sees a comb with gain
+    +g, side one with -g; left = odd echoes, right = even echoes.
     """
     check_audio(x)
     sr = _check_rate(sample_rate)
