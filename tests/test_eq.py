@@ -401,7 +401,8 @@ def test_batch_independence(backend):
     for i in range(3):
         yi = parametric_eq(x[i : i + 1], SR, backend=backend, **{k: v[i : i + 1] for k, v in params.items()})
         torch.testing.assert_close(y[i : i + 1], yi, rtol=1e-5, atol=1e-6)
-        ygi = graphic_eq(x[i : i + 1], SR, backend=backend, compensate=True, **{k: v[i : i + 1] for k, v in gparams.items()})
+        gi = {k: v[i : i + 1] for k, v in gparams.items()}
+        ygi = graphic_eq(x[i : i + 1], SR, backend=backend, compensate=True, **gi)
         torch.testing.assert_close(yg[i : i + 1], ygi, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(parametric_eq(x, SR, backend=backend, **params), y, rtol=0, atol=0)  # deterministic
 
