@@ -31,8 +31,7 @@ import torch
 
 from fxlens.errors import ParameterError
 from fxlens.fx.effect import Effect, as_batch, bcast, check_audio, register_effect
-from fxlens.fx.eq import _decay_seconds
-from fxlens.fx.filters import apply_biquads, biquad
+from fxlens.fx.filters import apply_biquads, biquad, decay_seconds
 from fxlens.fx.params import ParamSpec
 
 BACKENDS = ("fft", "iir")
@@ -496,7 +495,7 @@ class Distortion(Effect):
     def tail_seconds(self, params: dict[str, torch.Tensor]) -> float:
         """Ringing of the slower shelf down to -60 dB (tens of ms at most: a 50 Hz shelf at Q 2)."""
         _, a = self.coefficients(44100, **params)
-        return _decay_seconds(a, 44100)
+        return decay_seconds(a, 44100)
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:

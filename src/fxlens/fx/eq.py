@@ -33,7 +33,7 @@ import torch
 
 from fxlens.errors import ParameterError
 from fxlens.fx.effect import Effect, as_batch, check_audio, register_effect
-from fxlens.fx.filters import apply_biquads, biquad, magnitude_db
+from fxlens.fx.filters import apply_biquads, biquad, decay_seconds, magnitude_db
 from fxlens.fx.params import ParamSpec
 
 BACKENDS = ("fft", "iir")
@@ -201,19 +201,6 @@ def parametric_eq(
     return apply_biquads(x, b, a, backend=backend)
 
 
-def _decay_seconds(a: torch.Tensor, sample_rate: int, floor_db: float = -60.0) -> float:
-    """Time for the slowest pole of a cascade (a: (..., 3)) to decay by `floor_db` (the EQ's ringing tail)."""
-    a = a.detach().to(torch.float64)
-    a1, a2 = a[..., 1], a[..., 2]
-    disc = a1 * a1 - 4 * a2
-    root = torch.sqrt(disc.abs())
-    # complex pair: |p| = sqrt(a2); real pair: the larger of |(-a1 +- sqrt(disc)) / 2|
-    r_real = torch.maximum((-a1 + root).abs(), (-a1 - root).abs()) / 2
-    r = torch.where(disc < 0, a2.clamp_min(0).sqrt(), r_real).clamp(1e-12, 1 - 1e-12)
-    n = (floor_db / 20 * math.log(10)) / torch.log(r)
-    return float(n.max()) / sample_rate
-
-
 @register_effect
 class ParametricEQ(Effect):
     """Low shelf + `n_peaks` peaking bands + high shelf. Config: n_peaks (default 4; 3 = BE-AFX), backend."""
@@ -239,7 +226,7 @@ class ParametricEQ(Effect):
     def tail_seconds(self, params: dict[str, torch.Tensor]) -> float:
         """Ringing of the slowest band down to -60 dB (up to ~1 s for a 30 Hz shelf at Q 5 and +15 dB)."""
         _, a = parametric_eq_coefficients(44100, **params)
-        return _decay_seconds(a, 44100)
+        return decay_seconds(a, 44100)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -368,4 +355,4 @@ class GraphicEQ(Effect):
     def tail_seconds(self, params: dict[str, torch.Tensor]) -> float:
         """Ringing of the slowest band down to -60 dB (the 31.25 Hz band: ~0.1-0.3 s)."""
         _, a = graphic_eq_coefficients(44100, compensate=self.compensate, **params)
-        return _decay_seconds(a, 44100)
+        return decay_seconds(a, 44100)

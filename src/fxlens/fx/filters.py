@@ -108,6 +108,19 @@ def magnitude_db(b: torch.Tensor, a: torch.Tensor, freqs_hz: torch.Tensor, sampl
     return (20 * torch.log10(h)).sum(dim=-2).to(b.dtype)  # cascade: dB add up
 
 
+def decay_seconds(a: torch.Tensor, sample_rate: int, floor_db: float = -60.0) -> float:
+    """Time for the slowest pole of a cascade (a: (..., 3)) to decay by `floor_db` (the EQ's ringing tail)."""
+    a = a.detach().to(torch.float64)
+    a1, a2 = a[..., 1], a[..., 2]
+    disc = a1 * a1 - 4 * a2
+    root = torch.sqrt(disc.abs())
+    # complex pair: |p| = sqrt(a2); real pair: the larger of |(-a1 +- sqrt(disc)) / 2|
+    r_real = torch.maximum((-a1 + root).abs(), (-a1 - root).abs()) / 2
+    r = torch.where(disc < 0, a2.clamp_min(0).sqrt(), r_real).clamp(1e-12, 1 - 1e-12)
+    n = (floor_db / 20 * math.log(10)) / torch.log(r)
+    return float(n.max()) / sample_rate
+
+
 # Zero padding after the signal for frequency sampling: 2**16 samples (1.5 s at 44.1 kHz) holds the ring-out of
 # every biquad in fxlens's ranges to below -60 dB (a 20 Hz peak at Q 5 decays by 60 dB in about 0.5 s).
 FFT_TAIL_PAD = 1 << 16
