@@ -1,7 +1,7 @@
 """Chains of effects: `Chain` (fixed settings, the pedalboard-style one obvious call) and `RandomChain`
 (random effects, count, order and settings per batch item, for training data), both speaking presets.
 
-    chain = Chain([("compressor", {"threshold": -24.0, "ratio": 4.0}), "reverb"])
+    chain = Chain([("compressor", {"threshold_db": -24.0, "ratio": 4.0}), "reverb"])
     wet = chain(audio, 44100)                      # audio (B, C, T) -> (B, C, T)
     preset = chain.to_preset(44100)                # JSON-ready dict; Chain.from_preset(preset) rebuilds it
 """

@@ -3,7 +3,7 @@
     {
       "format": "fxlens-preset", "fxlens_version": "0.1.0", "sample_rate": 44100,
       "effects": [
-        {"name": "compressor", "config": {}, "params": {"threshold": {"value": -24.0, "unit": "dB"}, ...}},
+        {"name": "compressor", "config": {}, "params": {"threshold_db": {"value": -24.0, "unit": "dB"}, ...}},
         ...
       ]
     }
