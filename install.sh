@@ -24,23 +24,24 @@ if [ ! -x .venv/bin/python ]; then
   echo "[fxlens] creating .venv"
   "$PY" -m venv .venv || { echo "[fxlens] python3 -m venv failed: apt-get install python3-venv" >&2; exit 1; }
 fi
-PIP=".venv/bin/pip"
+# pip, without the mirror-configuration warnings some machines print for every package ("Location ... ignored")
+pip_install() { .venv/bin/pip install -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 # torch: the CPU wheel on disk when there is one (no multi-GB CUDA download), a range otherwise.
 if .venv/bin/python -c "import torch" 2>/dev/null; then
   :
 elif compgen -G "${PIP_FIND_LINKS:-/opt/wheels}/torch-2.13.0*.whl" >/dev/null; then
-  echo "[fxlens] pip install torch==2.13.0 (local wheel)"; $PIP install -q torch==2.13.0
+  echo "[fxlens] pip install torch==2.13.0 (local wheel)"; pip_install torch==2.13.0
 else
-  echo "[fxlens] pip install torch>=2.4"; $PIP install -q "torch>=2.4"
+  echo "[fxlens] pip install torch>=2.4"; pip_install "torch>=2.4"
 fi
 # torchlpc is a source distribution with a C++ extension: build it against the torch above, not a fresh one.
 if ! .venv/bin/python -c "import torchlpc" 2>/dev/null; then
   echo "[fxlens] pip install --no-build-isolation torchlpc (builds a C++ extension, about a minute)"
-  $PIP install -q setuptools wheel numpy numba
-  $PIP install -q --no-build-isolation "torchlpc>=0.7"
+  pip_install setuptools wheel numpy numba
+  pip_install --no-build-isolation "torchlpc>=0.7"
 fi
 echo "[fxlens] pip install -e .[peers,test]"
-$PIP install -q -e ".[peers,test]" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install -e ".[peers,test]"
 .venv/bin/python -c "import fxlens, torchcomp, torchlpc, soundfile, soxr" \
   || { echo "[fxlens] installation incomplete" >&2; exit 1; }
 echo "[fxlens] installed: $(.venv/bin/fxlens --help >/dev/null && echo .venv/bin/fxlens)"
