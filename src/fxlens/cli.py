@@ -230,11 +230,13 @@ def bench_fx_command(
     effects: Optional[str] = typer.Option(None, help="Comma-separated effects (default: all, plus the 8-effect chain)."),
     no_backward: bool = typer.Option(False, "--no-backward", help="Skip forward+backward timings."),
     json_out: Path = typer.Option(Path("bench-fx.json"), "--json", help="Where to write the JSON results."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table as Markdown here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the speeds as a bar chart (PNG/SVG/PDF)."),
 ) -> None:
     """Speed of every effect and of an 8-effect chain (x real time), beside pedalboard and dasp-pytorch."""
     from rich.table import Table
 
-    from fxlens.bench.speed import bench_fx, machine_description, verdicts, write_json
+    from fxlens.bench.speed import bench_fx, format_xrt, machine_description, markdown_table, verdicts, write_json
 
     try:
         batches = tuple(int(b) for b in batch.split(","))
@@ -259,9 +261,7 @@ def bench_fx_command(
     table.add_column("dasp fwd / fwd+bwd b1", justify="right")
     table.add_column("targets")
 
-    def fmt(v):
-        return "-" if v is None else f"{v:,.0f}x"
-
+    fmt = format_xrt
     rows = []
     with console.status("timing effects...") as status:
         def on_row(row):
@@ -279,6 +279,14 @@ def bench_fx_command(
     console.print(table)
     path = write_json(json_out, rows, {"seconds": seconds, "batches": list(batches), "repeats": repeats})
     console.print(f"wrote {path}")
+    if markdown is not None:
+        from fxlens.atomic import write_text_atomic
+
+        console.print(f"wrote {write_text_atomic(markdown, markdown_table(rows))}")
+    if plot is not None:
+        from fxlens.bench.speed import plot_speed
+
+        console.print(f"wrote {plot_speed(rows, plot)}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from fxlens.atomic import write_text_atomic
+from fxlens.atomic import atomic_path, write_text_atomic
 from fxlens.bench.peers import dasp_processor, pedalboard_processor
 from fxlens.fx import effect_names, get_effect
 from fxlens.fx.chain import DEFAULT_POOL, RandomChain
@@ -159,3 +160,59 @@ def write_json(path: str | Path, rows: list[SpeedRow], settings: dict) -> Path:
     payload = {"benchmark": "fx", "machine": machine_description(), "settings": settings,
                "rows": [asdict(r) | {"targets": verdicts(r)} for r in rows]}
     return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def format_xrt(v: float | None) -> str:
+    """x-real-time for tables: '-' when missing, two decimals below 10x (dasp's reverb runs at 0.3x)."""
+    if v is None:
+        return "-"
+    return f"{v:.2f}x" if v < 10 else f"{v:,.0f}x"
+
+
+def markdown_table(rows: list[SpeedRow]) -> str:
+    """The results as a Markdown table (for docs/benchmarks.md)."""
+    batches = sorted({b for r in rows for b in r.forward})
+
+    fmt = format_xrt
+    head = ["effect"] + [f"fwd b{b}" for b in batches] + [f"fwd+bwd b{b}" for b in batches]
+    head += ["pedalboard fwd b1", "dasp fwd b1", "dasp fwd+bwd b1", "targets"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"`{r.name}`"] + [fmt(r.forward.get(b)) for b in batches]
+        cells += [fmt(r.forward_backward.get(b)) for b in batches]
+        cells += [fmt(r.pedalboard), fmt(r.dasp), fmt(r.dasp_forward_backward), "; ".join(verdicts(r))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_speed(rows: list[SpeedRow], path: str | Path) -> Path:
+    """Horizontal bars (log scale): fxlens forward and forward+backward at batch 1 beside pedalboard's forward."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in rows]
+    y = np.arange(len(rows))
+    series = [
+        ("fxlens forward", [r.forward.get(1) for r in rows], "tab:blue"),
+        ("fxlens forward+backward", [r.forward_backward.get(1) for r in rows], "tab:cyan"),
+        ("pedalboard forward", [r.pedalboard for r in rows], "tab:orange"),
+        ("dasp-pytorch forward", [r.dasp for r in rows], "tab:gray"),
+    ]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    height = 0.2
+    for k, (label, values, color) in enumerate(series):
+        vals = [np.nan if v is None else v for v in values]
+        ax.barh(y + (k - 1.5) * height, vals, height, label=label, color=color)
+    ax.axvline(TARGET_FORWARD_B1, color="k", lw=0.8, ls="--", label=f"{TARGET_FORWARD_B1:.0f}x target")
+    ax.set_xscale("log")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("x real time (10 s stereo 44.1 kHz, batch 1; higher is faster)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return Path(path)
