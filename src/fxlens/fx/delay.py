@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from fxlens.errors import InvalidAudioError, ParameterError
 from fxlens.fx.effect import Effect, as_batch, bcast, check_audio, register_effect
+from fxlens.fx.filters import fft_length
 from fxlens.fx.params import ParamSpec
 
 __all__ = [
@@ -66,23 +67,6 @@ def _check_rate(sample_rate: int | float) -> float:
     if not math.isfinite(sr) or sr <= 0:
         raise ParameterError(f"sample_rate must be positive, got {sample_rate!r}")
     return sr
-
-
-def _fft_length(n: int) -> int:
-    """Smallest even 2^a 3^b 5^c >= n: pocketfft is fast on these sizes (a prime-heavy size can be 4x slower)."""
-    best = 1 << max(1, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            if m % 2 == 0 and m < best:
-                best = m
-            p35 *= 3
-        p5 *= 5
-    return best
 
 
 def _wide(device: torch.device) -> torch.dtype:
@@ -229,7 +213,7 @@ def delay(
     if bool((g.detach().abs() >= 1).any()):
         raise ParameterError("delay feedback must satisfy |feedback| < 1")
 
-    n_fft = _fft_length(2 * T + 2 * _FRACTIONAL_MARGIN)
+    n_fft = fft_length(2 * T + 2 * _FRACTIONAL_MARGIN)
     # Echo k of sample t lands at t + k D; only echoes with k D <= T + margin can reach the output window, and with
     # this K every landing point stays below 2 T + margin < n_fft - margin: no circular wrap-around.
     echoes = torch.floor((T + _FRACTIONAL_MARGIN) / d.detach()).clamp(min=1.0)

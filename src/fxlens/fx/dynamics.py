@@ -28,7 +28,7 @@ from torchcomp.core import compressor_core
 
 from fxlens.errors import ParameterError
 from fxlens.fx.effect import Effect, as_batch, check_audio, register_effect
-from fxlens.fx.filters import apply_biquads, biquad
+from fxlens.fx.filters import apply_biquads, biquad, padded_fft_length
 from fxlens.fx.params import ParamSpec
 
 LINKS = ("max", "mean")
@@ -237,17 +237,6 @@ def crossover_sections(
     }
 
 
-def _fft_size(n: int, sample_rate: int) -> int:
-    """FFT length for frequency-sampled filtering of n samples: a power of two >= n + min(n, sample_rate).
-
-    Up to a second of zero padding holds the crossover's impulse response without wrap-around: the slowest
-    pole pair (20 Hz, Q = 1/sqrt 2) decays as exp(-2 pi 20 * 0.707 t), i.e. by 10^-38 in a second. Short clips get
-    n samples of padding, as in `fxlens.fx.filters.filter_fft` (only response energy beyond the clip's length
-    wraps). For 10 s at 44.1 kHz this is 2^19 points, half of filter_fft's 2^20.
-    """
-    return 1 << max(1, (n + min(n, int(sample_rate)) - 1).bit_length())
-
-
 @functools.lru_cache(maxsize=4)
 def _u_basis(n_fft: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Powers 1, u, u^2 of u = 1 - e^{-jw} at the rfft bins w = 2 pi m / n_fft: a (3, F) complex tensor.
@@ -318,7 +307,7 @@ def split_bands(
         ).reshape(2, B, C, T)
         return torch.stack([low, mid_high[0], mid_high[1]], dim=1).to(x.dtype)
 
-    n_fft = _fft_size(T, sample_rate)
+    n_fft = padded_fft_length(T)
     resp = _band_responses(sec, n_fft, torch.complex128 if x.dtype == torch.float64 else torch.complex64)
     spec = torch.fft.rfft(x, n=n_fft)  # (B, C, F): one forward transform serves the three bands
     return torch.fft.irfft(spec[:, None] * resp[:, :, None, :], n=n_fft)[..., :T]

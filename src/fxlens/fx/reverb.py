@@ -50,6 +50,7 @@ import torch
 
 from fxlens.errors import InvalidAudioError, ParameterError
 from fxlens.fx.effect import Effect, as_batch, bcast, check_audio, register_effect
+from fxlens.fx.filters import fft_length
 from fxlens.fx.params import ParamSpec
 
 LOWEST_BAND_HZ = 62.5  # centre of the lowest band; low_decay_ratio applies here
@@ -147,29 +148,10 @@ def reverb_noise_bank(
 # ---------------------------------------------------------------------------------------------------------------
 # impulse response and convolution
 # ---------------------------------------------------------------------------------------------------------------
-def _next_fast_len(n: int) -> int:
-    """Smallest m >= n whose prime factors are 2, 3, 5, 7 (fast for pocketfft and cuFFT)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p7 = 1
-    while p7 < best:
-        p5 = p7
-        while p5 < best:
-            p3 = p5
-            while p3 < best:
-                m = p3
-                while m < n:
-                    m *= 2
-                best = min(best, m)
-                p3 *= 3
-            p5 *= 5
-        p7 *= 7
-    return best
-
-
 def fft_convolve(x: torch.Tensor, h: torch.Tensor, n_out: int | None = None) -> torch.Tensor:
     """Linear convolution along the last axis by FFT, the first `n_out` samples (default: x's length)."""
     n_out = x.shape[-1] if n_out is None else n_out
-    n = _next_fast_len(x.shape[-1] + h.shape[-1] - 1)
+    n = fft_length(x.shape[-1] + h.shape[-1] - 1)
     y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(h, n=n), n=n)
     return y[..., :n_out]
 
