@@ -49,7 +49,7 @@ def info(file: Path = typer.Argument(..., help="An audio file (wav, flac, ogg, m
         ("peak", db_str(float(audio.peak_db(x)[0]), "dBFS")),
         ("integrated loudness", db_str(loudness, "LUFS")),
     ]
-    console.print(info_table(rows, title=str(file)))
+    console.print(info_table(rows, title=file.name))
 
 
 @app.command()
