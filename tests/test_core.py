@@ -175,3 +175,18 @@ def test_preset_errors(tmp_path):
     (tmp_path / "name.json").write_text(json.dumps(p))
     with pytest.raises(UnknownEffectError):
         read_preset(tmp_path / "name.json")
+
+
+def test_random_chain_param_ranges():
+    rc = RandomChain(["reverb", "gain"], probabilities=1.0,
+                     param_ranges={"reverb": {"mix": (0.1, 0.4), "decay_s": (2.0, 2.0)}})
+    for p in rc.sample_presets(64, SR, seed=3):
+        reverb = next(e for e in p["effects"] if e["name"] == "reverb")["params"]
+        assert 0.1 - 1e-6 <= reverb["mix"]["value"] <= 0.4 + 1e-6
+        assert reverb["decay_s"]["value"] == pytest.approx(2.0, rel=1e-5)
+    with pytest.raises(ParameterError, match="outside its range"):
+        RandomChain(["gain"], param_ranges={"gain": {"gain_db": (-50.0, 0.0)}})
+    with pytest.raises(ParameterError, match="not in the pool"):
+        RandomChain(["gain"], param_ranges={"reverb": {"mix": (0.1, 0.2)}})
+    with pytest.raises(ParameterError, match="low"):
+        RandomChain(["gain"], param_ranges={"gain": {"gain_db": (3.0, 1.0)}})

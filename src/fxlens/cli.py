@@ -107,6 +107,7 @@ def fx_apply(
     random: bool = typer.Option(False, "--random", help="Apply a random chain instead of a preset."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random chain."),
     effects: Optional[str] = typer.Option(None, "--effects", help="Comma-separated pool for --random (default: all main effects)."),
+    max_effects: Optional[int] = typer.Option(None, "--max-effects", help="At most this many effects with --random."),
     tail: bool = typer.Option(False, "--tail", help="Keep delay/reverb tails (the output grows by their length)."),
 ) -> None:
     """Put effects on a file, from a preset or a random chain; writes the audio and the exact preset used."""
@@ -115,10 +116,10 @@ def fx_apply(
 
     if (preset is None) == (not random):
         raise FxlensError("give exactly one of --preset P.json or --random")
-    if effects is not None and not random:
-        raise FxlensError("--effects only goes with --random")
+    if (effects is not None or max_effects is not None) and not random:
+        raise FxlensError("--effects and --max-effects only go with --random")
     result = apply_to_file(input, output, preset_file=preset, random_effects=_split_names(effects), seed=seed,
-                           keep_tail=tail)
+                           keep_tail=tail, max_effects=max_effects)
     console.print(preset_table(result.preset))
     console.print(f"wrote [bold]{result.output}[/] ({result.seconds:.2f} s) and [bold]{result.preset_path}[/]")
 

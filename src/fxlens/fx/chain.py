@@ -93,6 +93,8 @@ class RandomChain(nn.Module):
     audio and, per item, the exact preset that `Chain.from_preset` re-renders.
 
     `probabilities` can be changed while training runs (`set_probabilities`), e.g. by probability scheduling.
+    `param_ranges` narrows the settings drawn, in physical units: ``{"reverb": {"mix": (0.1, 0.4)}}`` (a value
+    pair with lo == hi fixes the parameter); the draw stays uniform in normalized controls inside the sub-range.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class RandomChain(nn.Module):
         min_effects: int = 0,
         max_effects: int | None = None,
         shuffle: bool = True,
+        param_ranges: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     ) -> None:
         super().__init__()
         self.effects = nn.ModuleList([_as_effect(e) for e in effects])
@@ -115,6 +118,26 @@ class RandomChain(nn.Module):
         self.shuffle = shuffle
         self.probabilities: dict[str, float] = {}
         self.set_probabilities(probabilities)
+        self.control_bounds = [self._control_bounds(e, (param_ranges or {}).get(e.name, {})) for e in self.effects]
+        unknown = set(param_ranges or {}) - set(self.names)
+        if unknown:
+            raise ParameterError(f"param_ranges names effects not in the pool: {', '.join(sorted(unknown))}")
+
+    @staticmethod
+    def _control_bounds(effect: Effect, ranges: Mapping[str, tuple[float, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized (low, high) per parameter of `effect`, (n_params,) each, from physical sub-ranges."""
+        lo, hi = torch.zeros(effect.n_params, dtype=torch.float64), torch.ones(effect.n_params, dtype=torch.float64)
+        for name, pair in ranges.items():
+            spec = effect.spec(name)
+            try:
+                a, b = (spec.check(v) for v in pair)
+            except (TypeError, ValueError):
+                raise ParameterError(f"range of '{effect.name}.{name}' must be a (low, high) pair, got {pair!r}") from None
+            if a > b:
+                raise ParameterError(f"range of '{effect.name}.{name}' has low {a:g} > high {b:g}")
+            i = effect.param_names.index(name)
+            lo[i], hi[i] = (spec.to_normalized(torch.tensor([a, b], dtype=torch.float64))).tolist()
+        return lo.float(), hi.float()
 
     @property
     def names(self) -> list[str]:
@@ -162,7 +185,8 @@ class RandomChain(nn.Module):
         active = self.sample_active(batch, generator)
         E = len(self.effects)
         order = torch.randperm(E, generator=generator).tolist() if self.shuffle else list(range(E))
-        controls = [torch.rand(batch, e.n_params, generator=generator) for e in self.effects]
+        controls = [lo + (hi - lo) * torch.rand(batch, e.n_params, generator=generator)
+                    for e, (lo, hi) in zip(self.effects, self.control_bounds)]
         return active, order, controls
 
     def sample_presets(self, n: int, sample_rate: int, seed: int | None = None) -> list[dict]:
