@@ -27,6 +27,23 @@ fx_app = typer.Typer(help="Effects: list them, put them on audio.", no_args_is_h
 data_app = typer.Typer(help="Data: render dry multitrack songs, read stem datasets, Fx-normalize, real recordings.",
                        no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks: tables with baselines side by side, JSON beside them.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from fxlens import __version__
+
+        console.print(f"fxlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """fxlens: hear audio effects — which are on a recording, how they are set, and how to put them on yours."""
+
+
 app.add_typer(fx_app, name="fx")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
