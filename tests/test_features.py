@@ -1,0 +1,247 @@
+"""Tests of fxlens.features.spectral against independent references (librosa 0.11, numpy, scipy, closed forms).
+
+librosa is a test-only reference: the tests that need it are skipped when it is not installed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fxlens.errors import ParameterError
+from fxlens.features import (
+    FEATURE_NAMES,
+    FRAME_FEATURES,
+    SPECTRAL_FEATURES,
+    autofx_features,
+    estimate_pitch,
+    frame_features,
+    functional_names,
+    functionals,
+    mfcc,
+)
+
+SR = 22050
+N_FFT = 8192
+HOP = 512
+EULER_GAMMA = 0.5772156649015329
+
+
+def _tone(f0: float, seconds: float = 1.5, sr: int = SR, n_harm: int = 1, decay: float = 0.0,
+          dtype=torch.float64) -> torch.Tensor:
+    t = torch.arange(int(seconds * sr), dtype=torch.float64) / sr
+    y = sum((0.7 ** (h - 1)) * torch.sin(2 * math.pi * f0 * h * t + 0.3 * h) for h in range(1, n_harm + 1))
+    return (y * torch.exp(-decay * t)).to(dtype)
+
+
+def _signals(dtype=torch.float64) -> torch.Tensor:
+    """(3, 1, T): a decaying harmonic note, a noisy tone, a chirp-ish noise burst."""
+    g = torch.Generator().manual_seed(1234)
+    T = int(1.5 * SR)
+    a = _tone(196.0, n_harm=8, decay=2.0)
+    b = 0.5 * _tone(440.0) + 0.05 * torch.randn(T, generator=g, dtype=torch.float64)
+    env = torch.linspace(0, 1, T, dtype=torch.float64) ** 2
+    c = env * torch.randn(T, generator=g, dtype=torch.float64) * 0.3
+    return torch.stack([a, b, c])[:, None, :].to(dtype)
+
+
+@pytest.fixture(scope="module")
+def librosa():
+    return pytest.importorskip("librosa")
+
+
+def _lr_mag(librosa, y: np.ndarray) -> np.ndarray:
+    return np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=True, pad_mode="constant", window="hann"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Against librosa
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 2e-4)])
+def test_frame_features_match_librosa(librosa, dtype, rtol):
+    x = _signals(dtype)
+    feats = frame_features(x, SR, n_fft=N_FFT, hop=HOP)
+    n_frames = 1 + x.shape[-1] // HOP
+    for k in FRAME_FEATURES:
+        assert feats[k].shape == (3, n_frames) and feats[k].dtype == dtype
+    kw = dict(sr=SR, n_fft=N_FFT, hop_length=HOP, center=True, pad_mode="constant", window="hann")
+    for i in range(3):
+        y = x[i, 0].double().numpy()
+        ref = {
+            "centroid": librosa.feature.spectral_centroid(y=y, **kw)[0],
+            "spread": librosa.feature.spectral_bandwidth(y=y, **kw)[0],
+            "flatness": librosa.feature.spectral_flatness(y=y, n_fft=N_FFT, hop_length=HOP, center=True,
+                                                          pad_mode="constant")[0],
+        }
+        for k, r in ref.items():
+            np.testing.assert_allclose(feats[k][i].double().numpy(), r, rtol=rtol, atol=rtol * 1e-3, err_msg=k)
+        roll = librosa.feature.spectral_rolloff(y=y, roll_percent=0.95, **kw)[0]
+        got = feats["rolloff"][i].double().numpy()
+        if dtype == torch.float64:
+            np.testing.assert_array_equal(got, roll)
+        else:  # float32 cumulative sums may move the crossing by a bin
+            assert np.abs(got - roll).max() <= SR / N_FFT + 1e-6
+        rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP, center=True, pad_mode="constant")[0]
+        np.testing.assert_allclose(feats["rms"][i].double().numpy(), rms, rtol=1e-5, atol=1e-7)
+
+
+def test_higher_moments_slope_flux_match_numpy(librosa):
+    x = _signals()
+    feats = frame_features(x, SR)
+    f = np.arange(N_FFT // 2 + 1) * SR / N_FFT
+    for i in range(3):
+        S = _lr_mag(librosa, x[i, 0].numpy())  # (K, M), independent STFT
+        p = S / S.sum(axis=0, keepdims=True)
+        mu = (f[:, None] * p).sum(0)
+        var = (((f[:, None] - mu) ** 2) * p).sum(0)
+        skew = (((f[:, None] - mu) ** 3) * p).sum(0) / var ** 1.5
+        kurt = (((f[:, None] - mu) ** 4) * p).sum(0) / var ** 2
+        np.testing.assert_allclose(feats["skewness"][i].numpy(), skew, rtol=1e-8)
+        np.testing.assert_allclose(feats["kurtosis"][i].numpy(), kurt, rtol=1e-8)
+        for m in (0, 7, 40):
+            slope = np.polyfit(f, p[:, m], 1)[0]
+            np.testing.assert_allclose(feats["slope"][i, m].item(), slope, rtol=1e-7)
+        flux = np.concatenate([[0.0], np.sqrt((np.diff(S, axis=1) ** 2).sum(0))])
+        np.testing.assert_allclose(feats["flux"][i].numpy(), flux, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("htk", [True, False])
+def test_mfcc_matches_librosa(librosa, htk):
+    x = _signals()
+    x[1] *= 1e-3  # different levels: top_db is per item
+    got = mfcc(x, SR, n_mfcc=10, n_fft=N_FFT, hop=HOP, n_mels=128, htk=htk)
+    assert got.shape == (3, 10, 1 + x.shape[-1] // HOP)
+    for i in range(3):
+        ref = librosa.feature.mfcc(y=x[i, 0].numpy(), sr=SR, n_mfcc=10, n_fft=N_FFT, hop_length=HOP, n_mels=128,
+                                   htk=htk, center=True, pad_mode="constant", dct_type=2, norm="ortho")
+        # librosa builds its filterbank in float32: agreement to ~1e-6 dB
+        np.testing.assert_allclose(got[i].numpy(), ref, rtol=1e-5, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Closed forms
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("f0", [372 * SR / N_FFT, 440.0, 3000.0])
+def test_sine_centroid_is_its_frequency(f0):
+    feats = frame_features(_tone(f0)[None, None], SR)
+    inner = feats["centroid"][0, 8:-8]  # frames fully inside the signal
+    assert torch.allclose(inner, torch.full_like(inner, f0), rtol=2e-3)
+    assert float(feats["flatness"][0, 8:-8].max()) < 1e-3
+    roll = feats["rolloff"][0, 8:-8]
+    assert float((roll - f0).abs().max()) < 0.01 * f0 + 3 * SR / N_FFT
+
+
+def test_white_noise_flatness():
+    # Per frame, the power of a Gaussian bin is exponential: geometric / arithmetic mean -> exp(-gamma) ~ 0.5615.
+    x = torch.randn(2, 1, 5 * SR, dtype=torch.float64)
+    flat = frame_features(x, SR)["flatness"][:, 8:-8]
+    assert abs(float(flat.mean()) - math.exp(-EULER_GAMMA)) < 0.01
+    assert float(flat.min()) > 0.5
+
+
+def test_pitch_estimate():
+    x = torch.stack([_tone(220.0), _tone(110.0, n_harm=6, decay=1.5), _tone(82.41, n_harm=10)])[:, None]
+    p = estimate_pitch(x, SR)
+    np.testing.assert_allclose(p.numpy(), [220.0, 110.0, 82.41], rtol=5e-3)
+
+
+def test_functionals_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(7)
+    frames = {"a": torch.randn(4, 50, generator=g, dtype=torch.float64).exp(),
+              "b": torch.rand(4, 50, generator=g, dtype=torch.float64)}
+    out = functionals(frames)
+    assert out.shape == (4, 24)
+    names = functional_names(frames)
+    for j, name in enumerate(names):
+        key = name.removeprefix("delta_").rsplit("_", 1)[0]
+        stat = name.rsplit("_", 1)[1]
+        seq = frames[key].numpy()
+        if name.startswith("delta_"):
+            seq = np.diff(seq, axis=1)
+        ref = {"mean": seq.mean(1), "std": seq.std(1), "skew": stats.skew(seq, axis=1),
+               "kurtosis": stats.kurtosis(seq, axis=1), "min": seq.min(1), "max": seq.max(1)}[stat]
+        np.testing.assert_allclose(out[:, j].numpy(), ref, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The AutoFX vector
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_feature_names_layout():
+    assert len(FEATURE_NAMES) == 163 and len(set(FEATURE_NAMES)) == 163
+    assert "delta_flux_min" not in FEATURE_NAMES
+    assert FEATURE_NAMES[0] == "centroid_mean" and FEATURE_NAMES[-1] == "flatness_per_pitch_max"
+    assert sum(n.startswith("mfcc") for n in FEATURE_NAMES) == 20
+    assert sum("_per_pitch_" in n for n in FEATURE_NAMES) == 8 * 6
+
+
+def test_autofx_features_consistent_with_parts():
+    x = _signals()
+    v = autofx_features(x, SR)
+    assert v.shape == (3, 163) and v.dtype == torch.float64
+    feats = frame_features(x, SR)
+    fun = functionals({k: feats[k] for k in SPECTRAL_FEATURES})
+    col = {n: j for j, n in enumerate(FEATURE_NAMES)}
+    for j, n in enumerate(functional_names(SPECTRAL_FEATURES)):
+        if n in col:
+            torch.testing.assert_close(v[:, col[n]], fun[:, j], rtol=1e-12, atol=0)
+    cc = mfcc(x, SR)
+    torch.testing.assert_close(v[:, col["mfcc3_mean"]], cc[:, 3].mean(-1))
+    torch.testing.assert_close(v[:, col["mfcc0_max"]], cc[:, 0].amax(-1))
+    pitch = estimate_pitch(x, SR)
+    torch.testing.assert_close(v[:, col["centroid_per_pitch_mean"]], feats["centroid"].mean(-1) / pitch)
+
+
+@pytest.mark.parametrize("sr", [SR, 44100])
+def test_batch_independence_and_determinism(sr):
+    g = torch.Generator().manual_seed(3)
+    T = int(1.5 * sr)
+    x = torch.randn(4, 2, T, generator=g) * torch.tensor([1.0, 0.1, 1e-3, 0.5])[:, None, None]
+    x[3] = torch.sin(torch.arange(T) * 2 * math.pi * 330 / sr)  # a different kind of item
+    v = autofx_features(x, sr)
+    assert v.shape == (4, 163) and v.dtype == torch.float32
+    assert torch.equal(v, autofx_features(x, sr))  # deterministic
+    for i in (0, 2, 3):
+        torch.testing.assert_close(autofx_features(x[i:i + 1], sr)[0], v[i], rtol=2e-4, atol=1e-6)
+    # channels are averaged: (L + R) / 2 as one channel gives the same vector
+    torch.testing.assert_close(autofx_features(x.mean(1, keepdim=True), sr), v, rtol=1e-5, atol=1e-6)
+
+
+def test_silence_is_finite_and_defined():
+    x = torch.zeros(3, 2, int(1.5 * SR))
+    x[1, :, : SR // 2] = 0.5 * torch.sin(torch.arange(SR // 2) * 2 * math.pi * 440 / SR)  # then silence
+    feats = frame_features(x, SR)
+    for k, f in feats.items():
+        assert torch.isfinite(f).all(), k
+    for k in ("centroid", "spread", "skewness", "kurtosis", "slope", "rolloff", "flux", "rms"):
+        assert float(feats[k][0].abs().max()) == 0.0, k
+    assert torch.all(feats["flatness"][0] == 1.0)
+    assert feats["centroid"][1, -1] == 0.0 and feats["centroid"][1, 5] > 0
+    v = autofx_features(x, SR)
+    assert torch.isfinite(v).all()
+    assert torch.isfinite(mfcc(x, SR)).all()
+    assert torch.isfinite(estimate_pitch(x, SR)).all()
+
+
+def test_short_clip_finite():
+    x = torch.randn(2, 1, 300)  # one frame: deltas are a single 0
+    v = autofx_features(x, SR)
+    assert v.shape == (2, 163) and torch.isfinite(v).all()
+
+
+def test_bad_input():
+    with pytest.raises(ParameterError):
+        autofx_features(torch.zeros(100), SR)
+    with pytest.raises(ParameterError):
+        frame_features(torch.zeros(1, 100), SR)
+    with pytest.raises(ParameterError):
+        mfcc(torch.zeros(1, 1, 1000), SR, n_mfcc=200)
