@@ -240,6 +240,25 @@ def data_fxnorm(
     console.print(f"{len(written)} songs written under [bold]{out_dir}[/]")
 
 
+@data_app.command("fxset")
+def data_fxset(
+    stems: Path = typer.Argument(..., help="A dry stem dataset (e.g. <data-dir>/fxlens-dry from `fxlens data render`)."),
+    out: Path = typer.Argument(..., help="Output folder: <split>/<clip_id>.flac + <split>/labels.jsonl."),
+    clips_per_class: int = typer.Option(100, help="Clips per class and split."),
+    seconds: float = typer.Option(1.5, help="Clip length."),
+    seed: int = typer.Option(0, help="Decides every clip."),
+    chains: bool = typer.Option(True, help="Also render 2-3 effect chains (multi-label)."),
+    implementation: str = typer.Option("fxlens", help="fxlens, or pedalboard for the cross-domain set (test only)."),
+) -> None:
+    """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains)."""
+    from fxlens.data.fxset import build_fxset
+
+    if implementation not in ("fxlens", "pedalboard"):
+        raise FxlensError(f"--implementation must be fxlens or pedalboard, got {implementation!r}")
+    s = build_fxset(stems, out, clips_per_class, seconds, seed, chains, implementation, progress=True)
+    console.print(f"{s['clips']} clips ({s['rendered']} new, {s['clips_per_s']} clips/s) -> [bold]{s['out_dir']}[/]")
+
+
 @bench_app.command("fx")
 def bench_fx_command(
     seconds: float = typer.Option(10.0, help="Length of the test audio (stereo, 44.1 kHz)."),

@@ -1,0 +1,520 @@
+"""A labelled synthetic effect-recognition set ("fxset") cut from rendered dry stems (issue 6, data part).
+
+Every clip is a ``seconds``-long segment of one dry stem (any instrument of the dataset), processed by one effect
+class (or a chain of 2-3 classes), and written as ``<out_dir>/<split>/<clip_id>.flac`` with one JSON line per clip
+in ``<out_dir>/<split>/labels.jsonl``.
+
+Clip length
+    1.5 s by default: AutoFX computes its 163 hand-crafted features on 1.5 s sounds (IDMT-SMT-Audio-Effects notes
+    are 2 s long with ~0.5 s of leading silence, i.e. ~1.5 s of note).
+
+Sources: phrases, single notes and chords
+    Segments come from the stem dataset (`fxlens.data.stems`), silence skipped by `StemDataset.sample_segment`,
+    every instrument of the dataset (the instrument is drawn first, uniformly, then a song of the split that has
+    it). A fraction ``onset_fraction`` of clips are *onset-aligned*: the clip starts 10 ms before the strongest
+    energy onset found in a 2 x ``seconds`` window, so it opens with a note or chord attack (as the IDMT single
+    notes do); the rest are arbitrary phrase segments. Label field ``segment`` says which ("onset" / "phrase").
+    Notes and chords are thus cut from the stems (not re-rendered from MIDI): one sound source for both kinds.
+
+Splits
+    A clip's split is its source song's split (train / val / test / ood, whatever the dataset holds); splits are
+    never mixed. ``clips_per_class`` is per split (an int, or a {split: n} mapping).
+
+Loudness
+    The dry segment is normalized to ``INPUT_LUFS`` (-23 LUFS) before processing, so level-dependent effects
+    (compressor threshold, distortion drive) act the same on every source; the processed clip is normalized to
+    ``OUTPUT_LUFS`` (-18 LUFS), then turned down further if its sample peak would pass ``OUTPUT_PEAK_DB``
+    (-1 dBFS), so loudness is no cue for the class and nothing clips in the 24-bit FLAC. The gain applied after
+    processing is recorded (``output_gain_db``).
+
+Fine classes and their sub-ranges (physical units; parameters not listed keep their full declared range)
+    =============== ============ =============== ========================================================
+    fine class      aggregated   fxlens effect   sub-range that makes it that class
+    =============== ============ =============== ========================================================
+    dry             dry          (none)          the loudness-normalized segment, unprocessed
+    slapback_delay  delay        delay           time 60-150 ms, feedback 0-0.2, mix 0.3-0.6
+    feedback_delay  delay        delay           time 200-600 ms, feedback 0.35-0.75, mix 0.3-0.6
+    reverb          reverb       reverb          decay 0.6-4 s, pre-delay 0-40 ms, mix 0.25-0.6
+    chorus          modulation   modulated_delay centre 8-20 ms, rate 0.1-3 Hz, depth 0.1-0.6, fb 0-0.1, mix .4-.6
+    flanger         modulation   modulated_delay centre 0.5-5 ms, rate 0.1-1 Hz, depth 0.5-1, fb 0.3-0.7, mix .4-.6
+    phaser          modulation   phaser          rate 0.1-2 Hz, depth 0.5-1, centre 300-1500 Hz, fb 0-0.7, mix .4-.6
+    vibrato         modulation   modulated_delay mix 1, feedback 0, centre 2-10 ms, rate 3-8 Hz, depth 0.1-0.6
+    tremolo         tremolo      tremolo         rate 2-12 Hz, depth 0.5-1
+    overdrive       distortion   distortion      drive 10-25 dB, mix 1
+    distortion      distortion   distortion      drive 25-40 dB, mix 1
+    fuzz            distortion   distortion      drive 40-60 dB, mix 1
+    compression     compression  compressor      threshold -45..-28 dB (input at -23 LUFS: it acts), ratio
+                                                 4-20, attack 0.1-30 ms, release 30-300 ms, knee 0-6 dB, makeup 0
+    eq              eq           parametric_eq   every gain -12..12 dB and at least one band with abs(gain) >= 6 dB
+                                                 (redrawn until so); high shelf 5-10 kHz
+    =============== ============ =============== ========================================================
+
+    Each class's sub-range is `FXSET_CLASSES[name].ranges` (the source of truth); `class_table()` prints it.
+
+Chains
+    2-3 fine classes from distinct aggregated classes (never dry), in the usual pedalboard order
+    eq -> compression -> distortion -> modulation -> tremolo -> delay -> reverb; labelled with every aggregated
+    and fine class (multi-label).
+
+Cross-domain ("pedalboard")
+    ``implementation="pedalboard"`` renders the same classes with pedalboard's own plugins (an implementation the
+    model never saw): Delay, Reverb, Chorus (chorus, flanger, vibrato), Phaser, Distortion, Compressor, and
+    PeakFilter + Low/HighShelfFilter for EQ. pedalboard has no tremolo, so that class is skipped (and never
+    drawn in chains). Labels say ``"implementation": "pedalboard"`` and hold the plugin settings instead of an
+    fxlens preset. Never train the shipped model on it.
+
+Determinism and resuming
+    Every clip draws from its own generator seeded by (seed, split, class, index), so a clip does not depend on
+    the others: the same seed gives the same set, and a run that stops can be resumed (clips whose label part
+    ``<split>/.parts/<clip_id>.json`` exists are kept). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fxlens import audio as fxaudio
+from fxlens.atomic import write_text_atomic
+from fxlens.errors import FxlensError, InvalidAudioError
+from fxlens.fx.chain import Chain
+from fxlens.fx.effect import get_effect
+
+__all__ = [
+    "AGGREGATED_CLASSES",
+    "CHAIN_ORDER",
+    "FINE_CLASSES",
+    "FXSET_CLASSES",
+    "INPUT_LUFS",
+    "OUTPUT_LUFS",
+    "OUTPUT_PEAK_DB",
+    "FxClass",
+    "build_fxset",
+    "class_table",
+    "finish_clip",
+    "read_labels",
+    "render_fxlens",
+    "render_pedalboard",
+]
+
+INPUT_LUFS = -23.0
+OUTPUT_LUFS = -18.0
+OUTPUT_PEAK_DB = -1.0
+ONSET_PRE_S = 0.010
+
+AGGREGATED_CLASSES = ("dry", "delay", "reverb", "modulation", "tremolo", "distortion", "compression", "eq")
+#: order of aggregated classes inside a chain (a guitarist's pedalboard, then the room)
+CHAIN_ORDER = ("eq", "compression", "distortion", "modulation", "tremolo", "delay", "reverb")
+
+
+def _eq_audible(params: Mapping[str, float]) -> bool:
+    return max(abs(v) for k, v in params.items() if k.endswith("_gain")) >= 6.0
+
+
+@dataclass(frozen=True)
+class FxClass:
+    """One fine class: an fxlens effect (+config) and the physical sub-ranges that make it that class.
+
+    ``ranges`` maps parameter -> (low, high) in physical units (low == high fixes it); unlisted parameters keep
+    their declared range. ``accept`` rejects draws that are inside the ranges but not audibly the class.
+    ``pedalboard`` maps the class to pedalboard: (plugin name, {param: (low, high)}) stages, None when pedalboard
+    has no such effect.
+    """
+
+    name: str
+    aggregated: str
+    effect: str | None
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    accept: Callable[[Mapping[str, float]], bool] | None = None
+    pedalboard: tuple[tuple[str, Mapping[str, tuple[float, float]]], ...] | None = ()
+
+
+_MIX = (0.4, 0.6)
+_EQ_GAINS = {f"{b}_gain": (-12.0, 12.0) for b in ("low_shelf", "peak1", "peak2", "peak3", "peak4", "high_shelf")}
+
+FXSET_CLASSES: dict[str, FxClass] = {c.name: c for c in [
+    FxClass("dry", "dry", None),
+    FxClass("slapback_delay", "delay", "delay", {"time_ms": (60.0, 150.0), "feedback": (0.0, 0.2), "mix": (0.3, 0.6)},
+            pedalboard=(("Delay", {"delay_seconds": (0.06, 0.15), "feedback": (0.0, 0.2), "mix": (0.3, 0.6)}),)),
+    FxClass("feedback_delay", "delay", "delay",
+            {"time_ms": (200.0, 600.0), "feedback": (0.35, 0.75), "mix": (0.3, 0.6)},
+            pedalboard=(("Delay", {"delay_seconds": (0.2, 0.6), "feedback": (0.35, 0.75), "mix": (0.3, 0.6)}),)),
+    FxClass("reverb", "reverb", "reverb", {"decay_s": (0.6, 4.0), "pre_delay_ms": (0.0, 40.0), "mix": (0.25, 0.6)},
+            pedalboard=(("Reverb", {"room_size": (0.5, 0.95), "damping": (0.2, 0.8), "wet_level": (0.25, 0.5),
+                                    "dry_level": (0.5, 0.8), "width": (0.5, 1.0)}),)),
+    FxClass("chorus", "modulation", "modulated_delay",
+            {"delay_ms": (8.0, 20.0), "rate_hz": (0.1, 3.0), "depth": (0.1, 0.6), "feedback": (0.0, 0.1), "mix": _MIX},
+            config={"stereo_phase_deg": 90.0},
+            pedalboard=(("Chorus", {"centre_delay_ms": (8.0, 20.0), "rate_hz": (0.1, 3.0), "depth": (0.1, 0.6),
+                                    "feedback": (0.0, 0.1), "mix": _MIX}),)),
+    FxClass("flanger", "modulation", "modulated_delay",
+            {"delay_ms": (0.5, 5.0), "rate_hz": (0.1, 1.0), "depth": (0.5, 1.0), "feedback": (0.3, 0.7), "mix": _MIX},
+            pedalboard=(("Chorus", {"centre_delay_ms": (0.5, 5.0), "rate_hz": (0.1, 1.0), "depth": (0.5, 1.0),
+                                    "feedback": (0.3, 0.7), "mix": _MIX}),)),
+    FxClass("phaser", "modulation", "phaser",
+            {"rate_hz": (0.1, 2.0), "depth": (0.5, 1.0), "centre_hz": (300.0, 1500.0), "feedback": (0.0, 0.7),
+             "mix": _MIX},
+            pedalboard=(("Phaser", {"rate_hz": (0.1, 2.0), "depth": (0.5, 1.0), "centre_frequency_hz": (300.0, 1500.0),
+                                    "feedback": (0.0, 0.7), "mix": _MIX}),)),
+    FxClass("vibrato", "modulation", "modulated_delay",
+            {"delay_ms": (2.0, 10.0), "rate_hz": (3.0, 8.0), "depth": (0.1, 0.6), "feedback": (0.0, 0.0),
+             "mix": (1.0, 1.0)},
+            pedalboard=(("Chorus", {"centre_delay_ms": (2.0, 10.0), "rate_hz": (3.0, 8.0), "depth": (0.1, 0.6),
+                                    "feedback": (0.0, 0.0), "mix": (1.0, 1.0)}),)),
+    FxClass("tremolo", "tremolo", "tremolo", {"rate_hz": (2.0, 12.0), "depth": (0.5, 1.0)}, pedalboard=None),
+    FxClass("overdrive", "distortion", "distortion", {"drive_db": (10.0, 25.0), "mix": (1.0, 1.0)},
+            pedalboard=(("Distortion", {"drive_db": (10.0, 25.0)}),)),
+    FxClass("distortion", "distortion", "distortion", {"drive_db": (25.0, 40.0), "mix": (1.0, 1.0)},
+            pedalboard=(("Distortion", {"drive_db": (25.0, 40.0)}),)),
+    FxClass("fuzz", "distortion", "distortion", {"drive_db": (40.0, 60.0), "mix": (1.0, 1.0)},
+            pedalboard=(("Distortion", {"drive_db": (40.0, 60.0)}),)),
+    FxClass("compression", "compression", "compressor",
+            {"threshold_db": (-45.0, -28.0), "ratio": (4.0, 20.0), "attack_ms": (0.1, 30.0),
+             "release_ms": (30.0, 300.0), "knee_db": (0.0, 6.0), "makeup_db": (0.0, 0.0)},
+            pedalboard=(("Compressor", {"threshold_db": (-45.0, -28.0), "ratio": (4.0, 20.0),
+                                        "attack_ms": (0.1, 30.0), "release_ms": (30.0, 300.0)}),)),
+    FxClass("eq", "eq", "parametric_eq", {**_EQ_GAINS, "high_shelf_freq": (5000.0, 10000.0)}, accept=_eq_audible,
+            pedalboard=(("LowShelfFilter", {"cutoff_frequency_hz": (60.0, 160.0), "gain_db": (-12.0, 12.0)}),
+                        ("PeakFilter", {"cutoff_frequency_hz": (200.0, 1500.0), "gain_db": (-12.0, 12.0),
+                                        "q": (0.5, 4.0)}),
+                        ("PeakFilter", {"cutoff_frequency_hz": (1500.0, 6000.0), "gain_db": (-12.0, 12.0),
+                                        "q": (0.5, 4.0)}),
+                        ("HighShelfFilter", {"cutoff_frequency_hz": (5000.0, 10000.0), "gain_db": (-12.0, 12.0)}))),
+]}
+FINE_CLASSES = tuple(FXSET_CLASSES)
+
+
+def class_table() -> str:
+    """The class table (fine class, aggregated class, effect, sub-ranges) as plain text, from `FXSET_CLASSES`."""
+    lines = []
+    for c in FXSET_CLASSES.values():
+        ranges = ", ".join(f"{k} {lo:g}" + ("" if lo == hi else f"..{hi:g}") for k, (lo, hi) in c.ranges.items())
+        lines.append(f"{c.name:15s} {c.aggregated:12s} {c.effect or '-':16s} {ranges}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Drawing settings
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _draw_fxlens(cls: FxClass, rng: np.random.Generator, max_tries: int = 100) -> tuple[dict[str, float], list[float]]:
+    """Physical parameters (float32-exact) and normalized controls of one draw of `cls`: uniform in normalized
+    controls inside the sub-range (so log-scaled parameters are log-uniform), as `RandomChain` draws."""
+    effect = get_effect(cls.effect, **cls.config)
+    for _ in range(max_tries):
+        values: dict[str, float] = {}
+        for spec in effect.specs:
+            lo, hi = cls.ranges.get(spec.name, (spec.min, spec.max))
+            ulo, uhi = (float(spec.to_normalized(torch.tensor(v, dtype=torch.float64))) for v in (lo, hi))
+            u = ulo + (uhi - ulo) * float(rng.random())
+            v = float(np.float32(spec.to_physical(torch.tensor(u, dtype=torch.float64))))
+            values[spec.name] = float(np.float32(min(max(v, lo), hi)))  # float32 rounding stays in the sub-range
+        if cls.accept is None or cls.accept(values):
+            controls = effect.to_normalized({k: torch.tensor([v], dtype=torch.float64) for k, v in values.items()})
+            return values, [float(c) for c in controls[0]]
+    raise FxlensError(f"could not draw settings for class '{cls.name}' in {max_tries} tries")
+
+
+def _draw_pedalboard(cls: FxClass, rng: np.random.Generator) -> list[dict]:
+    stages = []
+    for plugin, ranges in cls.pedalboard or ():
+        stages.append({"plugin": plugin,
+                       "params": {k: float(np.float32(lo + (hi - lo) * float(rng.random())))
+                                  for k, (lo, hi) in ranges.items()}})
+    return stages
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Rendering
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def render_fxlens(x: torch.Tensor, sample_rate: int, preset: Mapping | None) -> torch.Tensor:
+    """Process (1, C, T) audio with an fxlens preset (None = dry), keeping the length."""
+    if preset is None or not preset.get("effects"):
+        return x
+    with torch.no_grad():
+        return Chain.from_preset(preset)(x, sample_rate)
+
+
+def _pedalboard():
+    try:
+        import pedalboard
+    except ImportError:
+        raise FxlensError("the pedalboard variant needs pedalboard: pip install 'pedalboard' (GPL, optional)") from None
+    return pedalboard
+
+
+def render_pedalboard(x: torch.Tensor, sample_rate: int, stages: list[dict]) -> torch.Tensor:
+    """Process (1, C, T) audio with pedalboard plugins [{"plugin": name, "params": {...}}], keeping the length."""
+    if not stages:
+        return x
+    pb = _pedalboard()
+    board = pb.Pedalboard([getattr(pb, s["plugin"])(**s["params"]) for s in stages])
+    y = board(np.ascontiguousarray(x[0].numpy(), dtype=np.float32), float(sample_rate), reset=True)
+    y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None]
+    n = x.shape[-1]
+    return y[..., :n] if y.shape[-1] >= n else torch.nn.functional.pad(y, (0, n - y.shape[-1]))
+
+
+def finish_clip(y: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, float]:
+    """Output normalization: to `OUTPUT_LUFS`, lowered so the sample peak stays at or below `OUTPUT_PEAK_DB`.
+    Returns the clip and the gain applied in dB."""
+    fxaudio.check_finite(y, "processed clip")
+    lufs = float(fxaudio.integrated_loudness(y, sample_rate)[0])
+    peak = float(fxaudio.peak_db(y)[0])
+    if not (math.isfinite(lufs) and math.isfinite(peak)):
+        raise InvalidAudioError("processed clip is silent")
+    gain_db = min(OUTPUT_LUFS - lufs, OUTPUT_PEAK_DB - peak)
+    return y * float(10.0 ** (gain_db / 20.0)), gain_db
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Sources
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _onset_start(x: torch.Tensor, sample_rate: int, seconds: float) -> int | None:
+    """Sample index (10 ms before) of the strongest energy onset of x (1, C, T) that leaves `seconds` after it."""
+    hop = max(int(0.010 * sample_rate), 1)
+    power = x.double().square().mean(dim=1)[0]
+    n = power.shape[-1] // hop
+    if n < 3:
+        return None
+    env = 10.0 * torch.log10(power[: n * hop].reshape(n, hop).mean(dim=1) + 1e-10)
+    rise = env[1:] - env[:-1]
+    last = int((x.shape[-1] - seconds * sample_rate) // hop) - 1
+    if last < 1:
+        return None
+    rise = rise[:last]
+    i = int(torch.argmax(rise))
+    if float(rise[i]) < 6.0:  # no clear attack
+        return None
+    return max((i + 1) * hop - int(ONSET_PRE_S * sample_rate), 0)
+
+
+def _source(ds, ref, instrument: str, seconds: float, sample_rate: int, rng: np.random.Generator,
+            onset: bool) -> tuple[torch.Tensor, float, str]:
+    """(segment (1, 2, T), offset_s, "onset" | "phrase") of a non-silent stem segment."""
+    if onset:
+        seg = ds.sample_segment(ref, instrument, 2 * seconds, rng, sample_rate)
+        start = _onset_start(seg.audio, sample_rate, seconds)
+        if start is not None:
+            offset = seg.offset_s + start / sample_rate
+            x = ds.load_stem(ref, instrument, sample_rate, offset, seconds)
+            if float(fxaudio.integrated_loudness(x, sample_rate)[0]) > -60.0:  # not silent after the shift
+                return x, offset, "onset"
+    seg = ds.sample_segment(ref, instrument, seconds, rng, sample_rate)
+    # reload from the offset so the clip is exactly what `load_stem(offset_s, seconds)` returns (re-rendering)
+    return ds.load_stem(ref, instrument, sample_rate, seg.offset_s, seconds), seg.offset_s, "phrase"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Building the set
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _clip_rng(seed: int, *keys: str | int) -> np.random.Generator:
+    return np.random.default_rng([int(seed)] + [zlib.crc32(str(k).encode()) for k in keys])
+
+
+def _plan(split: str, counts: Mapping[str, int], chains: bool, chain_clips: int, classes: list[str]) -> list[tuple]:
+    jobs = [(name, i) for name in classes for i in range(counts[split])]
+    if chains:
+        jobs += [("chain", i) for i in range(chain_clips)]
+    return jobs
+
+
+def _pick_chain(rng: np.random.Generator, classes: list[str]) -> list[str]:
+    by_agg: dict[str, list[str]] = {}
+    for name in classes:
+        agg = FXSET_CLASSES[name].aggregated
+        if agg != "dry":
+            by_agg.setdefault(agg, []).append(name)
+    aggs = sorted(by_agg)
+    k = min(int(rng.integers(2, 4)), len(aggs))
+    chosen = [aggs[i] for i in rng.choice(len(aggs), size=k, replace=False)]
+    chosen.sort(key=CHAIN_ORDER.index)
+    return [by_agg[a][int(rng.integers(len(by_agg[a])))] for a in chosen]
+
+
+def build_fxset(
+    stems_root: str | Path,
+    out_dir: str | Path,
+    clips_per_class: int | Mapping[str, int] = 100,
+    seconds: float = 1.5,
+    seed: int = 0,
+    chains: bool = True,
+    implementation: str = "fxlens",
+    progress: Callable[[int, int], None] | bool | None = None,
+    sample_rate: int = fxaudio.WORKING_SAMPLE_RATE,
+    chain_clips: int | None = None,
+    onset_fraction: float = 0.5,
+    splits: list[str] | None = None,
+    classes: list[str] | None = None,
+) -> dict:
+    """Build an fxset; returns a summary {out_dir, implementation, splits: {split: {class: n}}, clips, seconds, ...}.
+
+    Args:
+        stems_root: a stem dataset (any layout `open_dataset` reads; splits come from it).
+        out_dir: where ``<split>/<clip_id>.flac`` and ``<split>/labels.jsonl`` go.
+        clips_per_class: clips of each fine class per split (an int, or {split: n}).
+        seconds: clip length (1.5 s, AutoFX's feature length).
+        chains: also write chains of 2-3 effects from distinct aggregated classes; `chain_clips` of them per split
+            (default 2 x clips_per_class of that split).
+        implementation: "fxlens" or "pedalboard" (cross-domain; raises FxlensError when pedalboard is missing).
+        progress: a callback(done, total), or True for a rich progress bar.
+        onset_fraction: share of clips cut at a note/chord onset (the rest are phrase segments).
+        splits / classes: restrict to these splits / fine classes.
+    """
+    from fxlens.data.stems import open_dataset
+
+    if implementation not in ("fxlens", "pedalboard"):
+        raise FxlensError(f"unknown implementation '{implementation}' (use fxlens or pedalboard)")
+    if implementation == "pedalboard":
+        _pedalboard()
+    if not seconds >= 0.5:
+        raise FxlensError(f"clip length must be at least 0.5 s (loudness needs 400 ms), got {seconds}")
+    ds = open_dataset(stems_root)
+    all_splits = ds.splits() or [None]
+    chosen_splits = [s for s in all_splits if splits is None or s in splits]
+    if not chosen_splits:
+        raise FxlensError(f"none of the splits {splits} in '{stems_root}' (it has: {', '.join(map(str, all_splits))})")
+    names = list(FINE_CLASSES) if classes is None else list(classes)
+    unknown = [c for c in names if c not in FXSET_CLASSES]
+    if unknown:
+        raise FxlensError(f"unknown fxset class(es) {unknown} (known: {', '.join(FINE_CLASSES)})")
+    skipped = []
+    if implementation == "pedalboard":
+        skipped = [c for c in names if FXSET_CLASSES[c].pedalboard is None]
+        names = [c for c in names if c not in skipped]
+    counts = ({s: int(clips_per_class) for s in chosen_splits} if not isinstance(clips_per_class, Mapping)
+              else {s: int(clips_per_class.get(s, 0)) for s in chosen_splits})
+    out = Path(out_dir).expanduser()
+    jobs_by_split = {s: _plan(s, counts, chains, counts[s] * 2 if chain_clips is None else int(chain_clips), names)
+                     for s in chosen_splits}
+    total = sum(len(j) for j in jobs_by_split.values())
+    bar = None
+    if progress is True:
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("fxset", total=total)
+        progress = lambda done, tot: bar.update(task, completed=done)  # noqa: E731
+    done, made, resumed = 0, 0, 0
+    t0 = time.perf_counter()
+    summary_splits: dict[str, dict[str, int]] = {}
+    try:
+        for split in chosen_splits:
+            split_name = split or "all"
+            songs = [r for r in ds.songs() if r.split == split]
+            instruments = sorted({i for r in songs for i in r.instruments})
+            parts = out / split_name / ".parts"
+            records = []
+            for cls_name, i in jobs_by_split[split]:
+                clip_id = f"{split_name}-{cls_name}-{i:05d}"
+                part = parts / f"{clip_id}.json"
+                wav = out / split_name / f"{clip_id}.flac"
+                if part.is_file() and wav.is_file():
+                    records.append(json.loads(part.read_text(encoding="utf-8")))
+                    resumed += 1
+                else:
+                    rng = _clip_rng(seed, implementation, split_name, cls_name, i)
+                    rec = _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation,
+                                     names, onset_fraction)
+                    rec = {"clip_id": clip_id, "split": split_name, **rec}
+                    fxaudio.save(wav, rec.pop("_audio"), sample_rate)
+                    write_text_atomic(part, json.dumps(rec) + "\n")
+                    records.append(rec)
+                    made += 1
+                done += 1
+                if callable(progress):
+                    progress(done, total)
+            write_text_atomic(out / split_name / "labels.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            tally: dict[str, int] = {}
+            for r in records:
+                tally[r["fine_class"]] = tally.get(r["fine_class"], 0) + 1
+            summary_splits[split_name] = tally
+    finally:
+        if bar is not None:
+            bar.stop()
+    elapsed = time.perf_counter() - t0
+    summary = {
+        "out_dir": str(out), "implementation": implementation, "seconds": seconds, "sample_rate": sample_rate,
+        "seed": seed, "splits": summary_splits, "clips": done, "rendered": made, "resumed": resumed,
+        "skipped_classes": skipped, "elapsed_s": round(elapsed, 3),
+        "clips_per_s": round(made / elapsed, 2) if made and elapsed > 0 else None,
+        "input_lufs": INPUT_LUFS, "output_lufs": OUTPUT_LUFS, "output_peak_db": OUTPUT_PEAK_DB,
+    }
+    write_text_atomic(out / "fxset.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation, names,
+               onset_fraction) -> dict:
+    fine = _pick_chain(rng, names) if cls_name == "chain" else [cls_name]
+    # settings first (independent of the source draws), then the source
+    if implementation == "fxlens":
+        stages, controls = [], []
+        for name in fine:
+            c = FXSET_CLASSES[name]
+            if c.effect is None:
+                continue
+            values, ctl = _draw_fxlens(c, rng)
+            stages.append((get_effect(c.effect, **c.config), values))
+            controls.append({"effect": c.effect, "controls": ctl})
+        preset = Chain(stages).to_preset(sample_rate) if stages else None
+        settings = {"preset": preset, "controls": controls}
+    else:
+        pb_stages = [s for name in fine for s in _draw_pedalboard(FXSET_CLASSES[name], rng)]
+        settings = {"preset": None, "controls": None, "pedalboard": pb_stages}
+    last: Exception | None = None
+    for _ in range(10):
+        instrument = instruments[int(rng.integers(len(instruments)))]
+        with_inst = [r for r in songs if instrument in r.instruments]
+        ref = with_inst[int(rng.integers(len(with_inst)))]
+        onset = bool(rng.random() < onset_fraction)
+        try:
+            x, offset, kind = _source(ds, ref, instrument, seconds, sample_rate, rng, onset)
+            x = fxaudio.normalize_loudness(x, sample_rate, INPUT_LUFS)
+            break
+        except InvalidAudioError as e:
+            last = e
+    else:
+        raise InvalidAudioError(f"no usable source segment after 10 draws: {last}")
+    if implementation == "fxlens":
+        y = render_fxlens(x, sample_rate, settings["preset"])
+    else:
+        y = render_pedalboard(x, sample_rate, settings["pedalboard"])
+    y, gain_db = finish_clip(y, sample_rate)
+    aggregated = [FXSET_CLASSES[n].aggregated for n in fine]
+    return {
+        "_audio": y,
+        "song_id": ref.song_id, "song_split": ref.split, "song_path": str(ref.path), "instrument": instrument,
+        "offset_s": offset, "seconds": seconds, "sample_rate": sample_rate, "segment": kind,
+        "fine_class": cls_name, "aggregated_class": "chain" if cls_name == "chain" else aggregated[0],
+        "fine_labels": fine, "labels": aggregated,
+        "effects": ([FXSET_CLASSES[n].effect for n in fine if FXSET_CLASSES[n].effect] if implementation == "fxlens"
+                    else [s["plugin"] for s in settings["pedalboard"]]),
+        "implementation": implementation, **settings,
+        "input_lufs": INPUT_LUFS, "output_gain_db": gain_db,
+    }
+
+
+def read_labels(out_dir: str | Path, split: str) -> list[dict]:
+    """The label records of one split of an fxset."""
+    p = Path(out_dir) / split / "labels.jsonl"
+    if not p.is_file():
+        raise FxlensError(f"no labels.jsonl in '{p.parent}' (build the fxset first)")
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
