@@ -47,6 +47,8 @@ def _main_options(
 app.add_typer(fx_app, name="fx")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+train_app = typer.Typer(help="Training: every shipped model is made by one of these commands.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 
 @app.command()
@@ -257,6 +259,40 @@ def data_fxset(
         raise FxlensError(f"--implementation must be fxlens or pedalboard, got {implementation!r}")
     s = build_fxset(stems, out, clips_per_class, seconds, seed, chains, implementation, progress=True)
     console.print(f"{s['clips']} clips ({s['rendered']} new, {s['clips_per_s']} clips/s) -> [bold]{s['out_dir']}[/]")
+
+
+@train_app.command("recognizer")
+def train_recognizer_command(
+    fxset: Path = typer.Argument(..., help="An `fxlens data fxset` folder (train/val/test/ood)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write."),
+    cross_domain: Optional[Path] = typer.Option(None, help="A pedalboard fxset, evaluated only (cross-domain)."),
+    target: str = typer.Option("aggregated", help="aggregated (8 classes) or fine (14 classes)."),
+    epochs: int = typer.Option(400, help="Training epochs."),
+    seed: int = typer.Option(0, help="Seed."),
+) -> None:
+    """Effect recognition: MLP on the AutoFX features, with SVM and k-NN baselines in the same run."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from fxlens.train.recognizer import train_recognizer
+
+    with Progress(console=console) as progress:
+        tasks: dict = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        metrics = train_recognizer(fxset, out, target=target, cross_domain=cross_domain, epochs=epochs, seed=seed,
+                                   progress=update)
+    table = Table(title=f"recognition accuracy ({target} classes: {len(metrics['classes'])})")
+    for col in ("split", "clips", "MLP", "SVM", "k-NN"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split, row in metrics["accuracy"].items():
+        table.add_row(split, str(metrics["counts"][split]), *(f"{row[k]:.3f}" for k in ("mlp", "svm", "knn")))
+    console.print(table)
+    console.print(f"checkpoint, config, model card and metrics.json -> [bold]{out}[/]")
 
 
 @bench_app.command("fx")

@@ -1,0 +1,43 @@
+"""Checkpoints: a folder with `model.safetensors` (weights), `config.json` (kind + everything to rebuild the model)
+and `MODEL_CARD.md` (the command that made it, data, time, metrics). Loading checks the kind."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from fxlens.atomic import atomic_path, write_text_atomic
+from fxlens.errors import CheckpointError
+
+
+def save_checkpoint(folder: str | os.PathLike, state: dict[str, torch.Tensor], config: dict, card: str) -> Path:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    write_text_atomic(out / "config.json", json.dumps(config, indent=2) + "\n")
+    write_text_atomic(out / "MODEL_CARD.md", card)
+    return out
+
+
+def load_checkpoint(folder: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, config) of a checkpoint folder; CheckpointError if missing, corrupt or of another kind."""
+    p = Path(folder)
+    cfg_path, weights = p / "config.json", p / "model.safetensors"
+    if not cfg_path.is_file() or not weights.is_file():
+        raise CheckpointError(f"not a checkpoint folder (needs config.json and model.safetensors): {p}")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: unreadable config ({e})") from None
+    if config.get("kind") != kind:
+        raise CheckpointError(f"{p} holds a '{config.get('kind')}' checkpoint, not a '{kind}'")
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # safetensors raises several types for truncated or foreign files
+        raise CheckpointError(f"{weights}: corrupt weights ({type(e).__name__})") from None
+    return state, config
