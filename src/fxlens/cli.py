@@ -295,6 +295,41 @@ def train_recognizer_command(
     console.print(f"checkpoint, config, model card and metrics.json -> [bold]{out}[/]")
 
 
+@bench_app.command("retrieval")
+def bench_retrieval_command(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A rendered dataset (default: <data-dir>/fxlens-dry)."),
+    candidates: int = typer.Option(500, help="Candidates per query (the paper's protocol: 500)."),
+    queries: int = typer.Option(100, help="Queries per group (instrument family, mixture, real collection)."),
+    seconds: float = typer.Option(2.0, help="Clip length."),
+    seed: int = typer.Option(0, help="Decides the evaluation set (cached)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Where to cache evaluation sets (default: <data-dir>/bench-cache)."),
+    group: Optional[list[str]] = typer.Option(None, "--group", help="Only these groups (repeatable)."),
+    no_real: bool = typer.Option(False, "--no-real", help="Leave out the real recordings."),
+    out: Path = typer.Option(Path("bench-retrieval.json"), "--out", help="JSON results."),
+) -> None:
+    """Effect retrieval (Fx-Encoder++ protocol): R@1/5/10, MRR@10 with bootstrap CIs, for the feature baselines."""
+    from rich.progress import Progress
+
+    from fxlens.bench.retrieval import run_retrieval_benchmark
+
+    root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
+    if candidates < 2 or queries < 1 or seconds <= 0:
+        raise FxlensError("--candidates must be >= 2, --queries >= 1 and --seconds > 0")
+    with Progress(console=console) as progress:
+        tasks: dict = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        results = run_retrieval_benchmark(root, n_candidates=candidates, n_queries=queries, seconds=seconds, seed=seed,
+                                          out_json=out, cache_dir=cache_dir or root.parent / "bench-cache",
+                                          groups=group, include_real=not no_real, progress=update)
+    console.print(results["table"])
+    console.print(f"wrote [bold]{out}[/]")
+
+
 @bench_app.command("fx")
 def bench_fx_command(
     seconds: float = typer.Option(10.0, help="Length of the test audio (stereo, 44.1 kHz)."),

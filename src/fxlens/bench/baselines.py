@@ -1,0 +1,129 @@
+"""Baseline embedders for the retrieval benchmark (`fxlens.bench.retrieval.Embedder`), none trained on labels.
+
+- `RandomEmbedder`: Gaussian vectors, independent of the audio (chance: R@1 ~ 1/N).
+- `AutoFXEmbedder`: the 163 AutoFX features (MFCC + spectral statistics, `autofx_features`), z-scored.
+- `LogMelStatsEmbedder`: mean and std over time of each mel band of each channel of `log_mel`, z-scored.
+- `RandomCNNEmbedder`: a small randomly initialized (seeded) CNN on the stereo `log_mel`, mean + max pooled.
+
+Standardization: with `fit(audio, sample_rate)` (e.g. clips of a training split) the statistics of that audio are
+used; otherwise `finalize` z-scores each feature over the evaluation group's clips (queries and candidates
+together, no labels), which `evaluate` calls once per group.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fxlens.features.mel import log_mel
+from fxlens.features.spectral import autofx_features
+
+
+def _zscore(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x - mean) / std.clamp_min(1e-8)
+
+
+class RandomEmbedder:
+    """Chance level: a fresh Gaussian vector per clip, from a seeded generator."""
+
+    def __init__(self, dim: int = 128, seed: int = 0, name: str = "random") -> None:
+        self.dim, self.name = dim, name
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        return torch.randn(audio.shape[0], self.dim, generator=self.generator, dtype=torch.float64)
+
+
+class _Standardized:
+    """Features z-scored with fitted statistics, or per evaluation group when never fitted."""
+
+    name = "features"
+
+    def __init__(self) -> None:
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def features(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fit(self, audio: torch.Tensor, sample_rate: int, batch_size: int = 32) -> "_Standardized":
+        """Fit the standardization on unlabeled clips ``(M, 2, T)`` (e.g. a training split)."""
+        self.mean = self.std = None  # raw features below, also when refitting
+        with torch.no_grad():
+            f = torch.cat([self.embed(audio[i: i + batch_size], sample_rate)
+                           for i in range(0, audio.shape[0], batch_size)])
+        self.mean, self.std = f.mean(0), f.std(0)
+        return self
+
+    def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        # a feature undefined on some clip (e.g. a pitch-normalized statistic of a noise burst) counts as 0
+        f = torch.nan_to_num(self.features(audio, sample_rate).double().cpu(), nan=0.0, posinf=0.0, neginf=0.0)
+        return f if self.mean is None else _zscore(f, self.mean, self.std)
+
+    def finalize(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if self.mean is not None:
+            return embeddings
+        return _zscore(embeddings, embeddings.mean(0), embeddings.std(0))
+
+
+class AutoFXEmbedder(_Standardized):
+    """AutoFX hand-crafted features: spectral functionals, MFCC statistics, pitch-normalized spectral functionals."""
+
+    def __init__(self, name: str = "mfcc+spectral") -> None:
+        super().__init__()
+        self.name = name
+
+    def features(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        return autofx_features(audio.float().cpu(), sample_rate)
+
+
+class LogMelStatsEmbedder(_Standardized):
+    """Mean and standard deviation over time of every mel band of every channel: ``(B, 2 * 2 * n_mels)``."""
+
+    def __init__(self, name: str = "log-mel stats", device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.name, self.device = name, device
+
+    def features(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        m = log_mel(audio.to(self.device) if self.device else audio, sample_rate)  # (B, C, M, F)
+        return torch.cat([m.mean(-1), m.std(-1)], dim=1).flatten(1)
+
+
+class SmallCNN(nn.Module):
+    """4 conv blocks (3x3 conv, batch-free: ReLU, 2x2 average pool) 2 -> 32 -> 64 -> 128 -> 128 channels, then mean +
+    max pooling over time and frequency and a linear projection to `dim`."""
+
+    def __init__(self, dim: int = 128, width: int = 32) -> None:
+        super().__init__()
+        chans = [2, width, 2 * width, 4 * width, 4 * width]
+        blocks = []
+        for a, b in zip(chans[:-1], chans[1:]):
+            blocks += [nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2, ceil_mode=True)]
+        self.features = nn.Sequential(*blocks)
+        self.proj = nn.Linear(2 * chans[-1], dim)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        h = self.features(mel)  # (B, C, M', F')
+        return self.proj(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
+
+
+class RandomCNNEmbedder:
+    """A randomly initialized `SmallCNN` on the stereo log-mel (the untrained-encoder baseline); seeded."""
+
+    def __init__(self, dim: int = 128, seed: int = 0, name: str = "random CNN",
+                 device: str | torch.device | None = None) -> None:
+        self.name = name
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = SmallCNN(dim).eval().to(self.device)
+
+    def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(log_mel(audio.to(self.device), sample_rate)).double().cpu()
+
+
+def default_baselines(seed: int = 0, device: str | torch.device | None = None) -> list:
+    """The four baselines, in table order: random, MFCC + spectral statistics, log-mel statistics, random CNN."""
+    return [RandomEmbedder(seed=seed), AutoFXEmbedder(), LogMelStatsEmbedder(device=device),
+            RandomCNNEmbedder(seed=seed, device=device)]
