@@ -192,8 +192,21 @@ def data_real() -> None:
 
 
 def _progress_callback(progress, task_id):
+    """A (done, total) callback that moves one rich progress task."""
     def update(done: int, total: int) -> None:
         progress.update(task_id, completed=done, total=total)
+
+    return update
+
+
+def _named_progress(progress):
+    """A (name, done, total) callback that keeps one rich progress task per name."""
+    tasks: dict = {}
+
+    def update(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = progress.add_task(name, total=total)
+        progress.update(tasks[name], completed=done, total=total)
 
     return update
 
@@ -277,13 +290,7 @@ def train_recognizer_command(
     from fxlens.train.recognizer import train_recognizer
 
     with Progress(console=console) as progress:
-        tasks: dict = {}
-
-        def update(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=total)
-            progress.update(tasks[name], completed=done, total=total)
-
+        update = _named_progress(progress)
         metrics = train_recognizer(fxset, out, target=target, cross_domain=cross_domain, epochs=epochs, seed=seed,
                                    progress=update)
     table = Table(title=f"recognition accuracy ({target} classes: {len(metrics['classes'])})")
@@ -316,13 +323,7 @@ def bench_retrieval_command(
     if candidates < 2 or queries < 1 or seconds <= 0:
         raise FxlensError("--candidates must be >= 2, --queries >= 1 and --seconds > 0")
     with Progress(console=console) as progress:
-        tasks: dict = {}
-
-        def update(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=total)
-            progress.update(tasks[name], completed=done, total=total)
-
+        update = _named_progress(progress)
         results = run_retrieval_benchmark(root, n_candidates=candidates, n_queries=queries, seconds=seconds, seed=seed,
                                           out_json=out, cache_dir=cache_dir or root.parent / "bench-cache",
                                           groups=group, include_real=not no_real, progress=update)
