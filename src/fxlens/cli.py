@@ -398,6 +398,105 @@ def bench_fx_command(
         console.print(f"wrote {plot_speed(rows, plot)}")
 
 
+# --- the effects encoder (issue 4) --------------------------------------------------------------------------------
+
+
+@data_app.command("pairs")
+def data_pairs(
+    out: Path = typer.Argument(..., help="Folder for the saved batches (resumable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A rendered dataset (default: <data-dir>/fxlens-dry)."),
+    batches: int = typer.Option(400, help="How many batches (numbered 0..N-1, as training asks for them)."),
+    batch_size: int = typer.Option(16, help="Mixture pairs per batch."),
+    seconds: float = typer.Option(2.0, help="Segment length."),
+    max_instruments: int = typer.Option(4, help="Most stems per mixture (1..N, uniform)."),
+    hard_negatives: int = typer.Option(2, help="Hard negatives per batch (same music, other effects)."),
+    seed: int = typer.Option(0, help="Decides every batch (the training run must use the same)."),
+    workers: int = typer.Option(2, help="Parallel processes."),
+) -> None:
+    """Precompute contrastive training batches (log-mels) for CPU training: the batches the trainer would build."""
+    from rich.progress import Progress
+
+    from fxlens.train.encoder import precompute_batches
+
+    root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
+    if batches < 1 or workers < 1:
+        raise FxlensError("--batches and --workers must be >= 1")
+    with Progress(console=console) as progress:
+        task = progress.add_task("batches", total=batches)
+        n = precompute_batches(root, out, batches, batch_size=batch_size, seconds=seconds,
+                               max_instruments=max_instruments, hard_negatives=hard_negatives, seed=seed,
+                               workers=workers, progress=_progress_callback(progress, task))
+    console.print(f"{n} batches in [bold]{out}[/]")
+
+
+@train_app.command("encoder")
+def train_encoder_command(
+    out: Path = typer.Option(Path("runs/encoder-small"), "--out", help="Run folder: state.pt (resume), model/, history.json."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A rendered dataset (default: <data-dir>/fxlens-dry)."),
+    preset: str = typer.Option("small", help="small (CPU, ~1.4 M parameters) or base (the paper's CNN14, GPU)."),
+    steps: int = typer.Option(2000, help="Optimizer steps."),
+    batch_size: int = typer.Option(16, help="Mixture pairs per batch."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
+    precomputed: Optional[Path] = typer.Option(None, help="Train on batches saved by `fxlens data pairs` (CPU)."),
+    workers: int = typer.Option(1, help="DataLoader processes building batches on the fly."),
+    threads: Optional[int] = typer.Option(None, help="Torch CPU threads."),
+    accelerator: str = typer.Option("auto", help="cpu, gpu or auto (Lightning Fabric)."),
+    devices: str = typer.Option("1", help="Devices: a count, or 'auto' (several GPUs train with DDP)."),
+    precision: str = typer.Option("32-true", help="Fabric precision, e.g. bf16-mixed on a GPU."),
+    seed: int = typer.Option(0, help="Decides the batches and the initialization."),
+    val_every: int = typer.Option(250, help="Validate and checkpoint every N steps."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over even if the run folder has a state to resume."),
+) -> None:
+    """Train the Fx-Encoder++ model: mixture + instrument NT-Xent, audio query alignment, probability scheduling."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from fxlens.train.encoder import EncoderTrainConfig, command_line, train_encoder
+
+    root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
+    cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
+                             lr=lr, precomputed=str(precomputed) if precomputed else None, workers=workers,
+                             threads=threads, accelerator=accelerator,
+                             devices=int(devices) if devices.isdigit() else devices, precision=precision, seed=seed,
+                             val_every=val_every, ckpt_every=val_every, resume=not fresh, command=command_line())
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("training", total=steps, info="")
+
+        def update(step: int, total: int, m: dict) -> None:
+            info = f"loss {m['loss']:.3f} mix acc {m['mix_acc']:.2f}"
+            progress.update(task, completed=step, info=info)
+
+        history = train_encoder(cfg, progress=update, log=console.print)
+    val = history["val"][-1] if history["val"] else {}
+    console.print(f"model in [bold]{out / 'model'}[/] (step {history['step']}; val mixture acc "
+                  f"{val.get('mix_acc', float('nan')):.3f}, instrument acc {val.get('inst_acc', float('nan')):.3f})")
+
+
+@app.command()
+def embed(
+    files: list[Path] = typer.Argument(..., help="Audio files (any common format, rate and channel count)."),
+    query: Optional[str] = typer.Option(None, "--query", help="Text query: the instrument whose effects to embed."),
+    query_audio: Optional[Path] = typer.Option(None, "--query-audio", help="An example of the instrument instead."),
+    out: Path = typer.Option(Path("embeddings.npy"), "--out", help="emb.npy (N x 128 array) or emb.json."),
+    model: Optional[Path] = typer.Option(None, "--model", help="An encoder checkpoint folder (default: shipped small)."),
+) -> None:
+    """Effects embeddings of audio files (mixture level, or one instrument's with --query / --query-audio)."""
+    from rich.progress import Progress
+
+    from fxlens.tasks.embed import embed_files
+
+    if query is not None and query_audio is not None:
+        raise FxlensError("give --query or --query-audio, not both")
+    if out.suffix.lower() not in (".npy", ".json"):
+        raise FxlensError(f"--out must end in .npy or .json, got '{out.name}'")
+    with Progress(console=console) as progress:
+        task = progress.add_task("embedding", total=len(files))
+        result = embed_files(files, out, query=query, query_audio=query_audio, model=model,
+                             progress=_progress_callback(progress, task))
+    console.print(f"{result['n']} embeddings ({result['dim']}-d) -> [bold]{out}[/]")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the CLI, turning fxlens errors into one line and a non-zero exit code."""
     try:

@@ -205,8 +205,20 @@ class RandomChain(nn.Module):
     ) -> tuple[torch.Tensor, list[dict]]:
         """Process (B, C, T) audio with one random chain per item; returns (audio, presets)."""
         check_audio(audio)
+        active, order, controls = self.draw(audio.shape[0], self._generator(seed, generator))
+        return self.apply(audio, sample_rate, active, order, controls)
+
+    def apply(
+        self, audio: torch.Tensor, sample_rate: int, active: torch.Tensor, order: Sequence[int],
+        controls: Sequence[torch.Tensor],
+    ) -> tuple[torch.Tensor, list[dict]]:
+        """Process (B, C, T) audio with drawn chains (`draw`'s output, or rows of it repeated to give several
+        clips the same chain); returns (audio, presets)."""
+        check_audio(audio)
         B = audio.shape[0]
-        active, order, controls = self.draw(B, self._generator(seed, generator))
+        if active.shape != (B, len(self.effects)):
+            raise ParameterError(f"active mask of shape {tuple(active.shape)} does not match {B} clips x "
+                                 f"{len(self.effects)} effects")
         stages: list[list[tuple[Effect, dict[str, float]]]] = [[] for _ in range(B)]
         x = audio
         for i in order:

@@ -14,6 +14,18 @@ from fxlens.atomic import atomic_path, write_text_atomic
 from fxlens.errors import CheckpointError
 
 
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+"""Where the shipped checkpoints live (package data: `fxlens/assets/<name>`)."""
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """The folder of a checkpoint shipped with fxlens; CheckpointError when this install lacks it."""
+    folder = ASSETS_DIR / name
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"the shipped checkpoint '{name}' is missing from this install ({folder})")
+    return folder
+
+
 def save_checkpoint(folder: str | os.PathLike, state: dict[str, torch.Tensor], config: dict, card: str) -> Path:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

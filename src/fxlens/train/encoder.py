@@ -1,0 +1,549 @@
+"""Train the Fx-Encoder++ model (`fxlens train encoder`): contrastive effects embeddings, the audio query encoder
+and the extractor, in one Lightning Fabric loop that runs the same on a CPU, one GPU or several (DDP).
+
+Objective per step (paper eq. 3-4), on a batch of `fxlens.data.pairs`:
+- mixture NT-Xent (tau 0.1) between the embeddings of mixtures A and B; the batch's other mixtures and its hard
+  negatives (same music, other effects) are the negatives;
+- instrument NT-Xent on extracted embeddings: for each instrument j of the batch, extractor(E(A_i), q_ij) against
+  extractor(E(B_i), q'_ij), where a query is the instrument's MiniLM text vector (probability `text_query_prob`)
+  or the audio query encoder's vector of the instrument's stem in the *other* mixture (other music, same effects),
+  with dropout p ~ U(0.75, 0.95) on the query (paper);
+- lambda_inst rises linearly from 0 to `lambda_inst` between `curriculum[0]` and `curriculum[1]` of the run,
+  lambda_mix = 1 - lambda_inst (paper: 1 -> 0.8 / 0.2);
+- audio query alignment: cross-entropy of the query encoder's vector of each stem against the text vectors of all
+  instruments (temperature 0.1): CLAP-style alignment on rendered stems, fxlens's offline stand-in for CLAP.
+
+Data come either on the fly (`PairBuilder` in DataLoader workers, log-mels computed there) or from batches saved
+by `precompute_batches` (`fxlens data pairs`): identical batches for the same seed. Every step takes a random
+`crop_seconds` window of each clip's log-mel (A and B cropped independently) and swaps left/right on a random half
+of the items - free augmentation that leaves the effects alone.
+
+Probability scheduling: every item's mixture loss is credited to the effects in its chains; every
+`schedule_every` steps the running mean loss per effect is min-max scaled to [0.1, 1.0] and becomes that effect's
+application probability for the batches built next (FX-Encoder's rule on its quantity; the paper measured
+single-effect probe batches, which would cost extra rendering on a CPU). Saved batches are fixed, so there the
+difficulty is logged only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fxlens import __version__
+from fxlens.atomic import atomic_path, write_text_atomic
+from fxlens.data.pairs import PAIR_POOL, PairBatch, PairBuilder
+from fxlens.data.stems import open_dataset, taxonomy
+from fxlens.errors import FxlensError
+from fxlens.features.mel import log_mel
+from fxlens.models.checkpoint import save_checkpoint
+from fxlens.models.encoder import ENCODER_PRESETS, SAMPLE_RATE, FxEncoder, describe
+
+MEL_KEYS = ("mix_a", "mix_b", "negatives", "stems_a", "stems_b")
+
+
+@dataclass
+class EncoderTrainConfig:
+    data_root: str
+    out_dir: str
+    preset: str = "small"
+    steps: int = 2000
+    batch_size: int = 16
+    seconds: float = 2.0
+    crop_seconds: float = 1.5
+    max_instruments: int = 4
+    hard_negatives: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    tau: float = 0.1
+    lambda_inst: float = 0.2
+    curriculum: tuple[float, float] = (0.2, 0.5)
+    query_dropout: tuple[float, float] = (0.75, 0.95)
+    text_query_prob: float = 0.5
+    schedule_every: int = 200
+    log_every: int = 10
+    val_every: int = 250
+    val_batches: int = 3
+    ckpt_every: int = 250
+    precomputed: str | None = None
+    workers: int = 1
+    threads: int | None = None
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = "32-true"
+    resume: bool = True
+    command: str | None = field(default=None, repr=False)
+
+    def check(self) -> None:
+        if self.preset not in ENCODER_PRESETS:
+            raise FxlensError(f"unknown preset '{self.preset}' (choose {', '.join(ENCODER_PRESETS)})")
+        if self.steps < 1 or self.batch_size < 2 or not 0 < self.crop_seconds <= self.seconds:
+            raise FxlensError("need steps >= 1, batch size >= 2 and 0 < crop seconds <= seconds")
+        if not 0.0 <= self.lambda_inst < 1.0 or not 0.0 <= self.text_query_prob <= 1.0:
+            raise FxlensError("lambda_inst must be in [0, 1) and text_query_prob in [0, 1]")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Batches as log-mels
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def batch_mels(batch: PairBatch, n_mels: int = 64) -> dict:
+    """The log-mels the networks read, float16 (stems as (B, k, 2, M, N)), plus the labels of the batch."""
+    out: dict = {}
+    for key in MEL_KEYS:
+        x = getattr(batch, key)
+        flat = x.reshape(-1, 2, x.shape[-1])
+        mel = log_mel(flat, SAMPLE_RATE, n_mels=n_mels) if flat.shape[0] else torch.zeros(0, 2, n_mels, 1)
+        out[key] = mel.reshape(*x.shape[:-2], *mel.shape[1:]).half()
+    out["active"] = batch.active
+    out["negative_of"] = batch.negative_of
+    out["instruments"] = list(batch.instruments)
+    out["effects"] = list(batch.effects)
+    return out
+
+
+def _builder(data_root: str, split: str, cfg: Mapping, seed: int) -> PairBuilder:
+    ds = open_dataset(data_root, split=split)
+    return PairBuilder(ds, batch_size=cfg["batch_size"], seconds=cfg["seconds"], max_instruments=cfg["max_instruments"],
+                       hard_negatives=cfg["hard_negatives"], seed=seed)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """DataLoader view (batch_size=None): a request (index, probabilities) -> `batch_mels` of that batch."""
+
+    def __init__(self, data_root: str, split: str, cfg: Mapping, seed: int) -> None:
+        self.args = (data_root, split, dict(cfg), seed)
+        self.builder: PairBuilder | None = None
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, request) -> dict:
+        index, probs = request
+        if self.builder is None:  # built in the worker process
+            self.builder = _builder(*self.args)
+        return batch_mels(self.builder.batch(index, dict(probs) if probs else None))
+
+
+class _Requests(torch.utils.data.Sampler):
+    """Endless (index, probabilities) requests; this rank's share of the indices. Runs in the main process, so the
+    probabilities it sends follow the scheduler."""
+
+    def __init__(self, start: int, rank: int, world: int, probabilities: dict[str, float]) -> None:
+        self.start, self.rank, self.world, self.probabilities = start, rank, world, probabilities
+
+    def __iter__(self):
+        i = self.start
+        while True:
+            yield (i * self.world + self.rank, tuple(sorted(self.probabilities.items())))
+            i += 1
+
+
+class _Saved(torch.utils.data.Dataset):
+    def __init__(self, folder: Path, indices: Sequence[int]) -> None:
+        self.folder, self.indices = folder, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        return torch.load(saved_path(self.folder, self.indices[i]), weights_only=True)
+
+
+def saved_path(folder: Path, index: int) -> Path:
+    return Path(folder) / f"batch-{int(index):07d}.pt"
+
+
+def saved_indices(folder: str | os.PathLike) -> list[int]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("batch-*.pt"))
+
+
+def _precompute_worker(args) -> int:
+    data_root, cfg, seed, folder, indices, threads = args
+    torch.set_num_threads(threads)
+    builder = _builder(data_root, "train", cfg, seed)
+    for i in indices:
+        path = saved_path(folder, i)
+        if path.exists():
+            continue
+        with atomic_path(path) as tmp:
+            torch.save(batch_mels(builder.batch(i)), tmp)
+    return len(indices)
+
+
+def precompute_batches(data_root: str | os.PathLike, folder: str | os.PathLike, n_batches: int, batch_size: int = 16,
+                       seconds: float = 2.0, max_instruments: int = 4, hard_negatives: int = 2, seed: int = 0,
+                       workers: int = 1, progress: Callable[[int, int], None] | None = None) -> int:
+    """Build training batches 0..n_batches-1 of the train split and save their log-mels to `folder` (resumable:
+    batches already there are kept). The options must match the training run's. Returns the number present."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"batch_size": batch_size, "seconds": seconds, "max_instruments": max_instruments,
+           "hard_negatives": hard_negatives}
+    meta = {"seed": seed, **cfg}
+    meta_path = folder / "pairs.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old != meta:
+            raise FxlensError(f"{folder} holds batches made with other options ({old}); use another folder")
+    else:
+        write_text_atomic(meta_path, json.dumps(meta, indent=1) + "\n")
+    _builder(str(data_root), "train", cfg, seed)  # fail early on a bad dataset
+    todo = [i for i in range(n_batches) if not saved_path(folder, i).exists()]
+    chunks = [todo[i: i + 4] for i in range(0, len(todo), 4)]
+    done = n_batches - len(todo)
+    if progress:
+        progress(done, n_batches)
+    if workers <= 1:
+        for c in chunks:
+            done += _precompute_worker((str(data_root), cfg, seed, folder, c, 1))
+            if progress:
+                progress(done, n_batches)
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            for n in pool.map(_precompute_worker, [(str(data_root), cfg, seed, folder, c, 1) for c in chunks]):
+                done += n
+                if progress:
+                    progress(done, n_batches)
+    return len(saved_indices(folder))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Losses
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float = 0.1, extra: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent (SimCLR) of L2-normalized views a, b (B, D): item i of a and of b are positives, every other view
+    (and `extra`, (H, D), used as negatives only) a negative. Returns (per-anchor losses (2B,), top-1 hits (2B,))."""
+    B = a.shape[0]
+    z = torch.cat([a, b])
+    cands = z if extra is None or extra.shape[0] == 0 else torch.cat([z, extra])
+    logits = z @ cands.T / tau
+    logits[torch.arange(2 * B), torch.arange(2 * B)] = float("-inf")
+    target = torch.cat([torch.arange(B, 2 * B), torch.arange(B)]).to(a.device)
+    losses = F.cross_entropy(logits, target, reduction="none")
+    hits = logits.argmax(dim=1) == target
+    return losses, hits
+
+
+def lambda_inst_at(step: int, steps: int, final: float, curriculum: tuple[float, float]) -> float:
+    """Weight of the instrument loss at `step`: 0 until curriculum[0] of the run, linear to `final` at curriculum[1]."""
+    t = step / max(steps, 1)
+    lo, hi = curriculum
+    if t <= lo:
+        return 0.0
+    if t >= hi:
+        return final
+    return final * (t - lo) / max(hi - lo, 1e-9)
+
+
+def lr_at(step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 0, as a factor of the base learning rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min((step - warmup) / max(steps - warmup, 1), 1.0)))
+
+
+def _crop(mel: torch.Tensor, frames: int, gen: torch.Generator) -> torch.Tensor:
+    n = mel.shape[-1]
+    if n <= frames:
+        return mel
+    start = int(torch.randint(0, n - frames + 1, (), generator=gen))
+    return mel[..., start: start + frames]
+
+
+def _swap(mel: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Swap left/right channels of the items where `flip` (B,) is set; mel (B, ..., 2, M, N)."""
+    if mel.shape[0] == 0:
+        return mel
+    ch = mel.dim() - 3
+    f = flip.view(-1, *([1] * (mel.dim() - 1))).to(mel.device)
+    return torch.where(f, mel.flip(ch), mel)
+
+
+class EncoderObjective:
+    """The losses and metrics of one batch (shared by training and validation)."""
+
+    def __init__(self, model: FxEncoder, cfg: EncoderTrainConfig, text_index: Mapping[str, int]) -> None:
+        self.model, self.cfg, self.text_index = model, cfg, text_index
+        self.crop_frames = 1 + int(cfg.crop_seconds * SAMPLE_RATE) // 512
+
+    def __call__(self, batch: Mapping, lambda_inst: float, gen: torch.Generator, device: torch.device,
+                 train: bool = True) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        m, cfg = self.model, self.cfg
+        mels = {k: _crop(batch[k].to(device).float(), self.crop_frames, gen) for k in MEL_KEYS}
+        B = mels["mix_a"].shape[0]
+        if train:
+            flip = torch.rand(B, generator=gen) < 0.5
+            for k in ("mix_a", "mix_b", "stems_a", "stems_b"):
+                mels[k] = _swap(mels[k], flip)
+        H = mels["negatives"].shape[0]
+        e = m.encoder.embed_mel(torch.cat([mels["mix_a"], mels["mix_b"], mels["negatives"]]))
+        e_a, e_b, e_neg = e[:B], e[B: 2 * B], e[2 * B:]
+        mix_losses, mix_hits = nt_xent(e_a, e_b, cfg.tau, e_neg)
+        # audio query encoder: each stem against every instrument's text vector
+        k = mels["stems_a"].shape[1]
+        names = batch["instruments"]
+        labels = torch.tensor([self.text_index[n] for n in names], device=device).repeat(B)
+        text = m.text.vectors  # (n_instruments, 384)
+        stems = torch.cat([mels["stems_a"].reshape(B * k, *mels["stems_a"].shape[2:]),
+                           mels["stems_b"].reshape(B * k, *mels["stems_b"].shape[2:])])
+        q_audio = m.query_encoder.embed_mel(stems)  # (2Bk, 384)
+        q_logits = q_audio @ text.T / 0.1
+        q_labels = labels.repeat(2)
+        query_loss = F.cross_entropy(q_logits, q_labels)
+        query_acc = (q_logits.argmax(1) == q_labels).float().mean()
+        # instrument-wise NT-Xent through the extractor
+        inst_loss = torch.zeros((), device=device)
+        inst_hits = []
+        if lambda_inst > 0 or not train:
+            qa, qb = q_audio[: B * k].detach().reshape(B, k, -1), q_audio[B * k:].detach().reshape(B, k, -1)
+            p_drop = float(torch.empty(()).uniform_(*cfg.query_dropout, generator=gen)) if train else 0.0
+            for j, name in enumerate(names):
+                t = text[self.text_index[name]].expand(B, -1)
+                use_text = (torch.rand(B, 1, generator=gen) < cfg.text_query_prob).to(device) if train else \
+                    torch.ones(B, 1, dtype=torch.bool, device=device)
+                q_for_a = torch.where(use_text, t, qb[:, j])  # the query comes from the other mixture's stem
+                q_for_b = torch.where(use_text, t, qa[:, j])
+                if p_drop > 0:
+                    q_for_a, q_for_b = F.dropout(q_for_a, p_drop), F.dropout(q_for_b, p_drop)
+                z_a, z_b = m.extractor(e_a, q_for_a), m.extractor(e_b, q_for_b)
+                losses, hits = nt_xent(z_a, z_b, cfg.tau)
+                inst_loss = inst_loss + losses.mean() / k
+                inst_hits.append(hits.float().mean())
+        mix_loss = mix_losses.mean()
+        loss = (1.0 - lambda_inst) * mix_loss + lambda_inst * inst_loss + query_loss
+        metrics = {"loss": float(loss.detach()), "mix_loss": float(mix_loss.detach()), "mix_acc": float(mix_hits.float().mean()),
+                   "query_loss": float(query_loss.detach()), "query_acc": float(query_acc),
+                   "inst_loss": float(inst_loss.detach()), "lambda_inst": lambda_inst, "hard_negatives": H}
+        if inst_hits:
+            metrics["inst_acc"] = float(torch.stack(inst_hits).mean())
+        item_loss = (mix_losses[:B] + mix_losses[B:]).detach() / 2
+        return loss, metrics, item_loss
+
+
+class Difficulty:
+    """Running mean mixture loss per effect (items credited to every effect in their stems' chains)."""
+
+    def __init__(self, effects: Sequence[str], momentum: float = 0.9) -> None:
+        self.effects, self.momentum = list(effects), momentum
+        self.value: dict[str, float | None] = {e: None for e in self.effects}
+
+    def update(self, item_loss: torch.Tensor, active: torch.Tensor, names: Sequence[str]) -> None:
+        """item_loss (B,); active (B, k, E) effects of each stem's chain; names: the E effects of `active`."""
+        has = active.any(dim=1).float().cpu()  # (B, E): the item's mixture holds the effect
+        loss = item_loss.float().cpu()
+        for i, e in enumerate(names):
+            if e not in self.value:
+                continue
+            w = has[:, i]
+            if w.sum() > 0:
+                v = float((loss * w).sum() / w.sum())
+                old = self.value[e]
+                self.value[e] = v if old is None else self.momentum * old + (1 - self.momentum) * v
+
+    def probabilities(self, low: float = 0.1, high: float = 1.0) -> dict[str, float] | None:
+        vals = {e: v for e, v in self.value.items() if v is not None}
+        if len(vals) < 2:
+            return None
+        lo, hi = min(vals.values()), max(vals.values())
+        span = max(hi - lo, 1e-9)
+        return {e: low + (high - low) * (v - lo) / span for e, v in vals.items()}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapsed: float, device: str) -> str:
+    params = describe(model)
+    last = history["train"][-1] if history["train"] else {}
+    val = history["val"][-1] if history["val"] else {}
+    data = (f"saved batches in `{cfg.precomputed}` ({history.get('saved_batches', 0)} batches, each used "
+            f"~{history.get('epochs', 0):.1f} times)" if cfg.precomputed else "batches built on the fly")
+    lines = [
+        f"# Fx-Encoder++ `{cfg.preset}` (fxlens {__version__})",
+        "",
+        "Effects embeddings (128-d, L2-normalized) for mixtures, and per instrument through the extractor with a text "
+        "or audio query. Trained by fxlens's own trainer on fxlens's rendered dry multitracks.",
+        "",
+        "## How it was made",
+        f"- Command: `{cfg.command or 'fxlens.train.encoder.train_encoder(...)'}`",
+        f"- Data: `{cfg.data_root}`, train split; {data}; {cfg.batch_size} mixture pairs per batch, 1-"
+        f"{cfg.max_instruments} instruments, {cfg.hard_negatives} hard negatives, {cfg.seconds:g} s segments "
+        f"cropped to {cfg.crop_seconds:g} s; effect pool {', '.join(PAIR_POOL)}.",
+        f"- Steps: {history['step']} of {cfg.steps}; AdamW lr {cfg.lr:g}, warm-up {cfg.warmup_steps}, cosine; tau "
+        f"{cfg.tau:g}; lambda_inst 0 -> {cfg.lambda_inst:g} over {cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}.",
+        f"- Time: {elapsed / 60:.1f} min on {device} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads).",
+        f"- Parameters: encoder {params['encoder']:,}, audio query encoder {params['query_encoder']:,}, "
+        f"extractor {params['extractor']:,}. Text queries: all-MiniLM-L6-v2 vectors of "
+        f"\"this is the sound of <instrument>\" for {len(model.text.instruments)} instruments, stored here.",
+        "",
+        "## Metrics (in-batch retrieval, top-1 among the batch's other clips)",
+        f"- Last training log: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()})}",
+        f"- Validation (val split, fixed batches): "
+        f"{json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in val.items()})}",
+        f"- Effect difficulty (running mixture loss per effect): "
+        f"{json.dumps({k: round(v, 3) for k, v in history.get('difficulty', {}).items() if v is not None})}",
+        "",
+        "Retrieval against the baselines on held-out songs: `fxlens bench retrieval` (docs/benchmarks.md).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], None] | None = None,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Train (or resume) an encoder into `cfg.out_dir`; returns the history (train/val metrics per log)."""
+    from lightning.fabric import Fabric
+
+    cfg.check()
+    say = log or (lambda s: None)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
+    fabric.launch()
+    fabric.seed_everything(cfg.seed)
+    device = fabric.device
+
+    instruments = list(taxonomy())
+    text_index = {n: i for i, n in enumerate(instruments)}
+    model = FxEncoder(cfg.preset, instruments, segment_seconds=cfg.seconds)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = fabric.setup(model, optimizer)
+    net: FxEncoder = model.module if hasattr(model, "module") else model
+    objective = EncoderObjective(net, cfg, text_index)
+    difficulty = Difficulty(PAIR_POOL)
+    history: dict = {"train": [], "val": [], "step": 0, "probabilities": {}, "config": _jsonable(asdict(cfg))}
+    state_path = out / "state.pt"
+    start = 0
+    if cfg.resume and state_path.exists():
+        state = {"model": model, "optimizer": optimizer, "history": {}, "difficulty": {}}
+        fabric.load(state_path, state)
+        history, start = state["history"], state["history"]["step"]
+        difficulty.value.update(state["difficulty"])
+        say(f"resumed from step {start}")
+
+    # validation batches: the val split, built once
+    bcfg = {"batch_size": cfg.batch_size, "seconds": cfg.seconds, "max_instruments": cfg.max_instruments,
+            "hard_negatives": cfg.hard_negatives}
+    val_builder = _builder(cfg.data_root, "val", bcfg, seed=10_000 + cfg.seed)
+    val_data = [batch_mels(val_builder.batch(i)) for i in range(cfg.val_batches)]
+
+    probabilities: dict[str, float] = dict(history.get("probabilities") or {})
+    if cfg.precomputed:
+        indices = saved_indices(cfg.precomputed)
+        if not indices:
+            raise FxlensError(f"no saved batches in '{cfg.precomputed}' (make them with `fxlens data pairs`)")
+        history["saved_batches"] = len(indices)
+
+        def batches():
+            epoch = 0
+            while True:
+                g = torch.Generator().manual_seed(cfg.seed + epoch)
+                current = saved_indices(cfg.precomputed)  # the folder may still be filling
+                order = [current[i] for i in torch.randperm(len(current), generator=g).tolist()]
+                for i in order[fabric.global_rank:: fabric.world_size]:
+                    yield torch.load(saved_path(Path(cfg.precomputed), i), weights_only=True)
+                epoch += 1
+                history["epochs"] = epoch
+        stream = batches()
+    else:
+        sampler = _Requests(start, fabric.global_rank, fabric.world_size, probabilities)
+        loader = torch.utils.data.DataLoader(_Batches(cfg.data_root, "train", bcfg, cfg.seed), batch_size=None,
+                                             sampler=sampler, num_workers=cfg.workers,
+                                             persistent_workers=cfg.workers > 0,
+                                             prefetch_factor=2 if cfg.workers > 0 else None)
+        stream = iter(loader)
+
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + start)
+    t0 = time.time() - history.get("elapsed", 0.0)
+    model.train()
+    for step in range(start, cfg.steps):
+        batch = next(stream)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup_steps)
+        lam = lambda_inst_at(step, cfg.steps, cfg.lambda_inst, cfg.curriculum)
+        loss, metrics, item_loss = objective(batch, lam, gen, device)
+        optimizer.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        optimizer.step()
+        difficulty.update(item_loss, batch["active"], batch["effects"])
+        history["step"] = step + 1
+        history["elapsed"] = time.time() - t0
+        if (step + 1) % cfg.log_every == 0 or step == start:
+            history["train"].append({"step": step + 1, "lr": optimizer.param_groups[0]["lr"], **metrics})
+        if cfg.schedule_every and (step + 1) % cfg.schedule_every == 0:
+            new = difficulty.probabilities()
+            history["difficulty"] = dict(difficulty.value)
+            if new and not cfg.precomputed:
+                probabilities.clear()
+                probabilities.update(new)  # the sampler sends these with the next requests
+                history["probabilities"] = dict(new)
+                say("effect probabilities: " + ", ".join(f"{k} {v:.2f}" for k, v in new.items()))
+        if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+            history["val"].append({"step": step + 1, **validate(net, objective, val_data, device)})
+            model.train()
+            say(f"step {step + 1}: val {json.dumps({k: round(v, 3) for k, v in history['val'][-1].items()})}")
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            history["difficulty"] = dict(difficulty.value)
+            _save(fabric, out, model, optimizer, net, cfg, history, difficulty, str(device))
+        if progress is not None:
+            progress(step + 1, cfg.steps, metrics)
+    return history
+
+
+@torch.no_grad()
+def validate(net: FxEncoder, objective: EncoderObjective, data: Sequence[Mapping], device) -> dict:
+    net.eval()
+    gen = torch.Generator().manual_seed(0)
+    rows = [objective(b, 1.0, gen, device, train=False)[1] for b in data]
+    keys = ("mix_loss", "mix_acc", "query_acc", "inst_acc")
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=str))
+
+
+def _save(fabric, out: Path, model, optimizer, net: FxEncoder, cfg: EncoderTrainConfig, history: dict,
+          difficulty: Difficulty, device: str) -> None:
+    tmp = out / "state.pt.tmp"
+    fabric.save(tmp, {"model": model, "optimizer": optimizer, "history": history, "difficulty": difficulty.value})
+    if fabric.is_global_zero:
+        os.replace(tmp, out / "state.pt")
+        config = {**net.config(), "training": _jsonable(asdict(cfg)), "step": history["step"]}
+        save_checkpoint(out / "model", net.state_dict(), config,
+                        _model_card(cfg, net, history, history.get("elapsed", 0.0), device))
+        write_text_atomic(out / "history.json", json.dumps(_jsonable(history), indent=1) + "\n")
+
+
+def command_line() -> str:
+    return "fxlens " + " ".join(shlex.quote(a) for a in sys.argv[1:])

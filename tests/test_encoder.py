@@ -1,0 +1,291 @@
+"""The effects encoder (issue 4): contrastive batches, networks, losses, the training loop and `fxlens embed`.
+
+References are independent of the code under test: pyloudnorm for loudness, a loop-by-loop float64 NT-Xent, the
+closed-form warm-up/cosine and curriculum schedules, soundfile for what files hold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+import torch
+
+from fxlens.cli import main
+from fxlens.data.pairs import PairBuilder
+from fxlens.data.stems import open_dataset
+from fxlens.errors import CheckpointError, InvalidAudioError, ParameterError
+from fxlens.models import encoder as enc_mod
+from fxlens.models.checkpoint import save_checkpoint
+from fxlens.models.encoder import FxEncoder, chunk, load_encoder, prepare_audio
+from fxlens.train import encoder as train_mod
+
+from test_fxset import stems  # noqa: F401  (module fixture: a tiny dataset in the fxlens layout)
+
+SR = 44100
+INSTRUMENTS = ["bass", "piano"]
+
+
+@pytest.fixture(scope="module")
+def text_vectors():
+    """Stand-ins for the MiniLM vectors (the tests must not need the text model)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.nn.functional.normalize(torch.randn(len(INSTRUMENTS), 384, generator=g), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def model(text_vectors):
+    torch.manual_seed(0)
+    return FxEncoder("small", INSTRUMENTS, text_vectors).eval()
+
+
+# --- batches ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def builder(stems):  # noqa: F811
+    ds = open_dataset(stems, split="train")
+    return PairBuilder(ds, batch_size=3, seconds=1.0, max_instruments=2, hard_negatives=2, seed=5)
+
+
+@pytest.fixture(scope="module")
+def cheap_builder(stems):  # noqa: F811
+    ds = open_dataset(stems, split="train")
+    return PairBuilder(ds, batch_size=3, seconds=1.0, max_instruments=2, hard_negatives=1, seed=5,
+                       effects=["gain", "stereo_imager", "delay"])
+
+
+def test_pair_batch_shapes_loudness_and_mixing(builder):
+    b = builder.batch(0)  # the full default effect pool
+    B, k = 3, len(b.instruments)
+    T = SR
+    assert b.mix_a.shape == b.mix_b.shape == (B, 2, T)
+    assert b.stems_a.shape == (B, k, 2, T) and b.negatives.shape == (2, 2, T)
+    assert b.active.shape == (B, k, len(b.effects)) and bool((b.active.sum(-1) >= 1).all())  # min_effects 1
+    # the mixtures are the sums of their stems, at -18 LUFS (pyloudnorm as the reference meter)
+    torch.testing.assert_close(b.stems_a.sum(1), b.mix_a, atol=1e-5, rtol=1e-5)
+    meter = pyloudnorm.Meter(SR)
+    for x in (*b.mix_a, *b.mix_b, *b.negatives):
+        assert meter.integrated_loudness(x.T.double().numpy()) == pytest.approx(-18.0, abs=0.05)
+
+
+def test_pair_batches_are_deterministic(cheap_builder):
+    a, b = cheap_builder.batch(1), cheap_builder.batch(1)
+    torch.testing.assert_close(a.mix_a, b.mix_a, atol=0, rtol=0)
+    torch.testing.assert_close(a.negatives, b.negatives, atol=0, rtol=0)
+    assert a.instruments == b.instruments
+    c = cheap_builder.batch(2)
+    assert not torch.equal(a.mix_a, c.mix_a)
+
+
+def test_positive_pairs_share_the_chain_not_the_music(stems):  # noqa: F811
+    # With the pool reduced to a fixed stereo-width setting, the only difference between A and B is content.
+    ds = open_dataset(stems, split="train")
+    pb = PairBuilder(ds, batch_size=2, seconds=1.0, max_instruments=1, hard_negatives=1, effects=["stereo_imager"],
+                     probabilities={"stereo_imager": 1.0}, param_ranges={"stereo_imager": {"width": (0.0, 0.0)}})
+    b = pb.batch(0)
+    for x in (b.mix_a, b.mix_b):  # width 0: both channels identical (mono), in both mixtures
+        torch.testing.assert_close(x[:, 0], x[:, 1], atol=1e-6, rtol=0)
+    assert not torch.allclose(b.mix_a, b.mix_b, atol=1e-3)  # other music
+
+
+def test_hard_negatives_share_the_music_of_their_item(stems):  # noqa: F811
+    ds = open_dataset(stems, split="train")
+    pb = PairBuilder(ds, batch_size=2, seconds=1.0, max_instruments=1, hard_negatives=1, effects=["gain"],
+                     probabilities={"gain": 1.0})
+    b = pb.batch(3)
+    # a gain change only rescales, and the mixture is loudness-normalized: the negative equals mixture A
+    torch.testing.assert_close(b.negatives[0], b.mix_a[int(b.negative_of[0])], atol=1e-4, rtol=1e-3)
+
+
+# --- networks -----------------------------------------------------------------------------------------------------
+
+
+def test_prepare_audio_converts_at_the_edge():
+    mono = torch.randn(SR // 2)
+    x = prepare_audio(mono, SR)
+    assert x.shape == (1, 2, SR // 2) and torch.equal(x[0, 0], x[0, 1])
+    y = prepare_audio(torch.randn(1, 3, 22050), 22050)
+    assert y.shape == (1, 2, 44100)
+    with pytest.raises(InvalidAudioError):
+        prepare_audio(torch.randn(2, 1000), SR)
+    bad = torch.randn(2, SR)
+    bad[0, 10] = float("nan")
+    with pytest.raises(InvalidAudioError):
+        prepare_audio(bad, SR)
+    with pytest.raises(ParameterError):
+        prepare_audio(torch.randn(1, 1, 2, SR), SR)
+
+
+def test_chunking_windows():
+    x = torch.arange(2 * 5 * 10, dtype=torch.float32).reshape(1, 2, 50)
+    L = 2 * SR
+    long = torch.randn(2, 2, int(5.2 * SR))
+    w, n = chunk(long, 2.0)
+    assert n == 3 and w.shape == (6, 2, L)  # 2 full windows + a 1.2 s remainder (>= half a window), padded
+    torch.testing.assert_close(w[1], long[0, :, L: 2 * L])
+    torch.testing.assert_close(w[3], long[1, :, :L])
+    w, n = chunk(torch.randn(1, 2, int(4.5 * SR)), 2.0)
+    assert n == 2  # a 0.5 s remainder is dropped
+    w, n = chunk(x, 2.0)
+    assert n == 1 and w.shape == x.shape
+
+
+def test_embeddings_are_unit_vectors_and_pooled(model):
+    x = torch.randn(2, 2, int(4 * SR)) * 0.1
+    e = model.embed(x, SR)
+    assert e.shape == (2, 128)
+    torch.testing.assert_close(e.norm(dim=-1), torch.ones(2))
+    # pooling = normalized mean of the per-window embeddings (computed here window by window)
+    with torch.no_grad():
+        parts = [model.encoder(x[:, :, i * 2 * SR: (i + 1) * 2 * SR]) for i in range(2)]
+    ref = torch.nn.functional.normalize(sum(parts) / 2, dim=-1)
+    torch.testing.assert_close(e, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_text_query_of_known_instrument_needs_no_text_model(model, monkeypatch, text_vectors):
+    def refuse(*_):
+        raise AssertionError("MiniLM must not load for a known instrument")
+
+    monkeypatch.setattr(enc_mod, "minilm_embed", refuse)
+    x = torch.randn(1, 2, SR) * 0.1
+    e1 = model.embed(x, SR, query="bass")
+    e2 = model.embed(x, SR, query="This is the sound of BASS")
+    torch.testing.assert_close(e1, e2)
+    with torch.no_grad():
+        ref = model.extractor(model.encoder(x), text_vectors[0:1])
+    torch.testing.assert_close(e1, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_audio_query_and_mismatched_queries(model):
+    x = torch.randn(3, 2, SR) * 0.1
+    e = model.embed(x, SR, query=torch.randn(1, 2, SR) * 0.1)
+    assert e.shape == (3, 128)
+    with pytest.raises(ParameterError):
+        model.embed(x, SR, query=torch.randn(2, 2, SR) * 0.1)
+
+
+def test_small_preset_parameter_budget():
+    m = FxEncoder("small", [], None)
+    assert sum(p.numel() for p in m.parameters()) <= 5_000_000
+
+
+def test_checkpoint_round_trip_and_kind_check(model, tmp_path):
+    save_checkpoint(tmp_path / "enc", model.state_dict(), model.config(), "# card\n")
+    again = load_encoder(tmp_path / "enc")
+    x = torch.randn(1, 2, SR) * 0.1
+    torch.testing.assert_close(again.embed(x, SR), model.embed(x, SR))
+    save_checkpoint(tmp_path / "other", {"w": torch.zeros(1)}, {"kind": "recognizer"}, "")
+    with pytest.raises(CheckpointError):
+        load_encoder(tmp_path / "other")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text(json.dumps(model.config()))
+    (tmp_path / "broken" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError):
+        load_encoder(tmp_path / "broken")
+
+
+# --- losses and schedules -------------------------------------------------------------------------------------------
+
+
+def test_nt_xent_matches_a_loop_reference():
+    g = torch.Generator().manual_seed(1)
+    a = torch.nn.functional.normalize(torch.randn(4, 8, generator=g, dtype=torch.float64), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(4, 8, generator=g, dtype=torch.float64), dim=-1)
+    extra = torch.nn.functional.normalize(torch.randn(2, 8, generator=g, dtype=torch.float64), dim=-1)
+    losses, hits = train_mod.nt_xent(a, b, 0.1, extra)
+    z = [*a, *b]
+    cands = [*a, *b, *extra]
+    for i in range(8):
+        pos = (i + 4) % 8
+        sims = [float(z[i] @ c) / 0.1 for j, c in enumerate(cands) if j != i]
+        ref = -(float(z[i] @ z[pos]) / 0.1 - math.log(sum(math.exp(s) for s in sims)))
+        assert float(losses[i]) == pytest.approx(ref, rel=1e-10)
+        best = max((j for j in range(len(cands)) if j != i), key=lambda j: float(z[i] @ cands[j]))
+        assert bool(hits[i]) == (best == pos)
+
+
+def test_schedules_closed_form():
+    assert train_mod.lr_at(0, 1000, 100) == pytest.approx(0.01)
+    assert train_mod.lr_at(99, 1000, 100) == pytest.approx(1.0)
+    assert train_mod.lr_at(550, 1000, 100) == pytest.approx(0.5)
+    assert train_mod.lr_at(1000, 1000, 100) == pytest.approx(0.0, abs=1e-12)
+    assert train_mod.lambda_inst_at(100, 1000, 0.2, (0.2, 0.5)) == 0.0
+    assert train_mod.lambda_inst_at(350, 1000, 0.2, (0.2, 0.5)) == pytest.approx(0.1)
+    assert train_mod.lambda_inst_at(900, 1000, 0.2, (0.2, 0.5)) == pytest.approx(0.2)
+
+
+def test_probability_scheduling_min_max():
+    d = train_mod.Difficulty(["eq", "delay", "reverb"], momentum=0.0)
+    active = torch.zeros(3, 1, 3, dtype=torch.bool)
+    active[0, 0, 0] = active[1, 0, 1] = active[2, 0, 2] = True
+    d.update(torch.tensor([1.0, 3.0, 2.0]), active, ["eq", "delay", "reverb"])
+    assert d.probabilities() == pytest.approx({"eq": 0.1, "delay": 1.0, "reverb": 0.55})
+
+
+# --- training loop and CLI ---------------------------------------------------------------------------------------
+
+
+def _cheap_pool_builder(*args, **kwargs):
+    return PairBuilder(*args, effects=["gain", "stereo_imager"], **kwargs)
+
+
+
+def test_train_encoder_runs_saves_and_resumes(stems, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(train_mod, "taxonomy", lambda: INSTRUMENTS)
+    monkeypatch.setattr(enc_mod, "minilm_embed", lambda texts: torch.nn.functional.normalize(
+        torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0)), dim=-1))
+    monkeypatch.setattr(train_mod, "PairBuilder", _cheap_pool_builder)
+    n = train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
+                                     hard_negatives=1, seed=0)
+    assert n == 2
+    cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), steps=2, batch_size=2,
+                                       seconds=1.0, crop_seconds=0.75, max_instruments=2, hard_negatives=1,
+                                       val_batches=1, val_every=1, ckpt_every=1, warmup_steps=1, accelerator="cpu",
+                                       precomputed=str(tmp_path / "pairs"), curriculum=(0.0, 0.5))
+    history = train_mod.train_encoder(cfg)
+    assert history["step"] == 2 and len(history["val"]) == 2
+    assert all(math.isfinite(r["loss"]) for r in history["train"])
+    enc = load_encoder(tmp_path / "run" / "model")
+    assert enc.embed(torch.randn(1, 2, SR) * 0.1, SR).shape == (1, 128)
+    assert "fxlens" in (tmp_path / "run" / "model" / "MODEL_CARD.md").read_text()
+    cfg.steps = 3
+    history = train_mod.train_encoder(cfg)  # resumes at step 2
+    assert history["step"] == 3 and [r["step"] for r in history["val"]] == [1, 2, 3]
+
+
+def test_cli_embed_writes_npy_and_json(model, tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "enc", model.state_dict(), model.config(), "# card\n")
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), (np.random.default_rng(0).standard_normal((SR, 2)) * 0.1).astype(np.float32), SR)
+    assert main(["embed", str(wav), str(wav), "--model", str(tmp_path / "enc"), "--out", str(tmp_path / "e.npy")]) == 0
+    e = np.load(tmp_path / "e.npy")
+    assert e.shape == (2, 128) and np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert main(["embed", str(wav), "--model", str(tmp_path / "enc"), "--query", "bass",
+                 "--out", str(tmp_path / "e.json")]) == 0
+    doc = json.loads((tmp_path / "e.json").read_text())
+    assert doc["query"] == "bass" and len(doc["embeddings"][0]) == 128
+
+
+def test_cli_embed_bad_input(model, tmp_path, capsys):
+    save_checkpoint(tmp_path / "enc", model.state_dict(), model.config(), "# card\n")
+    out = tmp_path / "e.npy"
+    assert main(["embed", str(tmp_path / "missing.wav"), "--model", str(tmp_path / "enc"), "--out", str(out)]) == 1
+    assert "error:" in capsys.readouterr().err and not out.exists()
+    silent = tmp_path / "short.wav"
+    sf.write(str(silent), np.zeros((100, 2), dtype=np.float32), SR)
+    assert main(["embed", str(silent), "--model", str(tmp_path / "enc"), "--out", str(out)]) == 1
+    assert not out.exists()
+    assert main(["embed", str(silent), "--out", str(tmp_path / "e.txt")]) == 1
+    assert main(["embed", str(silent), "--model", str(tmp_path), "--out", str(out)]) == 1  # not a checkpoint
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+
+
+def test_silent_audio_is_refused(model):
+    with pytest.raises(InvalidAudioError):
+        model.embed(torch.zeros(2, SR), SR)
