@@ -174,11 +174,15 @@ class PairBuilder:
         """(n, k, 2, T) x 2 segment pairs, skipping songs whose stems turn out silent."""
         a, b = [], []
         order = rng.permutation(songs).tolist()
-        order = (order * (n // len(order) + 1))  # fewer songs than items: reuse songs (other segments)
+        order = (order * (2 * n // len(order) + 2))  # fewer songs than items: reuse songs (other segments)
+        silent: set[int] = set()
         for song in order:
+            if song in silent:
+                continue
             try:
                 pairs = [self._segments(self.songs[song], name, rng) for name in names]
             except InvalidAudioError:
+                silent.add(song)
                 continue
             a.append(torch.stack([p[0] for p in pairs]))
             b.append(torch.stack([p[1] for p in pairs]))
@@ -219,9 +223,15 @@ class PairBuilder:
         if effects_only is not None:
             self.chain.min_effects = 0
         try:
-            names, songs = self._combination(rng, instruments)
+            for attempt in range(10):  # a combination whose stems are mostly silent: draw another one
+                names, songs = self._combination(rng, instruments)
+                try:
+                    seg_a, seg_b = self._draw_sources(rng, self.batch_size, names, songs)  # (B, k, 2, T)
+                    break
+                except FxlensError:
+                    if attempt == 9 or instruments is not None:
+                        raise
             B, k = self.batch_size, len(names)
-            seg_a, seg_b = self._draw_sources(rng, B, names, songs)  # (B, k, 2, T)
             T = seg_a.shape[-1]
             lufs = torch.as_tensor(rng.uniform(*self.stem_lufs, size=B * k), dtype=torch.float64)
             both = torch.cat([seg_a.reshape(B * k, 2, T), seg_b.reshape(B * k, 2, T)])
