@@ -473,6 +473,40 @@ def train_encoder_command(
                   f"{val.get('mix_acc', float('nan')):.3f}, instrument acc {val.get('inst_acc', float('nan')):.3f})")
 
 
+@bench_app.command("speed")
+def bench_speed_command(
+    model: Optional[Path] = typer.Option(None, "--model", help="An encoder checkpoint folder (default: shipped small)."),
+    seconds: float = typer.Option(10.0, help="Clip length (stereo, 44.1 kHz)."),
+    batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
+    repeats: int = typer.Option(3, help="Timed runs per figure (median reported)."),
+    json_out: Path = typer.Option(Path("bench-speed.json"), "--json", help="Where to write the JSON results."),
+) -> None:
+    """Speed of the effects encoder (x real time): mixture embeddings, text and audio queries."""
+    import json
+
+    import torch
+
+    from fxlens.atomic import write_text_atomic
+    from fxlens.bench.speed import TARGET_EMBED, bench_embedding, embedding_markdown, machine_description
+    from fxlens.models.encoder import load_encoder
+
+    try:
+        batches = tuple(int(b) for b in batch.split(","))
+    except ValueError:
+        raise FxlensError(f"--batch must be comma-separated integers, got {batch!r}") from None
+    if seconds < 0.5 or repeats < 1 or any(b < 1 for b in batches):
+        raise FxlensError("--seconds must be >= 0.5, --repeats >= 1 and batch sizes >= 1")
+    enc = load_encoder(model)
+    rows = bench_embedding(enc, seconds, batches, repeats)
+    console.print(embedding_markdown(rows))
+    worst = min(r["x_real_time"] for r in rows)
+    console.print(f"slowest case {worst:.0f}x real time (target {TARGET_EMBED:.0f}x for the small encoder): "
+                  + ("[green]met[/]" if worst >= TARGET_EMBED else "[red]missed[/]"))
+    payload = {"benchmark": "speed", "machine": machine_description(), "model": str(model or "shipped encoder-small"),
+               "threads": torch.get_num_threads(), "rows": rows}
+    console.print(f"wrote {write_text_atomic(json_out, json.dumps(payload, indent=2) + chr(10))}")
+
+
 @app.command()
 def embed(
     files: list[Path] = typer.Argument(..., help="Audio files (any common format, rate and channel count)."),

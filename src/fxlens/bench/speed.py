@@ -216,3 +216,40 @@ def plot_speed(rows: list[SpeedRow], path: str | Path) -> Path:
         fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# `fxlens bench speed`: the effects encoder
+# ------------------------------------------------------------------------------------------------------------------
+
+TARGET_EMBED = 100.0  # x real time for the small encoder on this CPU (issue 4)
+
+
+def bench_embedding(model=None, seconds: float = 10.0, batches: tuple[int, ...] = (1, 8), repeats: int = 3,
+                    query_text: str = "bass") -> list[dict]:
+    """x-real-time of `FxEncoder.embed` (mixture level, text query, audio query) on `seconds`-long stereo clips,
+    including the log-mel front end and the chunking/pooling (audio already at 44.1 kHz, so no resampling)."""
+    from fxlens.models.encoder import load_encoder
+
+    enc = model if model is not None else load_encoder()
+    rows = []
+    for b in batches:
+        x = _test_signal(b, seconds)
+        q = _test_signal(1, min(seconds, 4.0), seed=1)
+        cases = {"mixture": lambda: enc.embed(x, SR), f"text query '{query_text}'": lambda: enc.embed(x, SR, query_text),
+                 "audio query (4 s example)": lambda: enc.embed(x, SR, q)}
+        for name, fn in cases.items():
+            t = _median_seconds(fn, repeats)
+            rows.append({"case": name, "batch": b, "seconds": seconds, "x_real_time": b * seconds / t})
+    return rows
+
+
+def embedding_markdown(rows: list[dict]) -> str:
+    batches = sorted({r["batch"] for r in rows})
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    lines = ["| embedding | " + " | ".join(f"batch {b}" for b in batches) + " |",
+             "|---|" + "---:|" * len(batches)]
+    for c in cases:
+        cells = [format_xrt(next(r["x_real_time"] for r in rows if r["case"] == c and r["batch"] == b)) for b in batches]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
