@@ -15,8 +15,24 @@ from fxlens.errors import (  # noqa: E402
     UnknownEffectError,
 )
 
+# Heavy entry points load on first use, so `import fxlens` stays fast.
+_LAZY = {
+    "load_encoder": ("fxlens.models.encoder", "load_encoder"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'fxlens' has no attribute '{name}'")
+
+
 __all__ = [
     "__version__",
+    "load_encoder",
     "FxlensError",
     "AudioFileError",
     "InvalidAudioError",
