@@ -247,3 +247,268 @@ def test_baselines_run_and_table(tiny_root, tmp_path):
     cnn = bl.RandomCNNEmbedder(seed=3)
     x = torch.randn(3, 2, SR) * 0.1
     torch.testing.assert_close(cnn.embed(x, SR), bl.RandomCNNEmbedder(seed=3).embed(x, SR))  # seeded weights
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# instrument-wise scenario (Table 3), learned encoders, CLI
+# ---------------------------------------------------------------------------------------------------------------
+
+INST_SONGS = ["t01", "t02", "t03", "t04"]
+INST_NAMES = ["bass", "drums", "piano"]
+
+
+@pytest.fixture(scope="module")
+def inst_root(tmp_path_factory):
+    """4 test songs with bass, drums and piano (drums missing in the last), plus a train song never to be used."""
+    root = tmp_path_factory.mktemp("inst") / "tiny"
+    for split, songs in {"train": ["t00"], "test": INST_SONGS}.items():
+        for i, song in enumerate(songs):
+            d = root / split / song
+            d.mkdir(parents=True)
+            sf.write(str(d / "bass.flac"), _tone(1.5, 55 + 15 * i, 20 + i), SR, subtype="PCM_24")
+            sf.write(str(d / "piano.flac"), _tone(1.5, 330 + 40 * i, 30 + i), SR, subtype="PCM_24")
+            if song != "t04":
+                sf.write(str(d / "drums.flac"), _tone(1.5, 150 + 50 * i, 40 + i), SR, subtype="PCM_24")
+            (d / "song.json").write_text(json.dumps({"song_id": song}))
+    return root
+
+
+def _build_inst(root, cache_dir=None, groups=("inst/bass", "inst/drums"), n_candidates=4, n_queries=6):
+    return rt.build_eval_set(root, n_candidates=n_candidates, n_queries=n_queries, seconds=SECONDS, seed=0,
+                             sample_rate=SR, include_real=False, cache_dir=cache_dir, groups=list(groups),
+                             instrument_wise=True, effects=EFFECTS, max_effects=3)
+
+
+@pytest.fixture(scope="module")
+def inst_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("inst-cache")
+
+
+@pytest.fixture(scope="module")
+def inst_set(inst_root, inst_cache):
+    return _build_inst(inst_root, cache_dir=inst_cache)
+
+
+def _pyln_level(x: torch.Tensor) -> torch.Tensor:
+    """(1, 2, T) scaled to -18 LUFS, measured by pyloudnorm (an implementation independent of fxlens.audio)."""
+    import pyloudnorm
+
+    lufs = pyloudnorm.Meter(SR).integrated_loudness(x[0].double().numpy().T)
+    return x * 10 ** ((rt.DRY_LUFS - lufs) / 20)
+
+
+def _read_stem(root, song, name, offset_s):
+    n = int(round(SECONDS * SR))
+    data, _ = sf.read(str(root / "test" / song / f"{name}.flac"), start=int(round(offset_s * SR)), frames=n,
+                      dtype="float32", always_2d=True)
+    return torch.from_numpy(np.ascontiguousarray(np.pad(data, ((0, n - data.shape[0]), (0, 0))).T))[None]
+
+
+def test_instrument_wise_groups_discovered(inst_root):
+    srcs = rt.dataset_sources(inst_root, instrument_wise=True)
+    assert set(srcs) == {"bass", "drums", "piano", "mixture", "inst/bass", "inst/drums", "inst/piano"}
+    assert srcs["inst/drums"].keys == ["t01", "t02", "t03"]  # >= 3 songs: query, target, a third for the audio query
+    assert "inst/bass" not in rt.dataset_sources(inst_root)  # only on request
+
+
+def test_instrument_wise_group_shapes_and_rules(inst_root, inst_set):
+    T = int(SECONDS * SR)
+    assert set(inst_set.groups) == {"inst/bass", "inst/drums"}
+    n_others = set()
+    for g in inst_set:
+        name = g.name.removeprefix("inst/")
+        assert g.instrument_wise and g.instrument == name
+        assert g.queries.shape == g.query_stems.shape == (6, 2, T)
+        assert g.pool.shape == g.pool_stems.shape == (8, 2, T)
+        assert g.examples.shape[1:] == (2, T) and g.examples.shape[0] >= 3
+        assert g.query_example.shape == (6,) and g.pool_example.shape == (8,)
+        for x in (g.queries, g.pool, g.query_stems, g.pool_stems, g.examples):
+            assert torch.isfinite(x).all() and x.abs().amax(dim=(1, 2)).min() > 0
+        for i in range(g.n_queries):
+            q = g.query_meta[i]
+            t_idx = int(g.candidates[i, g.target[i]])
+            tgt = g.pool_meta[t_idx]
+            assert tgt["song"] != q["song"] and tgt["preset"] == q["preset"]  # same chain P, other song
+            assert q["target_stem"] == tgt["target_stem"] == name and q["stems"][0] == name
+            for meta, ex in ((q, int(g.query_example[i])), (tgt, int(g.pool_example[t_idx]))):
+                assert g.example_meta[ex]["song"] not in {q["song"], tgt["song"]}  # a third song
+                assert len(meta["others"]) <= 2 and all(o["stem"] != name for o in meta["others"])
+                assert all(o["preset"] != q["preset"] for o in meta["others"] if "preset" in o)
+                n_others.add(len(meta["others"]))
+            others = [g.pool_meta[int(j)] for k, j in enumerate(g.candidates[i]) if k != int(g.target[i])]
+            assert all(o["preset"] != q["preset"] for o in others)
+    assert n_others >= {0, 1}  # mixtures with and without accompaniment
+
+
+def test_instrument_wise_stems_carry_the_same_chain(inst_root, inst_set):
+    """Re-render from the files: the isolated stems of a query and of its target are the dry stems (read with
+    soundfile, levelled with pyloudnorm) through the same preset; the mixture is their levelled sum with the others."""
+    from fxlens.fx.chain import Chain
+
+    g = inst_set["inst/bass"]
+    for i in range(3):
+        q, t_idx = g.query_meta[i], int(g.candidates[i, g.target[i]])
+        tgt = g.pool_meta[t_idx]
+        chain = Chain.from_preset(q["preset"])
+        for meta, stem, mix in ((q, g.query_stems[i], g.queries[i]), (tgt, g.pool_stems[t_idx], g.pool[t_idx])):
+            wet = chain(_pyln_level(_read_stem(inst_root, meta["song"], "bass", meta["offset_s"])), SR)
+            torch.testing.assert_close(stem[None], wet.float(), atol=2e-4, rtol=1e-3)
+            total = wet.clone()
+            for o in meta["others"]:
+                if "preset" in o:
+                    dry = _pyln_level(_read_stem(inst_root, meta["song"], o["stem"], meta["offset_s"]))
+                    total = total + Chain.from_preset(o["preset"])(dry, SR)
+            torch.testing.assert_close(mix[None], _pyln_level(total).float(), atol=2e-4, rtol=1e-3)
+
+
+def test_instrument_wise_deterministic_and_cached(inst_root, inst_set, inst_cache):
+    again = _build_inst(inst_root, groups=["inst/drums"])  # no cache: rendered afresh
+    g, h = inst_set["inst/drums"], again["inst/drums"]
+    for f in ("queries", "pool", "query_stems", "pool_stems", "examples", "query_example", "pool_example"):
+        torch.testing.assert_close(getattr(h, f), getattr(g, f), atol=0, rtol=0)
+    assert h.query_meta == g.query_meta and h.pool_meta == g.pool_meta and h.example_meta == g.example_meta
+    files = sorted(inst_cache.glob("*.pt"))
+    assert len(files) == 2
+    stamp = [f.stat().st_mtime_ns for f in files]
+    loaded = _build_inst(inst_root, cache_dir=inst_cache)
+    assert [f.stat().st_mtime_ns for f in files] == stamp
+    torch.testing.assert_close(loaded["inst/drums"].pool_stems, g.pool_stems, atol=0, rtol=0)
+    assert loaded["inst/drums"].instrument == "drums" and loaded["inst/drums"].example_meta == g.example_meta
+
+
+class ChainOracle(OracleEmbedder):
+    """The one-hot chain id of every clip, isolated stems included; with `queries`, also an 'extractor'."""
+
+    def __init__(self, eval_set, queries=False):
+        self.chain_of, chains = {}, []
+        for g in eval_set:
+            for clips, metas in ((g.queries, g.query_meta), (g.pool, g.pool_meta), (g.query_stems, g.query_meta),
+                                 (g.pool_stems, g.pool_meta)):
+                for x, m in zip(clips, metas):
+                    key = json.dumps(m["preset"], sort_keys=True)
+                    if key not in chains:
+                        chains.append(key)
+                    self.chain_of[self._hash(x)] = chains.index(key)
+        self.dim = len(chains)
+        self.name = "oracle+q" if queries else "oracle"
+        if queries:
+            self.embed_query = lambda audio, sr, query: self.embed(audio, sr)
+
+
+def test_oracle_scores_one_in_every_instrument_wise_view(inst_set):
+    res = rt.evaluate(ChainOracle(inst_set, queries=True), inst_set, n_boot=50)
+    iw = res["instrument_wise"]
+    assert list(iw["overall"]) == ["oracle", "mixture", "audio query", "text query"]
+    for view in iw["overall"].values():
+        assert view["overall"]["R@1"]["mean"] == 1.0 and view["overall"]["n"] == 12
+        assert sum(s["n"] for s in view["by_n_effects"].values()) == 12
+    assert res["groups"] == {} and res["overall"] is None  # no mixture-level group in this set
+    plain = rt.evaluate(ChainOracle(inst_set), inst_set, n_boot=50)  # no extractor: oracle and mixture only
+    assert list(plain["instrument_wise"]["overall"]) == ["oracle", "mixture"]
+    table = rt.instrument_table({"methods": {"a": res, "b": plain}}).splitlines()
+    assert len(table) == 4 and table[2].count("100.0") == 16
+    assert table[3].count("100.0") == 8 and table[3].count(" - ") == 8
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    from fxlens.models.checkpoint import save_checkpoint
+    from fxlens.models.encoder import FxEncoder
+
+    g = torch.Generator().manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(len(INST_NAMES), 384, generator=g), dim=-1)
+    torch.manual_seed(0)
+    m = FxEncoder("small", INST_NAMES, vectors)
+    return save_checkpoint(tmp_path_factory.mktemp("enc") / "enc-test", m.state_dict(), m.config(), "# test\n")
+
+
+def test_encoder_embedder_scores_every_view(inst_set, encoder_dir, tmp_path):
+    emb = bl.EncoderEmbedder(encoder_dir)
+    assert emb.name == "Fx-Encoder++ (enc-test)" and rt.supports_queries(emb)
+    x = inst_set["inst/bass"].queries[:3]
+    e = emb.embed(x, SR)
+    assert e.shape == (3, 128)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(3))
+    ex = inst_set["inst/bass"].examples[:3]
+    assert not torch.allclose(emb.embed_query(x, SR, "bass"), emb.embed_query(x, SR, ex))
+    res = rt.evaluate(emb, inst_set, n_boot=50)
+    for view in rt.INSTRUMENT_VIEWS:
+        assert 0.0 <= res["instrument_wise"]["overall"][view]["overall"]["R@1"]["mean"] <= 1.0
+
+
+def test_encoder_embedders_default_and_errors(encoder_dir, tmp_path, monkeypatch):
+    from fxlens.errors import CheckpointError
+    from fxlens.models import checkpoint
+
+    monkeypatch.setattr(checkpoint, "ASSETS_DIR", tmp_path / "assets")
+    assert bl.encoder_embedders(None) == []  # nothing shipped: baselines only
+    import shutil
+
+    shutil.copytree(encoder_dir, tmp_path / "assets" / "encoder-small")
+    [shipped] = bl.encoder_embedders(None)
+    assert shipped.name == "Fx-Encoder++ (encoder-small)"
+    two = bl.encoder_embedders([encoder_dir, encoder_dir])
+    assert len({e.name for e in two}) == 2
+    with pytest.raises(CheckpointError):
+        bl.encoder_embedders([tmp_path / "nope"])
+
+
+def test_cli_bad_model_is_one_error_line(tmp_path, capsys):
+    from fxlens.cli import main
+
+    code = main(["bench", "retrieval", "--data-dir", str(tmp_path), "--model", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "r.json")])
+    _, err = capsys.readouterr()
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
+    code = main(["bench", "retrieval", "--data-dir", str(tmp_path), "--effects", "eq,nonsense", "--no-real",
+                 "--out", str(tmp_path / "r.json")])
+    _, err = capsys.readouterr()
+    assert code == 1 and err.strip().startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+def test_benchmark_report_and_plots(inst_root, encoder_dir, tmp_path):
+    res = rt.run_retrieval_benchmark(inst_root, n_candidates=3, n_queries=3, seconds=SECONDS, seed=0,
+                                     embedders=[bl.RandomEmbedder(), bl.EncoderEmbedder(encoder_dir)],
+                                     out_json=tmp_path / "r.json", groups=["bass", "mixture", "inst/piano"],
+                                     include_real=False, effects=EFFECTS, max_effects=3, sample_rate=SR, n_boot=20,
+                                     plots_dir=tmp_path / "plots", tsne_chains=3, tsne_per_chain=4)
+    assert res["config"]["param_ranges"]["parametric_eq"]["peak1_gain"] == [-12.0, 12.0]  # the training sub-ranges
+    report = res["report"]
+    assert "(Table 2)" in report and "(Table 3)" in report
+    assert "| Fx-Encoder++ (enc-test) | oracle | " in report  # per-instrument detail rows
+    on_disk = json.loads((tmp_path / "r.json").read_text())
+    assert set(on_disk["methods"]["random"]["instrument_wise"]["overall"]) == {"oracle", "mixture"}
+    assert [p.rsplit("/", 1)[-1] for p in res["plots"]] == ["recall-vs-effects.png", "tsne-chains.png"]
+    for p in res["plots"]:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chain_clips_for_tsne(inst_root):
+    src = rt.dataset_sources(inst_root, instruments=[])["mixture"]
+    audio, labels, presets = rt.chain_clips(src, n_chains=3, per_chain=4, seconds=SECONDS, sample_rate=SR,
+                                            effects=EFFECTS, max_effects=4)
+    assert audio.shape == (12, 2, int(SECONDS * SR)) and labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert len({json.dumps(p, sort_keys=True) for p in presets}) == 3
+    assert all(3 <= len(p["effects"]) <= 4 for p in presets)
+    again, _, _ = rt.chain_clips(src, n_chains=3, per_chain=4, seconds=SECONDS, sample_rate=SR, effects=EFFECTS,
+                                 max_effects=4)
+    torch.testing.assert_close(again, audio, atol=0, rtol=0)
+
+
+def test_cli_end_to_end_with_a_model(inst_root, encoder_dir, tmp_path, capsys):
+    from fxlens.cli import main
+
+    code = main(["bench", "retrieval", "--data-dir", str(inst_root), "--candidates", "2", "--queries", "2",
+                 "--seconds", "0.5", "--group", "bass", "--group", "inst/bass", "--no-real", "--model",
+                 str(encoder_dir), "--effects", "gain,parametric_eq", "--max-effects", "2", "--plots",
+                 str(tmp_path / "plots"), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "r.json"),
+                 "--markdown", str(tmp_path / "r.md")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert list(res["methods"]) == ["random", "mfcc+spectral", "log-mel stats", "random CNN", "Fx-Encoder++ (enc-test)"]
+    assert res["config"]["effects"] == ["gain", "parametric_eq"] and res["config"]["max_effects"] == 2
+    assert "q_text R@1" in (tmp_path / "r.md").read_text() and (tmp_path / "plots" / "tsne-chains.png").is_file()

@@ -310,24 +310,49 @@ def bench_retrieval_command(
     seconds: float = typer.Option(2.0, help="Clip length."),
     seed: int = typer.Option(0, help="Decides the evaluation set (cached)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where to cache evaluation sets (default: <data-dir>/bench-cache)."),
-    group: Optional[list[str]] = typer.Option(None, "--group", help="Only these groups (repeatable)."),
+    group: Optional[list[str]] = typer.Option(None, "--group", help="Only these groups (repeatable; e.g. bass, "
+                                              "mixture, inst/bass, real/wesnoth)."),
     no_real: bool = typer.Option(False, "--no-real", help="Leave out the real recordings."),
+    no_instrument_wise: bool = typer.Option(False, "--no-instrument-wise",
+                                            help="Leave out the instrument-wise groups (inst/<instrument>, Table 3)."),
+    model: Optional[list[Path]] = typer.Option(None, "--model", help="An encoder checkpoint folder to score beside "
+                                               "the baselines (repeatable; default: the shipped encoder-small when "
+                                               "this install has it)."),
+    effects: Optional[str] = typer.Option(None, "--effects", help="Comma list of the effects the chains draw from "
+                                          "(default: the encoder's training pool)."),
+    max_effects: int = typer.Option(8, "--max-effects", help="Largest number of effects in a chain (smallest: 1)."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Write R@K-vs-number-of-effects and t-SNE plots "
+                                         "(PNG) to this folder."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as Markdown here."),
     out: Path = typer.Option(Path("bench-retrieval.json"), "--out", help="JSON results."),
 ) -> None:
-    """Effect retrieval (Fx-Encoder++ protocol): R@1/5/10, MRR@10 with bootstrap CIs, for the feature baselines."""
+    """Effect retrieval (Fx-Encoder++ protocol): R@1/5/10, MRR@10 with bootstrap CIs, mixture-level (Table 2) and
+    instrument-wise (Table 3: oracle, mixture, audio and text query), learned encoders beside the baselines."""
     from rich.progress import Progress
 
+    from fxlens.atomic import write_text_atomic
+    from fxlens.bench.baselines import default_baselines, encoder_embedders
     from fxlens.bench.retrieval import run_retrieval_benchmark
+    from fxlens.data.pairs import PAIR_POOL
 
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
-    if candidates < 2 or queries < 1 or seconds <= 0:
-        raise FxlensError("--candidates must be >= 2, --queries >= 1 and --seconds > 0")
+    if candidates < 2 or queries < 1 or seconds <= 0 or max_effects < 1:
+        raise FxlensError("--candidates must be >= 2, --queries >= 1, --seconds > 0 and --max-effects >= 1")
+    pool = _split_names(effects) or list(PAIR_POOL)
+    embedders = default_baselines(seed=seed) + encoder_embedders(model)  # bad checkpoints fail before any work
     with Progress(console=console) as progress:
         update = _named_progress(progress)
         results = run_retrieval_benchmark(root, n_candidates=candidates, n_queries=queries, seconds=seconds, seed=seed,
-                                          out_json=out, cache_dir=cache_dir or root.parent / "bench-cache",
-                                          groups=group, include_real=not no_real, progress=update)
-    console.print(results["table"])
+                                          embedders=embedders, out_json=out,
+                                          cache_dir=cache_dir or root.parent / "bench-cache", groups=group,
+                                          include_real=not no_real, instrument_wise=not no_instrument_wise,
+                                          effects=pool, max_effects=max_effects, plots_dir=plots, progress=update)
+    console.print(results["report"])
+    if markdown is not None:
+        write_text_atomic(markdown, results["report"])
+        console.print(f"wrote [bold]{markdown}[/]")
+    for path in results.get("plots", []):
+        console.print(f"wrote [bold]{path}[/]")
     console.print(f"wrote [bold]{out}[/]")
 
 

@@ -5,12 +5,18 @@
 - `LogMelStatsEmbedder`: mean and std over time of each mel band of each channel of `log_mel`, z-scored.
 - `RandomCNNEmbedder`: a small randomly initialized (seeded) CNN on the stereo `log_mel`, mean + max pooled.
 
+And the learned model, scored in the same run: `EncoderEmbedder` (a trained `FxEncoder` checkpoint: mixture-level
+embeddings, and instrument embeddings through its extractor with a text or an audio query).
+
 Standardization: with `fit(audio, sample_rate)` (e.g. clips of a training split) the statistics of that audio are
 used; otherwise `finalize` z-scores each feature over the evaluation group's clips (queries and candidates
 together, no labels), which `evaluate` calls once per group.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -127,3 +133,51 @@ def default_baselines(seed: int = 0, device: str | torch.device | None = None) -
     """The four baselines, in table order: random, MFCC + spectral statistics, log-mel statistics, random CNN."""
     return [RandomEmbedder(seed=seed), AutoFXEmbedder(), LogMelStatsEmbedder(device=device),
             RandomCNNEmbedder(seed=seed, device=device)]
+
+
+class EncoderEmbedder:
+    """A trained Fx-Encoder++ model (`fxlens.models.encoder.FxEncoder`) as a benchmark embedder.
+
+    ``embed``: the mixture-level embedding (the encoder alone, `FxEncoder.embed` without a query). ``embed_query``:
+    the instrument-wise embedding through the extractor, with a text query (an instrument name, the same for every
+    clip) or an audio query (one example clip per item, at the same rate). Both (B, 128), L2-normalized.
+
+    `model`: a loaded `FxEncoder`, or a checkpoint folder (None: the shipped ``encoder-small``); `name` defaults to
+    "Fx-Encoder++ (<folder name>)".
+    """
+
+    def __init__(self, model=None, name: str | None = None, device: str | torch.device = "cpu",
+                 batch_size: int = 16) -> None:
+        from fxlens.models.encoder import FxEncoder, load_encoder
+
+        if isinstance(model, FxEncoder):
+            self.model, label = model.to(device).eval(), model.preset
+        else:
+            self.model = load_encoder(model, device=device)
+            label = Path(model).name if model is not None else "encoder-small"
+        self.name = name or f"Fx-Encoder++ ({label})"
+        self.batch_size = batch_size
+
+    def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        return self.model.embed(audio, sample_rate, batch_size=self.batch_size)
+
+    def embed_query(self, audio: torch.Tensor, sample_rate: int, query: str | torch.Tensor) -> torch.Tensor:
+        return self.model.embed(audio, sample_rate, query=query, query_sample_rate=sample_rate,
+                                batch_size=self.batch_size)
+
+
+def encoder_embedders(paths: list[str | os.PathLike] | None, device: str | torch.device = "cpu") -> list:
+    """One `EncoderEmbedder` per checkpoint folder; with `paths` None the shipped ``encoder-small`` when this install
+    has it (else none). Bad folders raise `CheckpointError` before anything is rendered. Names are made unique."""
+    from fxlens.models.checkpoint import ASSETS_DIR
+
+    if paths is None:
+        shipped = (ASSETS_DIR / "encoder-small" / "config.json").is_file()
+        return [EncoderEmbedder(None, device=device)] if shipped else []
+    out = []
+    for p in paths:
+        emb = EncoderEmbedder(p, device=device)
+        if emb.name in {e.name for e in out}:
+            emb.name = f"Fx-Encoder++ ({p})"
+        out.append(emb)
+    return out

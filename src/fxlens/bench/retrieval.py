@@ -13,13 +13,22 @@ chains. Queries are taken from the first pairs of each block until `n_queries` a
 starts when a block runs out). A distractor may come from the query's own song (a harder negative: same kind of
 content, other chain), never the target's segment.
 
+Instrument-wise groups ``inst/<instrument>`` (paper Table 3, `InstrumentMixSource`): the chain P of pair j is put
+on that instrument's stem in the query song and in the target song, and each of those stems sits in a mixture with
+0-3 other stems of its song under other random chains. Each embedder is scored on the isolated processed stems
+(oracle) and on the mixtures without a query (the reference); an extractor (an embedder with ``embed_query``, such
+as `fxlens.bench.baselines.EncoderEmbedder`) also on the mixtures with an audio query (a dry clip of the instrument
+from a third song) and with a text query (the instrument's name).
+
 Everything is deterministic under the seed (segments, chain counts, chain settings) and is cached to a folder:
 `build_eval_set(..., cache_dir=...)` renders once, later calls with the same configuration load the rendered audio.
+`run_retrieval_benchmark` (what `fxlens bench retrieval` runs) builds and scores one group at a time.
 
     eval_set = build_eval_set("/data/fxlens-dry", n_candidates=100, n_queries=50, seconds=2.0, seed=0,
-                              cache_dir="/tmp/fxlens-retrieval-cache")
+                              cache_dir="/tmp/fxlens-retrieval-cache", instrument_wise=True)
     results = evaluate(MyEncoder(), eval_set)
     results["groups"]["drums"]["overall"]["R@1"]   # {"mean": ..., "lo": ..., "hi": ...}
+    results["instrument_wise"]["overall"]["oracle"]["overall"]["R@10"]
 """
 
 from __future__ import annotations
@@ -29,8 +38,8 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,9 +52,10 @@ from fxlens.bench.metrics import DEFAULT_KS, per_query_metrics, relevance_mask, 
 from fxlens.errors import FxlensError, InvalidAudioError, ParameterError
 from fxlens.fx.chain import DEFAULT_POOL, Chain, RandomChain
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: instrument-wise groups (stems, audio queries) in the same file format
 MIXTURE = "mixture"
 REAL_PREFIX = "real/"
+INST_PREFIX = "inst/"  # instrument-wise groups (Table 3): "inst/<instrument>"
 DRY_LUFS = -18.0  # every dry clip is brought to this loudness before its chain (Fx-Encoder++ stems: -18..-14 LUFS)
 METRICS = ("R@1", "R@5", "R@10", "MRR@10")
 
@@ -82,13 +92,48 @@ def _rms_db(x: torch.Tensor) -> float:
     return 10.0 * math.log10(p) if p > 0 else -math.inf
 
 
+@dataclass
+class PairClips:
+    """One rendered (query, target) pair of a group: the clips ``(1, 2, T)`` and their metadata; for the
+    instrument-wise scenario also the isolated processed target-instrument stems (``*_stem``)."""
+
+    query: torch.Tensor
+    query_meta: dict
+    target: torch.Tensor
+    target_meta: dict
+    query_stem: torch.Tensor | None = None
+    target_stem: torch.Tensor | None = None
+
+
 class ContentSource:
-    """A list of songs (``keys``) and a way to draw a dry ``(1, 2, T)`` segment of one of them, with its metadata."""
+    """A list of songs (``keys``) and a way to draw a dry ``(1, 2, T)`` segment of one of them, with its metadata.
+
+    `render_pair` makes one (query, target) pair under a chain preset: by default a clip of one song and a clip of
+    another, both processed by the chain. `InstrumentMixSource` overrides it (the chain on one stem of a mixture).
+    """
 
     keys: list[str]
 
     def draw(self, key: str, seconds: float, sample_rate: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
+
+    def render_pair(self, preset: dict, rng: np.random.Generator, seconds: float, sample_rate: int,
+                    draw_chain: Callable[[np.random.Generator], tuple[int, dict]]) -> PairClips:
+        """Query: a clip of a random song; target: a clip of another song; both through `preset`."""
+        a = self.keys[int(rng.integers(len(self.keys)))]
+        xa, ma = _draw_clip(self, a, seconds, sample_rate, rng, exclude=set())
+        rest = [s for s in self.keys if s != ma["song"]]  # the target's content is another song
+        t = rest[int(rng.integers(len(rest)))]
+        xt, mt = _draw_clip(self, t, seconds, sample_rate, rng, exclude={ma["song"]})
+        with torch.no_grad():
+            wet = Chain.from_preset(preset)(torch.cat([xa, xt]), sample_rate)
+        fxaudio.check_finite(wet, "rendered clip")
+        return PairClips(wet[0:1], ma, wet[1:2], mt)
+
+    def attach_queries(self, group: "EvalGroup", seconds: float, sample_rate: int,
+                       rng: np.random.Generator) -> "EvalGroup":
+        """Add what a group needs beyond its clips (the instrument-wise audio queries); nothing by default."""
+        return group
 
 
 class StemSource(ContentSource):
@@ -126,6 +171,81 @@ class MixtureSource(ContentSource):
         return x, {"song": key, "stems": stems, "offset_s": round(seg.offset_s, 6)}
 
 
+class InstrumentMixSource(ContentSource):
+    """The instrument-wise scenario (Fx-Encoder++ Table 3) for one `instrument` of a stem dataset.
+
+    A pair: the chain P is put on a segment of the instrument's stem in song A (query) and in another song B
+    (target); each of those processed stems is then mixed with 0..`max_others` other stems of its own song (same
+    offset), each brought to `DRY_LUFS` and processed by its own random chain, and the mixture is normalized to
+    `DRY_LUFS` (as the training mixtures of `fxlens.data.pairs`). The isolated processed stems (before the mixture's
+    gain, i.e. as the per-instrument mixture-level groups see them) are kept for the oracle. Audio queries
+    (`attach_queries`): a bank of dry clips of the instrument; each clip gets one from a song other than the two
+    songs of its pair (a *third* song), drawn independently for queries and candidates so the query vector does not
+    leak the pairing. Needs at least 3 songs.
+    """
+
+    def __init__(self, dataset, instrument: str, max_others: int = 3, n_examples: int = 16) -> None:
+        self.dataset, self.instrument = dataset, instrument
+        self.max_others, self.n_examples = int(max_others), int(n_examples)
+        self.stem = StemSource(dataset, instrument)
+        self.keys = self.stem.keys
+
+    def draw(self, key, seconds, sample_rate, rng):
+        return self.stem.draw(key, seconds, sample_rate, rng)
+
+    def _accompany(self, wet: torch.Tensor, meta: dict, rng: np.random.Generator, seconds: float, sample_rate: int,
+                   draw_chain) -> tuple[torch.Tensor, list[dict]]:
+        """The mixture around one processed target stem: other stems of its song under their own chains."""
+        ref = self.stem._refs[meta["song"]]
+        others = [n for n in ref.instruments if n != self.instrument]
+        n = int(rng.integers(0, min(self.max_others, len(others)) + 1))
+        names = sorted(rng.choice(others, size=n, replace=False).tolist()) if n else []
+        mix, info = wet.clone(), []
+        for name in names:
+            k, preset = draw_chain(rng)
+            x = self.dataset.load_stem(ref, name, sample_rate, meta["offset_s"], seconds)
+            if _rms_db(x) < -45.0:  # this stem rests here: nothing to add (and no loudness to normalize)
+                info.append({"stem": name, "silent": True})
+                continue
+            with torch.no_grad():
+                y = Chain.from_preset(preset)(_to_level(x, sample_rate), sample_rate)
+            mix = mix + y
+            info.append({"stem": name, "preset": preset, "n_effects": k})
+        return _to_level(mix, sample_rate), info
+
+    def render_pair(self, preset, rng, seconds, sample_rate, draw_chain):
+        stems = super().render_pair(preset, rng, seconds, sample_rate, draw_chain)  # P on both songs' stems
+        songs = [stems.query_meta["song"], stems.target_meta["song"]]
+        out = []
+        for wet, meta in ((stems.query, stems.query_meta), (stems.target, stems.target_meta)):
+            mix, others = self._accompany(wet, meta, rng, seconds, sample_rate, draw_chain)
+            fxaudio.check_finite(mix, f"instrument-wise mixture of '{self.instrument}'")
+            out.append((mix, {**meta, "stems": [self.instrument] + [o["stem"] for o in others if "preset" in o],
+                              "target_stem": self.instrument, "others": others, "pair_songs": songs}))
+        return PairClips(out[0][0], out[0][1], out[1][0], out[1][1], stems.query, stems.target)
+
+    def attach_queries(self, group, seconds, sample_rate, rng):
+        keys = [self.keys[i] for i in rng.permutation(len(self.keys))]
+        clips, metas = [], []
+        for i in range(max(self.n_examples, 3)):  # songs cycle, so the bank holds >= 3 distinct songs
+            x, m = _draw_clip(self, keys[i % len(keys)], seconds, sample_rate, rng, exclude=set())
+            clips.append(x)
+            metas.append(m)
+
+        def pick(meta: dict) -> int:
+            allowed = [i for i, m in enumerate(metas) if m["song"] not in meta["pair_songs"]]
+            if not allowed:
+                raise FxlensError(f"group '{group.name}': no audio query from a third song (needs >= 3 songs)")
+            return allowed[int(rng.integers(len(allowed)))]
+
+        group.instrument = self.instrument
+        group.examples = torch.cat(clips).float()
+        group.example_meta = metas
+        group.query_example = torch.tensor([pick(m) for m in group.query_meta], dtype=torch.long)
+        group.pool_example = torch.tensor([pick(m) for m in group.pool_meta], dtype=torch.long)
+        return group
+
+
 class FileSource(ContentSource):
     """Segments of audio files, one file per song key (real recordings: a Frets on Fire stem or a Wesnoth track)."""
 
@@ -148,8 +268,11 @@ class FileSource(ContentSource):
 
 
 def dataset_sources(data_root: str | os.PathLike, split: str = "test", instruments: Sequence[str] | None = None,
-                    mixtures: bool = True, max_stems: int = 4, min_songs: int = 2) -> dict[str, ContentSource]:
-    """One source per instrument of `split` of a stem dataset (having at least `min_songs` songs), plus mixtures."""
+                    mixtures: bool = True, max_stems: int = 4, min_songs: int = 2,
+                    instrument_wise: bool = False) -> dict[str, ContentSource]:
+    """One source per instrument of `split` of a stem dataset (having at least `min_songs` songs), plus mixtures,
+    plus with `instrument_wise` one ``inst/<instrument>`` source per instrument with at least 3 songs
+    (`InstrumentMixSource`: the target stem, its mixture, a third song for the audio query)."""
     from fxlens.data.stems import open_dataset
 
     ds = open_dataset(data_root, split=split)
@@ -161,6 +284,11 @@ def dataset_sources(data_root: str | os.PathLike, split: str = "test", instrumen
             out[name] = src
     if mixtures and len(ds.songs()) >= min_songs:
         out[MIXTURE] = MixtureSource(ds, max_stems)
+    if instrument_wise:
+        for name in names:
+            src = InstrumentMixSource(ds, name, max_others=max_stems - 1)
+            if len(src.keys) >= max(min_songs, 3):
+                out[INST_PREFIX + name] = src
     return out
 
 
@@ -203,6 +331,11 @@ class EvalGroup:
     the candidates of each query; target ``(Q,)``: the position of the true target in each query's candidates;
     n_effects ``(Q,)``: the number of effects of each query's chain; query_meta / pool_meta: per clip, the song,
     stems, offset, chain preset (JSON-ready).
+
+    Instrument-wise groups (`instrument` set; queries and pool are then mixtures) also hold query_stems ``(Q, 2, T)``
+    and pool_stems ``(M, 2, T)``: the isolated processed target-instrument stem of each mixture (the oracle's
+    input); examples ``(E, 2, T)``: dry clips of the instrument (audio queries) with example_meta, and
+    query_example ``(Q,)`` / pool_example ``(M,)``: the example each mixture is queried with.
     """
 
     name: str
@@ -214,6 +347,17 @@ class EvalGroup:
     n_effects: torch.Tensor
     query_meta: list[dict] = field(default_factory=list)
     pool_meta: list[dict] = field(default_factory=list)
+    instrument: str | None = None
+    query_stems: torch.Tensor | None = None
+    pool_stems: torch.Tensor | None = None
+    examples: torch.Tensor | None = None
+    query_example: torch.Tensor | None = None
+    pool_example: torch.Tensor | None = None
+    example_meta: list[dict] = field(default_factory=list)
+
+    @property
+    def instrument_wise(self) -> bool:
+        return self.instrument is not None
 
     @property
     def n_queries(self) -> int:
@@ -242,6 +386,13 @@ def _group_seed(seed: int, name: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), zlib.crc32(name.encode())])
 
 
+def _to_level(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """`x` scaled to `DRY_LUFS` (clips shorter than a 400 ms BS.1770 gating block: to the same RMS in dBFS)."""
+    if x.shape[-1] >= 0.4 * sample_rate:
+        return fxaudio.normalize_loudness(x, sample_rate, DRY_LUFS)
+    return x * (10 ** ((DRY_LUFS - _rms_db(x)) / 20.0))
+
+
 def _draw_clip(source: ContentSource, key: str, seconds: float, sample_rate: int, rng: np.random.Generator,
                exclude: set[str], tries: int = 10) -> tuple[torch.Tensor, dict]:
     """A dry clip at `DRY_LUFS` from `key`, or from another song (not in `exclude`) when `key` has only silence."""
@@ -251,10 +402,7 @@ def _draw_clip(source: ContentSource, key: str, seconds: float, sample_rate: int
         k = key if attempt == 0 else others[int(rng.integers(len(others)))]
         try:
             x, meta = source.draw(k, seconds, sample_rate, rng)
-            if seconds >= 0.4:
-                x = fxaudio.normalize_loudness(x, sample_rate, DRY_LUFS)
-            else:  # too short for BS.1770 gating: match RMS instead
-                x = x * (10 ** ((DRY_LUFS - _rms_db(x)) / 20.0))
+            x = _to_level(x, sample_rate)
             fxaudio.check_finite(x)
             return x.float(), meta
         except InvalidAudioError as e:
@@ -262,15 +410,23 @@ def _draw_clip(source: ContentSource, key: str, seconds: float, sample_rate: int
     raise InvalidAudioError(f"could not draw a non-silent clip: {last}")
 
 
-def _chain_samplers(effects: Sequence[str], max_effects: int) -> dict[int, RandomChain]:
-    return {k: RandomChain(effects, probabilities=0.5, min_effects=k, max_effects=k) for k in range(1, max_effects + 1)}
+ParamRanges = Mapping[str, Mapping[str, tuple[float, float]]]  # {effect: {parameter: (low, high)}}, physical units
+
+
+def _chain_samplers(effects: Sequence[str], max_effects: int,
+                    param_ranges: ParamRanges | None = None) -> dict[int, RandomChain]:
+    ranges = {e: r for e, r in (param_ranges or {}).items() if e in effects}
+    return {k: RandomChain(effects, probabilities=0.5, min_effects=k, max_effects=k, param_ranges=ranges)
+            for k in range(1, max_effects + 1)}
 
 
 def build_group(name: str, source: ContentSource, n_candidates: int, n_queries: int, seconds: float, seed: int,
                 sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, effects: Sequence[str] = DEFAULT_POOL,
                 min_effects: int = 1, max_effects: int = 8,
-                progress: Callable[[str, int, int], None] | None = None) -> EvalGroup:
-    """Render one group (see the module docstring). Deterministic under (`seed`, `name`)."""
+                progress: Callable[[str, int, int], None] | None = None,
+                param_ranges: ParamRanges | None = None) -> EvalGroup:
+    """Render one group (see the module docstring); each pair comes from `source.render_pair`. Deterministic under
+    (`seed`, `name`). `param_ranges`: physical sub-ranges of the chains' settings (`RandomChain`)."""
     if len(source.keys) < 2:
         raise FxlensError(f"group '{name}' needs at least 2 songs (target content must differ), has {len(source.keys)}")
     if n_candidates < 1 or n_queries < 1:
@@ -278,39 +434,41 @@ def build_group(name: str, source: ContentSource, n_candidates: int, n_queries: 
     max_effects = min(max_effects, len(effects))
     if not 1 <= min_effects <= max_effects:
         raise ParameterError(f"need 1 <= min_effects <= max_effects <= {len(effects)}")
-    samplers = _chain_samplers(effects, max_effects)
+    samplers = _chain_samplers(effects, max_effects, param_ranges)
     rng = np.random.default_rng(_group_seed(seed, name))
+
+    def draw_chain(r: np.random.Generator) -> tuple[int, dict]:
+        k = int(r.integers(min_effects, max_effects + 1))
+        return k, samplers[k].sample_presets(1, sample_rate, seed=int(r.integers(2**31 - 1)))[0]
+
     n_blocks = math.ceil(n_queries / n_candidates)
-    queries, pool, cands, targets, counts, qmeta, pmeta = [], [], [], [], [], [], []
+    queries, pool, cands, targets, counts, qmeta, pmeta, qstems, pstems = [], [], [], [], [], [], [], [], []
     done = 0
     for b in range(n_blocks):
         base = len(pool)
         q_here = min(n_candidates, n_queries - b * n_candidates)
         for j in range(n_candidates):
-            k = int(rng.integers(min_effects, max_effects + 1))
-            preset = samplers[k].sample_presets(1, sample_rate, seed=int(rng.integers(2**31 - 1)))[0]
-            a = source.keys[int(rng.integers(len(source.keys)))]
-            xa, ma = _draw_clip(source, a, seconds, sample_rate, rng, exclude=set())
-            rest = [s for s in source.keys if s != ma["song"]]  # the target's content is another song
-            t = rest[int(rng.integers(len(rest)))]
-            xt, mt = _draw_clip(source, t, seconds, sample_rate, rng, exclude={ma["song"]})
-            with torch.no_grad():
-                wet = Chain.from_preset(preset)(torch.cat([xa, xt]), sample_rate)
-            fxaudio.check_finite(wet, f"rendered clip of group '{name}'")
-            pool.append(wet[1:2])
-            pmeta.append({**mt, "preset": preset, "n_effects": k})
+            k, preset = draw_chain(rng)
+            pair = source.render_pair(preset, rng, seconds, sample_rate, draw_chain)
+            pool.append(pair.target)
+            pmeta.append({**pair.target_meta, "preset": preset, "n_effects": k})
+            pstems.append(pair.target_stem)
             if j < q_here:
-                queries.append(wet[0:1])
-                qmeta.append({**ma, "preset": preset, "n_effects": k})
+                queries.append(pair.query)
+                qmeta.append({**pair.query_meta, "preset": preset, "n_effects": k})
+                qstems.append(pair.query_stem)
                 cands.append(list(range(base, base + n_candidates)))
                 targets.append(j)
                 counts.append(k)
             done += 1
             if progress is not None:
                 progress(name, done, n_blocks * n_candidates)
-    return EvalGroup(name, sample_rate, torch.cat(queries).float(), torch.cat(pool).float(),
-                     torch.tensor(cands, dtype=torch.long), torch.tensor(targets, dtype=torch.long),
-                     torch.tensor(counts, dtype=torch.long), qmeta, pmeta)
+    group = EvalGroup(name, sample_rate, torch.cat(queries).float(), torch.cat(pool).float(),
+                      torch.tensor(cands, dtype=torch.long), torch.tensor(targets, dtype=torch.long),
+                      torch.tensor(counts, dtype=torch.long), qmeta, pmeta)
+    if pstems[0] is not None:
+        group.query_stems, group.pool_stems = torch.cat(qstems).float(), torch.cat(pstems).float()
+    return source.attach_queries(group, seconds, sample_rate, np.random.default_rng(_group_seed(seed, name + "#q")))
 
 
 def _cache_file(cache_dir: Path, name: str, config: dict) -> Path:
@@ -319,11 +477,14 @@ def _cache_file(cache_dir: Path, name: str, config: dict) -> Path:
     return cache_dir / f"{safe}-{digest}.pt"
 
 
+_JSON_FIELDS = ("query_meta", "pool_meta", "example_meta")
+
+
 def _save_group(path: Path, group: EvalGroup, config: dict) -> None:
-    blob = {"version": CACHE_VERSION, "config": config, "name": group.name, "sample_rate": group.sample_rate,
-            "queries": group.queries, "pool": group.pool, "candidates": group.candidates, "target": group.target,
-            "n_effects": group.n_effects, "query_meta": json.dumps(group.query_meta),
-            "pool_meta": json.dumps(group.pool_meta)}
+    blob = {"version": CACHE_VERSION, "config": config}
+    for f in fields(EvalGroup):
+        value = getattr(group, f.name)
+        blob[f.name] = json.dumps(value) if f.name in _JSON_FIELDS else value
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
 
@@ -335,11 +496,11 @@ def _load_group(path: Path, config: dict) -> EvalGroup | None:
         return None
     if blob.get("version") != CACHE_VERSION or blob.get("config") != config:
         return None
-    return EvalGroup(blob["name"], int(blob["sample_rate"]), blob["queries"], blob["pool"], blob["candidates"],
-                     blob["target"], blob["n_effects"], json.loads(blob["query_meta"]), json.loads(blob["pool_meta"]))
+    return EvalGroup(**{f.name: json.loads(blob[f.name]) if f.name in _JSON_FIELDS else blob[f.name]
+                        for f in fields(EvalGroup)})
 
 
-def build_eval_set(
+def iter_eval_groups(
     data_root: str | os.PathLike | None = None,
     n_candidates: int = 500,
     n_queries: int = 100,
@@ -356,19 +517,17 @@ def build_eval_set(
     cache_dir: str | os.PathLike | None = None,
     sources: Mapping[str, ContentSource] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-) -> EvalSet:
-    """Build (or load from `cache_dir`) the retrieval evaluation set.
-
-    Groups: each instrument of `split` of the dataset at `data_root` with at least 2 songs, ``mixture`` (1 to
-    `max_stems` stems of a song summed) and, with `include_real`, the installed real recordings (``real/...``).
-    `groups` keeps only the named ones. `sources` replaces the discovery with explicit {name: ContentSource}.
-    Each group has `n_queries` queries with `n_candidates` candidates each (the paper uses 500), clips of
-    `seconds` at `sample_rate`, chains of `min_effects`..`max_effects` effects drawn from `effects`.
-    """
+    instrument_wise: bool = False,
+    param_ranges: ParamRanges | None = None,
+) -> tuple[dict, Iterator[EvalGroup]]:
+    """(config, groups one at a time): what `build_eval_set` builds, without holding every group in memory (a
+    500-candidate group of 2 s stereo clips is ~0.4 GB; an instrument-wise one twice that). Unknown group names
+    and an empty selection are reported before anything is rendered."""
     if sources is None:
         sources = {}
         if data_root is not None:
-            sources.update(dataset_sources(data_root, split, mixtures=True, max_stems=max_stems))
+            sources.update(dataset_sources(data_root, split, mixtures=True, max_stems=max_stems,
+                                           instrument_wise=instrument_wise))
         if include_real:
             sources.update(real_sources())
     sources = dict(sources)
@@ -379,23 +538,45 @@ def build_eval_set(
         sources = {g: sources[g] for g in groups}
     if not sources:
         raise FxlensError("no retrieval groups: give a dataset folder or install real recordings")
+    max_effects = min(int(max_effects), len(effects))
+    _chain_samplers(effects, max_effects, param_ranges)  # unknown effect or parameter names fail here, up front
     base = {"n_candidates": int(n_candidates), "n_queries": int(n_queries), "seconds": float(seconds),
             "seed": int(seed), "sample_rate": int(sample_rate), "split": split, "max_stems": int(max_stems),
-            "effects": list(effects), "min_effects": int(min_effects), "max_effects": int(max_effects),
+            "effects": list(effects), "min_effects": int(min_effects), "max_effects": max_effects,
             "data_root": str(Path(data_root).expanduser().resolve()) if data_root is not None else None,
             "dry_lufs": DRY_LUFS}
-    out: dict[str, EvalGroup] = {}
-    for name, src in sources.items():
-        config = {**base, "group": name, "songs": list(src.keys)}
-        path = _cache_file(Path(cache_dir), name, config) if cache_dir is not None else None
-        group = _load_group(path, config) if path is not None and path.is_file() else None
-        if group is None:
-            group = build_group(name, src, n_candidates, n_queries, seconds, seed, sample_rate, effects,
-                                min_effects, max_effects, progress)
-            if path is not None:
-                _save_group(path, group, config)
-        out[name] = group
-    return EvalSet(out, base)
+    if param_ranges:
+        base["param_ranges"] = {e: {k: list(v) for k, v in r.items()} for e, r in param_ranges.items() if e in effects}
+
+    def generate() -> Iterator[EvalGroup]:
+        for name, src in sources.items():
+            config = {**base, "group": name, "songs": list(src.keys)}
+            path = _cache_file(Path(cache_dir), name, config) if cache_dir is not None else None
+            group = _load_group(path, config) if path is not None and path.is_file() else None
+            if group is None:
+                group = build_group(name, src, n_candidates, n_queries, seconds, seed, sample_rate, effects,
+                                    min_effects, max_effects, progress, param_ranges)
+                if path is not None:
+                    _save_group(path, group, config)
+            yield group
+
+    return base, generate()
+
+
+def build_eval_set(data_root: str | os.PathLike | None = None, n_candidates: int = 500, n_queries: int = 100,
+                   seconds: float = 2.0, seed: int = 0, **options: Any) -> EvalSet:
+    """Build (or load from `cache_dir`) the retrieval evaluation set.
+
+    Groups: each instrument of `split` of the dataset at `data_root` with at least 2 songs, ``mixture`` (1 to
+    `max_stems` stems of a song summed), with `instrument_wise` the ``inst/<instrument>`` groups
+    (`InstrumentMixSource`) and, with `include_real`, the installed real recordings (``real/...``).
+    `groups` keeps only the named ones. `sources` replaces the discovery with explicit {name: ContentSource}.
+    Each group has `n_queries` queries with `n_candidates` candidates each (the paper uses 500), clips of
+    `seconds` at `sample_rate`, chains of `min_effects`..`max_effects` effects drawn from `effects` (settings in
+    `param_ranges` when given). Options: those of `iter_eval_groups`.
+    """
+    config, groups = iter_eval_groups(data_root, n_candidates, n_queries, seconds, seed, **options)
+    return EvalSet({g.name: g for g in groups}, config)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -403,59 +584,136 @@ def build_eval_set(
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def embed_clips(embedder: Embedder, audio: torch.Tensor, sample_rate: int, batch_size: int = 32) -> torch.Tensor:
-    """Embed ``(M, 2, T)`` clips in batches: ``(M, D)`` float64 on the CPU."""
+def supports_queries(embedder: Any) -> bool:
+    """True for embedders with an instrument extractor: ``embed_query(audio, sample_rate, query)`` where `query` is
+    an instrument name (str) or one audio example per clip ``(B, 2, T)`` at the same rate -> ``(B, D)``."""
+    return callable(getattr(embedder, "embed_query", None))
+
+
+def embed_clips(embedder: Embedder, audio: torch.Tensor, sample_rate: int, batch_size: int = 32,
+                query: str | torch.Tensor | None = None) -> torch.Tensor:
+    """Embed ``(M, 2, T)`` clips in batches: ``(M, D)`` float64 on the CPU. With `query` (an instrument name, or
+    ``(M, 2, T)`` examples, one per clip) through ``embedder.embed_query``."""
     outs = []
     with torch.no_grad():
         for i in range(0, audio.shape[0], batch_size):
-            e = embedder.embed(audio[i: i + batch_size], sample_rate)
-            if e.dim() != 2 or e.shape[0] != min(batch_size, audio.shape[0] - i):
+            x = audio[i: i + batch_size]
+            if query is None:
+                e = embedder.embed(x, sample_rate)
+            else:
+                q = query if isinstance(query, str) else query[i: i + batch_size]
+                e = embedder.embed_query(x, sample_rate, q)
+            if e.dim() != 2 or e.shape[0] != x.shape[0]:
                 raise FxlensError(f"embedder '{embedder_name(embedder)}' returned shape {tuple(e.shape)}, "
-                                  f"expected ({min(batch_size, audio.shape[0] - i)}, D)")
+                                  f"expected ({x.shape[0]}, D)")
             outs.append(e.detach().double().cpu())
     return torch.cat(outs)
 
 
-def _group_per_query(embedder: Embedder, group: EvalGroup, batch_size: int) -> dict[str, np.ndarray]:
-    emb = embed_clips(embedder, torch.cat([group.queries, group.pool]), group.sample_rate, batch_size)
+CLIPS = "clips"  # the one view of a mixture-level group
+INSTRUMENT_VIEWS = ("oracle", "mixture", "audio query", "text query")
+"""Instrument-wise protocols (Table 3): the isolated processed stem (oracle), the mixture embedding without a query
+(what the extractor must beat), the extractor with an audio example of the instrument, with its name."""
+
+
+def group_views(embedder: Any, group: EvalGroup) -> tuple[str, ...]:
+    """What `embedder` is scored on in `group`: extractors get every instrument-wise view, others oracle + mixture."""
+    if not group.instrument_wise:
+        return (CLIPS,)
+    return INSTRUMENT_VIEWS if supports_queries(embedder) else INSTRUMENT_VIEWS[:2]
+
+
+def _finalized(embedder: Embedder, emb: torch.Tensor) -> torch.Tensor:
+    """``embedder.finalize`` (e.g. z-scoring over the clips of a group) when it has one."""
     finalize = getattr(embedder, "finalize", None)
-    if callable(finalize):
-        emb = finalize(emb).double()
-    q, p = emb[: group.n_queries], emb[group.n_queries:]
+    return finalize(emb).double() if callable(finalize) else emb
+
+
+def _view_embeddings(embedder: Embedder, group: EvalGroup, view: str, batch_size: int) -> torch.Tensor:
+    """``(Q + M, D)``: the queries' then the pool's embeddings in one view (finalized over the group)."""
+    sr = group.sample_rate
+    if view == "oracle":
+        parts = [(group.query_stems, None), (group.pool_stems, None)]
+    elif view == "audio query":
+        parts = [(group.queries, group.examples[group.query_example]), (group.pool, group.examples[group.pool_example])]
+    elif view == "text query":
+        parts = [(group.queries, group.instrument), (group.pool, group.instrument)]
+    else:
+        parts = [(group.queries, None), (group.pool, None)]
+    emb = _finalized(embedder, torch.cat([embed_clips(embedder, x, sr, batch_size, q) for x, q in parts]))
     if not torch.isfinite(emb).all():
         raise FxlensError(f"embedder '{embedder_name(embedder)}' returned non-finite embeddings on '{group.name}'")
-    scores = cosine_scores(q, p[group.candidates])
-    pq = per_query_metrics(scores, relevance_mask(group.target, group.n_candidates), DEFAULT_KS, 10)
-    pq.pop("mAP@10")  # identical to MRR@10 with one relevant candidate
-    return pq
+    return emb
+
+
+@dataclass
+class GroupScores:
+    """Per-query metrics of one embedder on one group, per view (`group_views`); small enough to keep."""
+
+    name: str
+    instrument_wise: bool
+    n_candidates: int
+    n_effects: np.ndarray
+    views: dict[str, dict[str, np.ndarray]]
+
+
+def score_group(embedder: Embedder, group: EvalGroup, batch_size: int = 32) -> GroupScores:
+    """Rank every query's candidates by cosine similarity in each view of `group`; per-query R@K and MRR@10."""
+    views = {}
+    relevant = relevance_mask(group.target, group.n_candidates)
+    for view in group_views(embedder, group):
+        emb = _view_embeddings(embedder, group, view, batch_size)
+        q, p = emb[: group.n_queries], emb[group.n_queries:]
+        pq = per_query_metrics(cosine_scores(q, p[group.candidates]), relevant, DEFAULT_KS, 10)
+        pq.pop("mAP@10")  # identical to MRR@10 with one relevant candidate
+        views[view] = pq
+    return GroupScores(group.name, group.instrument_wise, group.n_candidates, group.n_effects.numpy(), views)
+
+
+def _summary(per_query: Sequence[Mapping[str, np.ndarray]], counts: Sequence[np.ndarray], n_boot: int,
+             seed: int) -> dict:
+    """``{"overall": S, "by_n_effects": {"1": S, ...}}`` over the pooled queries of one or more groups."""
+    allq = {m: np.concatenate([pq[m] for pq in per_query]) for m in METRICS}
+    allc = np.concatenate(list(counts))
+    by = {str(k): summarize({m: v[allc == k] for m, v in allq.items()}, METRICS, n_boot, seed)
+          for k in sorted(set(allc.tolist()))}
+    return {"overall": summarize(allq, METRICS, n_boot, seed), "by_n_effects": by}
+
+
+def summarize_scores(name: str, scores: Sequence[GroupScores], n_boot: int = 1000, seed: int = 0) -> dict:
+    """The result dictionary of `evaluate` from per-group scores."""
+    plain = [s for s in scores if not s.instrument_wise]
+    inst = [s for s in scores if s.instrument_wise]
+    n_cands = sorted({s.n_candidates for s in scores})
+    out: dict = {"embedder": name, "n_candidates": n_cands[0] if len(n_cands) == 1 else n_cands,
+                 "groups": {s.name: _summary([s.views[CLIPS]], [s.n_effects], n_boot, seed) for s in plain},
+                 "overall": None, "by_n_effects": {}}
+    if plain:
+        pooled = _summary([s.views[CLIPS] for s in plain], [s.n_effects for s in plain], n_boot, seed)
+        out["overall"], out["by_n_effects"] = pooled["overall"], pooled["by_n_effects"]
+    if inst:
+        views = [v for v in INSTRUMENT_VIEWS if all(v in s.views for s in inst)]
+        out["instrument_wise"] = {
+            "groups": {s.name: {v: _summary([s.views[v]], [s.n_effects], n_boot, seed) for v in s.views}
+                       for s in inst},
+            "overall": {v: _summary([s.views[v] for s in inst], [s.n_effects for s in inst], n_boot, seed)
+                        for v in views},
+        }
+    return out
 
 
 def evaluate(embedder: Embedder, eval_set: EvalSet, batch_size: int = 32, n_boot: int = 1000, seed: int = 0) -> dict:
     """Score `embedder` on every group of `eval_set`.
 
     Returns ``{"embedder", "n_candidates", "groups": {name: {"overall": S, "by_n_effects": {"1": S, ...}}},
-    "overall": S}`` where S is ``{metric: {"mean", "lo", "hi"}, "n": n_queries}`` for R@1, R@5, R@10, MRR@10
-    (fractions; bootstrap 95 % intervals over queries, seeded); "overall" pools the queries of all groups.
+    "overall": S, "by_n_effects": {...}}`` for the mixture-level groups, where S is
+    ``{metric: {"mean", "lo", "hi"}, "n": n_queries}`` for R@1, R@5, R@10, MRR@10 (fractions; bootstrap 95 %
+    intervals over queries, seeded); "overall" pools the queries of all mixture-level groups (None without any).
+    With instrument-wise groups also ``"instrument_wise": {"groups": {"inst/...": {view: {"overall", "by_n_effects"}}},
+    "overall": {view: ...}}`` for each view of `group_views` (pooled over the instruments).
     """
-    groups: dict[str, dict] = {}
-    pooled: dict[str, list] = {}
-    pooled_counts = []
-    for group in eval_set:
-        pq = _group_per_query(embedder, group, batch_size)
-        counts = group.n_effects.numpy()
-        by = {str(k): summarize({m: v[counts == k] for m, v in pq.items()}, METRICS, n_boot, seed)
-              for k in sorted(set(counts.tolist()))}
-        groups[group.name] = {"overall": summarize(pq, METRICS, n_boot, seed), "by_n_effects": by}
-        for m in METRICS:
-            pooled.setdefault(m, []).append(pq[m])
-        pooled_counts.append(counts)
-    allq = {m: np.concatenate(v) for m, v in pooled.items()}
-    allc = np.concatenate(pooled_counts)
-    by_all = {str(k): summarize({m: v[allc == k] for m, v in allq.items()}, METRICS, n_boot, seed)
-              for k in sorted(set(allc.tolist()))}
-    n_cands = sorted({g.n_candidates for g in eval_set})
-    return {"embedder": embedder_name(embedder), "n_candidates": n_cands[0] if len(n_cands) == 1 else n_cands,
-            "groups": groups, "overall": summarize(allq, METRICS, n_boot, seed), "by_n_effects": by_all}
+    return summarize_scores(embedder_name(embedder), [score_group(embedder, g, batch_size) for g in eval_set],
+                            n_boot, seed)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -470,35 +728,120 @@ def _table_columns(groups: Sequence[str]) -> list[str]:
     return inst + ([MIXTURE] if MIXTURE in groups else []) + real
 
 
+def _cell(s: Mapping | None, metric: str, ci: bool = False) -> str:
+    if s is None or metric not in s:
+        return "-"
+    v = s[metric]
+    txt = f"{100 * v['mean']:.1f}"
+    return txt + (f" [{100 * v['lo']:.1f}, {100 * v['hi']:.1f}]" if ci else "")
+
+
+def _methods(results: Mapping) -> Mapping[str, Mapping]:
+    return results.get("methods", results)
+
+
 def markdown_table(results: Mapping, metric: str = "R@1", ci: bool = False) -> str:
-    """A Markdown table shaped like Fx-Encoder++ Table 2: one row per method, one column per group (instrument
-    families, mixture, real recordings) plus "all", cells = `metric` in percent (with the 95 % interval if `ci`).
+    """A Markdown table shaped like Fx-Encoder++ Table 2: one row per method, one column per mixture-level group
+    (instrument families, mixture, real recordings) plus "all", cells = `metric` in percent (with the 95 % interval
+    if `ci`).
 
     `results`: what `run_retrieval_benchmark` returns (``{"methods": {name: evaluate(...)}}``) or a mapping
     {name: evaluate(...)}.
     """
-    methods = results.get("methods", results)
-    if not methods:
-        return ""
+    methods = _methods(results)
     groups: list[str] = []
     for r in methods.values():
         groups += [g for g in r["groups"] if g not in groups]
+    if not groups:
+        return ""
     cols = _table_columns(groups)
-
-    def cell(s: Mapping | None) -> str:
-        if s is None or metric not in s:
-            return "-"
-        v = s[metric]
-        txt = f"{100 * v['mean']:.1f}"
-        return txt + (f" [{100 * v['lo']:.1f}, {100 * v['hi']:.1f}]" if ci else "")
-
     head = "| method | " + " | ".join(c.removeprefix(REAL_PREFIX) + (" (real)" if c.startswith(REAL_PREFIX) else "")
                                       for c in cols) + " | all |"
     lines = [head, "|" + "---|" * (len(cols) + 2)]
     for name, r in methods.items():
-        row = [cell(r["groups"].get(c, {}).get("overall")) for c in cols] + [cell(r["overall"])]
+        row = [_cell(r["groups"].get(c, {}).get("overall"), metric, ci) for c in cols]
+        row.append(_cell(r["overall"], metric, ci))
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def instrument_table(results: Mapping, ci: bool = False) -> str:
+    """A Markdown table shaped like Fx-Encoder++ Table 3 (pooled over the ``inst/...`` groups): one row per method;
+    R@1, R@5, R@10 and MRR@10 in percent for each protocol: "oracle" = the target instrument's processed stem
+    isolated, "mixture" = the mixture without a query (the reference the extractor must beat), "q_audio" /
+    "q_text" = the extractor on the mixture with an audio / a text query ("-" where a method has no extractor)."""
+    methods = {n: r["instrument_wise"] for n, r in _methods(results).items() if "instrument_wise" in r}
+    if not methods:
+        return ""
+    names = {"oracle": "oracle", "mixture": "mixture", "audio query": "q_audio", "text query": "q_text"}
+    head = "| method | " + " | ".join(f"{names[v]} {m}" for v in INSTRUMENT_VIEWS for m in METRICS) + " |"
+    lines = [head, "|" + "---|" * (1 + len(INSTRUMENT_VIEWS) * len(METRICS))]
+    for name, r in methods.items():
+        row = [_cell(r["overall"].get(v, {}).get("overall"), m, ci) for v in INSTRUMENT_VIEWS for m in METRICS]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def instrument_detail_table(results: Mapping, metric: str = "R@10") -> str:
+    """`metric` per instrument-wise group: one row per (method, protocol), one column per instrument, plus "all"."""
+    methods = {n: r["instrument_wise"] for n, r in _methods(results).items() if "instrument_wise" in r}
+    if not methods:
+        return ""
+    cols = sorted({g for r in methods.values() for g in r["groups"]})
+    lines = ["| method | protocol | " + " | ".join(c.removeprefix(INST_PREFIX) for c in cols) + " | all |",
+             "|" + "---|" * (len(cols) + 3)]
+    for name, r in methods.items():
+        for v in INSTRUMENT_VIEWS:
+            if v not in r["overall"]:
+                continue
+            row = [_cell(r["groups"].get(c, {}).get(v, {}).get("overall"), metric) for c in cols]
+            lines.append(f"| {name} | {v} | " + " | ".join(row + [_cell(r["overall"][v]["overall"], metric)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(results: Mapping) -> str:
+    """Every table of a benchmark run, with a heading each (what the CLI prints and `--markdown` writes)."""
+    cfg = results.get("config", {})
+    parts = []
+    t2 = markdown_table(results)
+    if t2:
+        parts.append(f"### Mixture-level retrieval, R@1 (%), {cfg.get('n_candidates', '?')} candidates "
+                     f"(Table 2)\n\n{t2}")
+        parts.append(f"### Mixture-level retrieval, R@10 (%)\n\n{markdown_table(results, 'R@10')}")
+    t3 = instrument_table(results)
+    if t3:
+        parts.append(f"### Instrument-wise retrieval (%), pooled over instruments (Table 3)\n\n{t3}")
+        parts.append(f"### Instrument-wise retrieval, R@10 (%) per instrument\n\n{instrument_detail_table(results)}")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Clips for a t-SNE: a few chains, each on many different contents (FXencoder's figure)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def chain_clips(source: ContentSource, n_chains: int = 8, per_chain: int = 12, seconds: float = 2.0, seed: int = 0,
+                sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, effects: Sequence[str] = DEFAULT_POOL,
+                max_effects: int = 8, param_ranges: ParamRanges | None = None,
+                ) -> tuple[torch.Tensor, np.ndarray, list[dict]]:
+    """``(n_chains * per_chain, 2, T)`` clips, the chain index of each and the chain presets: `n_chains` random
+    chains of 3..`max_effects` effects (so chains differ clearly), each on `per_chain` dry clips of random songs of
+    `source`. Deterministic under `seed`."""
+    lo = min(3, max_effects, len(effects))
+    max_effects = min(max_effects, len(effects))
+    samplers = _chain_samplers(effects, max_effects, param_ranges)
+    rng = np.random.default_rng(_group_seed(seed, "tsne"))
+    clips, labels, presets = [], [], []
+    for c in range(n_chains):
+        k = int(rng.integers(lo, max_effects + 1))
+        preset = samplers[k].sample_presets(1, sample_rate, seed=int(rng.integers(2**31 - 1)))[0]
+        dry = [_draw_clip(source, source.keys[int(rng.integers(len(source.keys)))], seconds, sample_rate, rng,
+                          exclude=set())[0] for _ in range(per_chain)]
+        with torch.no_grad():
+            clips.append(Chain.from_preset(preset)(torch.cat(dry), sample_rate).float())
+        labels += [c] * per_chain
+        presets.append(preset)
+    return torch.cat(clips), np.asarray(labels), presets
 
 
 def run_retrieval_benchmark(
@@ -512,38 +855,74 @@ def run_retrieval_benchmark(
     cache_dir: str | os.PathLike | None = None,
     groups: Sequence[str] | None = None,
     include_real: bool = True,
-    effects: Sequence[str] = DEFAULT_POOL,
+    effects: Sequence[str] | None = None,
     max_effects: int = 8,
     sample_rate: int = fxaudio.WORKING_SAMPLE_RATE,
     batch_size: int = 32,
     n_boot: int = 1000,
     device: str | torch.device | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    instrument_wise: bool = True,
+    param_ranges: ParamRanges | None | str = "training",
+    plots_dir: str | os.PathLike | None = None,
+    tsne_chains: int = 8,
+    tsne_per_chain: int = 12,
 ) -> dict:
-    """Build (or load) the evaluation set and score each embedder (default: `fxlens.bench.baselines.default_baselines`).
+    """Build (or load) the evaluation set group by group and score each embedder on it (default:
+    `fxlens.bench.baselines.default_baselines`; add `fxlens.bench.baselines.EncoderEmbedder` for a learned model).
 
-    `effects` / `max_effects`: the effect pool and the largest chain (the smallest is 1 effect). Prints nothing.
-    Returns ``{"config", "methods": {name: evaluate(...)}, "table": markdown_table(R@1)}`` and, with
-    `out_json`, writes it there atomically (JSON).
+    `effects` / `max_effects`: the effect pool (default: the encoder's training pool `fxlens.data.pairs.PAIR_POOL`)
+    and the largest chain (the smallest is 1 effect). `param_ranges`: ``"training"`` (default) draws the chains'
+    settings from the sub-ranges the encoder trains on (`PAIR_RANGES`; the paper evaluates with its training
+    augmentation, §4.1), None from each parameter's full range, or a mapping. `instrument_wise`: also the
+    ``inst/<instrument>`` groups (Table 3). `plots_dir`: also write R@K against the number of effects (Figure 2)
+    and a t-SNE of `tsne_chains` chains x `tsne_per_chain` contents per method (`fxlens.bench.plots`).
+    Prints nothing. Returns ``{"config", "methods": {name: evaluate(...)}, "table": markdown_table(R@1),
+    "report": markdown_report(...), "plots": [paths]}`` and, with `out_json`, writes it there atomically (JSON).
     """
+    from fxlens.data.pairs import PAIR_POOL, PAIR_RANGES
+
+    effects = list(PAIR_POOL if effects is None else effects)
+    if isinstance(param_ranges, str):
+        if param_ranges != "training":
+            raise ParameterError(f"param_ranges must be 'training', None or a mapping, got '{param_ranges}'")
+        param_ranges = PAIR_RANGES
     if embedders is None:
         from fxlens.bench.baselines import default_baselines
 
         embedders = default_baselines(seed=seed, device=device)
-    eval_set = build_eval_set(data_root, n_candidates, n_queries, seconds, seed, sample_rate=sample_rate,
-                              groups=groups, include_real=include_real, effects=effects, max_effects=max_effects,
-                              cache_dir=cache_dir, progress=progress)
-    methods: dict[str, dict] = {}
-    for emb in embedders:
-        name = embedder_name(emb)
-        if name in methods:
-            raise FxlensError(f"two embedders are named '{name}'")
-        methods[name] = evaluate(emb, eval_set, batch_size=batch_size, n_boot=n_boot, seed=seed)
-    results = {"config": {**eval_set.config, "groups": {g.name: {"n_queries": g.n_queries,
-                                                                 "n_songs": len({m["song"] for m in g.query_meta})}
-                                                        for g in eval_set}},
-               "methods": methods}
+    names = [embedder_name(e) for e in embedders]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise FxlensError(f"two embedders are named '{dup[0]}'")
+    config, stream = iter_eval_groups(data_root, n_candidates, n_queries, seconds, seed, sample_rate=sample_rate,
+                                      groups=groups, include_real=include_real, effects=effects,
+                                      max_effects=max_effects, cache_dir=cache_dir, progress=progress,
+                                      instrument_wise=instrument_wise, param_ranges=param_ranges)
+    scores: dict[str, list[GroupScores]] = {n: [] for n in names}
+    info: dict[str, dict] = {}
+    for group in stream:  # one group in memory at a time
+        for emb, name in zip(embedders, names):
+            scores[name].append(score_group(emb, group, batch_size))
+        info[group.name] = {"n_queries": group.n_queries, "n_songs": len({m["song"] for m in group.query_meta})}
+        del group
+    methods = {n: summarize_scores(n, scores[n], n_boot, seed) for n in names}
+    results = {"config": {**config, "groups": info}, "methods": methods}
     results["table"] = markdown_table(results)
+    results["report"] = markdown_report(results)
+    if plots_dir is not None:
+        from fxlens.bench import plots
+
+        out_dir = Path(plots_dir)
+        paths = [plots.plot_recall_vs_effects(results, out_dir / "recall-vs-effects.png")]
+        tsne_source = dataset_sources(data_root, instruments=[]).get(MIXTURE) if data_root is not None else None
+        if tsne_source is not None and tsne_chains >= 2:  # the test split's mixtures, as the "mixture" group
+            audio, labels, _ = chain_clips(tsne_source, tsne_chains, tsne_per_chain, seconds, seed, sample_rate,
+                                           effects, config["max_effects"], param_ranges)
+            embeddings = {n: _finalized(e, embed_clips(e, audio, sample_rate, batch_size)).numpy()
+                          for e, n in zip(embedders, names)}
+            paths.append(plots.plot_tsne(embeddings, labels, out_dir / "tsne-chains.png", seed=seed))
+        results["plots"] = [str(p) for p in paths]
     if out_json is not None:
         write_text_atomic(out_json, json.dumps(results, indent=1))
     return results
