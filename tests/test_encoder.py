@@ -299,3 +299,18 @@ def test_cli_bench_speed(model, tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert {r["case"].split(" ")[0] for r in rows} == {"mixture", "text", "audio"}
     assert all(r["x_real_time"] > 0 for r in rows)
+
+
+def test_train_encoder_builds_batches_on_the_fly(stems, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(train_mod, "taxonomy", lambda: INSTRUMENTS)
+    monkeypatch.setattr(train_mod, "PairBuilder", _cheap_pool_builder)
+    cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), steps=2, batch_size=2,
+                                       seconds=1.0, crop_seconds=0.75, max_instruments=2, hard_negatives=1,
+                                       val_batches=1, val_every=2, ckpt_every=2, warmup_steps=1, accelerator="cpu",
+                                       workers=0, schedule_every=1)
+    monkeypatch.setattr(enc_mod, "minilm_embed", lambda texts: torch.nn.functional.normalize(
+        torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0)), dim=-1))
+    history = train_mod.train_encoder(cfg)
+    assert history["step"] == 2
+    # probability scheduling ran and stayed within [0.1, 1]
+    assert history["probabilities"] and all(0.1 - 1e-9 <= p <= 1.0 + 1e-9 for p in history["probabilities"].values())

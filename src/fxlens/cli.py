@@ -462,6 +462,8 @@ def train_encoder_command(
     steps: int = typer.Option(2000, help="Optimizer steps."),
     batch_size: int = typer.Option(16, help="Mixture pairs per batch."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
+    lambda_inst: float = typer.Option(0.2, help="Final weight of the instrument loss (0: mixture objective only)."),
+    no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Leave the hard negatives out of the loss."),
     precomputed: Optional[Path] = typer.Option(None, help="Train on batches saved by `fxlens data pairs` (CPU)."),
     workers: int = typer.Option(1, help="DataLoader processes building batches on the fly."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads."),
@@ -479,7 +481,8 @@ def train_encoder_command(
 
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
-                             lr=lr, precomputed=str(precomputed) if precomputed else None, workers=workers,
+                             lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives,
+                             precomputed=str(precomputed) if precomputed else None, workers=workers,
                              threads=threads, accelerator=accelerator,
                              devices=int(devices) if devices.isdigit() else devices, precision=precision, seed=seed,
                              val_every=val_every, ckpt_every=val_every, resume=not fresh, command=command_line())
@@ -491,6 +494,8 @@ def train_encoder_command(
         def update(step: int, total: int, m: dict) -> None:
             info = f"loss {m['loss']:.3f} mix acc {m['mix_acc']:.2f}"
             progress.update(task, completed=step, info=info)
+            if not console.is_terminal and step % 25 == 0:  # a log file gets a line now and then instead of a bar
+                console.print(f"step {step}/{total}: {info}")
 
         history = train_encoder(cfg, progress=update, log=console.print)
     val = history["val"][-1] if history["val"] else {}

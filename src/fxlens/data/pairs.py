@@ -15,6 +15,9 @@ One batch = `batch_size` pairs of mixtures. For a batch:
 5. Hard negatives (`hard_negatives` per batch): the first segments of an item's stems again, each under a fresh
    chain (other effects, count, order and settings), mixed and normalized the same way - same music, other effects.
 
+Where: segments are read on the CPU; the effects, loudness and mixing run on `device` (the training GPU when the
+trainer builds batches in its own process, `fxlens train encoder --workers 0` on a GPU).
+
 Determinism: batch `index` draws only from generators seeded by (seed, index), so the same seed gives the same
 batches whether they are built on the fly (in DataLoader workers) or saved to disk first (`fxlens data pairs`, which
 saves their log-mels: `fxlens.train.encoder.precompute_batches`). Effect probabilities (probability scheduling) are part of the request: a batch is
@@ -93,7 +96,7 @@ class PairBatch:
 def _loudness_gain(x: torch.Tensor, target_lufs: torch.Tensor | float, sample_rate: int) -> torch.Tensor:
     """Per-item gains (B,) that bring (B, C, T) audio to target_lufs; 1 for silent items."""
     lufs = fxaudio.integrated_loudness(x.double(), sample_rate)
-    gain = torch.pow(10.0, (torch.as_tensor(target_lufs, dtype=torch.float64) - lufs) / 20.0)
+    gain = torch.pow(10.0, (torch.as_tensor(target_lufs, dtype=torch.float64, device=x.device) - lufs) / 20.0)
     return torch.where(torch.isfinite(lufs), gain, torch.ones_like(gain)).float()
 
 
@@ -115,6 +118,7 @@ class PairBuilder:
         mix_lufs: float = -18.0,
         sample_rate: int = fxaudio.WORKING_SAMPLE_RATE,
         seed: int = 0,
+        device: str | torch.device = "cpu",
     ) -> None:
         if batch_size < 2:
             raise FxlensError(f"a contrastive batch needs at least 2 pairs, got batch_size={batch_size}")
@@ -123,6 +127,7 @@ class PairBuilder:
         self.dataset, self.batch_size, self.seconds = dataset, int(batch_size), float(seconds)
         self.max_instruments, self.hard_negatives = int(max_instruments), min(int(hard_negatives), int(batch_size))
         self.stem_lufs, self.mix_lufs, self.sample_rate, self.seed = stem_lufs, float(mix_lufs), sample_rate, int(seed)
+        self.device = torch.device(device)  # where the effects run (a GPU when training on one); audio loads on CPU
         ranges = {e: r for e, r in (PAIR_RANGES if param_ranges is None else param_ranges).items() if e in effects}
         probs = {e: p for e, p in (probabilities or PAIR_PROBABILITIES).items() if e in effects}
         self.chain = RandomChain(effects, probabilities=probs or 0.6, min_effects=min_effects, shuffle=True,
@@ -235,6 +240,7 @@ class PairBuilder:
                     if attempt == 9 or instruments is not None:
                         raise
             B, k = self.batch_size, len(names)
+            seg_a, seg_b = seg_a.to(self.device), seg_b.to(self.device)
             T = seg_a.shape[-1]
             lufs = torch.as_tensor(rng.uniform(*self.stem_lufs, size=B * k), dtype=torch.float64)
             both = torch.cat([seg_a.reshape(B * k, 2, T), seg_b.reshape(B * k, 2, T)])
@@ -246,9 +252,9 @@ class PairBuilder:
                 neg, _ = self._process(seg_a[:H].reshape(H * k, 2, T), lufs[: H * k], gen, copies=1)
                 negatives, _ = self._mix(neg.reshape(H, k, 2, T))
             else:
-                negatives = torch.zeros(0, 2, T)
+                negatives = torch.zeros(0, 2, T, device=self.device)
         finally:
             self.chain.set_probabilities(saved)
             self.chain.min_effects = saved_min
-        return PairBatch(mix_a, mix_b, stems_a, stems_b, negatives, torch.arange(H), active.reshape(B, k, -1),
+        return PairBatch(mix_a, mix_b, stems_a, stems_b, negatives, torch.arange(H), active.reshape(B, k, -1).cpu(),
                          names, self.chain.names)

@@ -66,6 +66,7 @@ class EncoderTrainConfig:
     crop_seconds: float = 1.5
     max_instruments: int = 4
     hard_negatives: int = 2
+    use_hard_negatives: bool = True
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 100
@@ -109,7 +110,8 @@ def batch_mels(batch: PairBatch, n_mels: int = 64) -> dict:
     for key in MEL_KEYS:
         x = getattr(batch, key)
         flat = x.reshape(-1, 2, x.shape[-1])
-        mel = log_mel(flat, SAMPLE_RATE, n_mels=n_mels) if flat.shape[0] else torch.zeros(0, 2, n_mels, 1)
+        mel = (log_mel(flat, SAMPLE_RATE, n_mels=n_mels) if flat.shape[0]
+               else torch.zeros(0, 2, n_mels, 1, device=x.device))
         out[key] = mel.reshape(*x.shape[:-2], *mel.shape[1:]).half()
     out["active"] = batch.active
     out["negative_of"] = batch.negative_of
@@ -118,17 +120,17 @@ def batch_mels(batch: PairBatch, n_mels: int = 64) -> dict:
     return out
 
 
-def _builder(data_root: str, split: str, cfg: Mapping, seed: int) -> PairBuilder:
+def _builder(data_root: str, split: str, cfg: Mapping, seed: int, device: str | torch.device = "cpu") -> PairBuilder:
     ds = open_dataset(data_root, split=split)
     return PairBuilder(ds, batch_size=cfg["batch_size"], seconds=cfg["seconds"], max_instruments=cfg["max_instruments"],
-                       hard_negatives=cfg["hard_negatives"], seed=seed)
+                       hard_negatives=cfg["hard_negatives"], seed=seed, device=device)
 
 
 class _Batches(torch.utils.data.Dataset):
     """DataLoader view (batch_size=None): a request (index, probabilities) -> `batch_mels` of that batch."""
 
-    def __init__(self, data_root: str, split: str, cfg: Mapping, seed: int) -> None:
-        self.args = (data_root, split, dict(cfg), seed)
+    def __init__(self, data_root: str, split: str, cfg: Mapping, seed: int, device: str | torch.device = "cpu") -> None:
+        self.args = (data_root, split, dict(cfg), seed, device)
         self.builder: PairBuilder | None = None
 
     def __len__(self) -> int:
@@ -303,7 +305,7 @@ class EncoderObjective:
         H = mels["negatives"].shape[0]
         e = m.encoder.embed_mel(torch.cat([mels["mix_a"], mels["mix_b"], mels["negatives"]]))
         e_a, e_b, e_neg = e[:B], e[B: 2 * B], e[2 * B:]
-        mix_losses, mix_hits = nt_xent(e_a, e_b, cfg.tau, e_neg)
+        mix_losses, mix_hits = nt_xent(e_a, e_b, cfg.tau, e_neg if cfg.use_hard_negatives else None)
         # audio query encoder: each stem against every instrument's text vector
         k = mels["stems_a"].shape[1]
         names = batch["instruments"]
@@ -477,7 +479,10 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
         stream = batches()
     else:
         sampler = _Requests(start, fabric.global_rank, fabric.world_size, probabilities)
-        loader = torch.utils.data.DataLoader(_Batches(cfg.data_root, "train", bcfg, cfg.seed), batch_size=None,
+        # workers > 0: batches built in CPU processes; workers == 0: in this process, effects on the training device
+        build_device = device if cfg.workers == 0 else "cpu"
+        loader = torch.utils.data.DataLoader(_Batches(cfg.data_root, "train", bcfg, cfg.seed, build_device),
+                                             batch_size=None,
                                              sampler=sampler, num_workers=cfg.workers,
                                              persistent_workers=cfg.workers > 0,
                                              prefetch_factor=2 if cfg.workers > 0 else None)
