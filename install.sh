@@ -40,8 +40,8 @@ if ! .venv/bin/python -c "import torchlpc" 2>/dev/null; then
   pip_install setuptools wheel numpy numba
   pip_install --no-build-isolation "torchlpc>=0.7"
 fi
-echo "[fxlens] pip install -e .[peers,test,text]"
-pip_install -e ".[peers,test,text]"
+echo "[fxlens] pip install -e .[peers,test,text,bench]"
+pip_install -e ".[peers,test,text,bench]"
 .venv/bin/python -c "import fxlens, torchcomp, torchlpc, soundfile, soxr" \
   || { echo "[fxlens] installation incomplete" >&2; exit 1; }
 echo "[fxlens] installed: $(.venv/bin/fxlens --help >/dev/null && echo .venv/bin/fxlens)"

@@ -1,0 +1,648 @@
+"""The audio-effects parameter-matching benchmark (Fx-Encoder++ §4.2, ST-ITO protocol), for any embedder.
+
+A *triplet* per test item: a dry input ``x`` (a segment of one song's stem of an instrument), a reference ``r`` (a
+segment of *another* song's stem of the same instrument, processed by a chain P) and the target ``y`` (``x``
+processed by the same P). The chain's *structure* is fixed and known (`DEFAULT_CHAIN`, the paper's seven effects:
+EQ -> multiband compressor -> stereo imager -> gain -> distortion -> delay -> limiter; or any list); its settings
+are drawn uniformly in normalized controls inside the encoder's training sub-ranges (`PAIR_RANGES`; full range for
+parameters it does not narrow).
+
+Inference-time optimization (ITO) estimates the settings from the reference alone: minimize the cosine distance
+between ``emb(chain_θ(x))`` and ``emb(r)`` over θ, then render ``x`` through the estimate and score
+``L_d = MRSTFT(output, y)`` (auraloss `MultiResolutionSTFTLoss`, default resolutions: FFT 1024/2048/512, the
+loss of [48] in the paper). Lower is better. Two optimizers:
+
+- **CMA-ES** (the `cma` package; ST-ITO: population 32, sigma0 0.33, 100 iterations), gradient-free, for every
+  embedder. Candidates of a generation are rendered and embedded as one batch.
+- **Gradient descent**: Adam on logits of the controls (θ = lo + (hi - lo) * sigmoid(z), z = 0 at the start, i.e.
+  the middle of the search box) through the differentiable chain and a differentiable embedder (the Fx-Encoder++
+  network; log-mel statistics and the random CNN can too). The best θ seen is kept.
+
+θ lives in the *search box*: the same box the true settings are drawn from, so every method, the random-parameter
+baseline included, knows the same prior. Rows of the table, per instrument (mean and 95 % bootstrap CI over
+triplets):
+
+- ``input (unprocessed)``: L_d(x, y) — what doing nothing costs; ITO must beat it to be of any use.
+- ``random parameters``: the mean L_d of `n_random` random settings per triplet (chance).
+- ``ITO CMA-ES · <embedder>``, ``ITO grad · <embedder>``.
+- ``oracle (true parameters)``: x rendered with the true θ through the optimizer's own rendering path: L_d ~ 0,
+  a check that the rendering the optimizers use is the one that made the target.
+
+Hand-crafted features (MFCC + spectral, log-mel statistics) are z-scored with statistics of the instrument's
+unlabeled clips (inputs, references and random renderings of the inputs), refitted per instrument; the random
+embedder (vectors independent of the audio) is skipped: ITO on it is the random-parameter row.
+
+    results = run_matching_benchmark("/data/fxlens-dry", instruments=["bass"], n_triplets=10, iterations=100,
+                                     embedders=default_baselines() + encoder_embedders(None))
+    results["methods"]["ITO CMA-ES · mfcc+spectral"]["instruments"]["bass"]["L_d"]   # {"mean", "lo", "hi"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from fxlens import audio as fxaudio
+from fxlens.atomic import write_text_atomic
+from fxlens.bench.metrics import bootstrap_ci
+from fxlens.errors import FxlensError, ParameterError
+from fxlens.fx.chain import Chain, RandomChain
+from fxlens.fx.effect import Effect, get_effect
+from fxlens.fx.preset import preset_from_stages
+
+# Fx-Encoder++ §4.2: "seven sequential effects (EQ, multiband compressor, stereo imager, gain, distortion, delay,
+# limiter)". ST-ITO's own chain would be e.g. ("parametric_eq", "compressor", "distortion", "delay", "reverb").
+DEFAULT_CHAIN = ("parametric_eq", "multiband_compressor", "stereo_imager", "gain", "distortion", "delay", "limiter")
+METHODS = ("grad", "cmaes", "both")
+# ST-ITO (Steinmetz et al., ISMIR 2024): CMA-ES population 32, sigma0 0.33, 100 iterations, cosine distance
+POPSIZE, SIGMA0, ITERATIONS = 32, 0.33, 100
+LEARNING_RATE = 0.1  # Adam on logits: ~30 steps to cross the box from its middle
+ROW_INPUT, ROW_RANDOM, ROW_ORACLE = "input (unprocessed)", "random parameters", "oracle (true parameters)"
+ALL = "all"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The chain whose settings are estimated
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class ChainModel:
+    """A fixed chain structure whose settings are one flat vector ``s`` in [0, 1]^P: coordinates in the search box.
+
+    Effect k's normalized controls are ``u = lo + (hi - lo) * s[k-th slice]``, where [lo, hi] is the box the
+    benchmark draws from (`param_ranges` in physical units, as `RandomChain`; the full range of a parameter it does
+    not name). `render` is differentiable in ``s`` and batched over candidates.
+    """
+
+    def __init__(self, effects: Sequence[str | Effect] = DEFAULT_CHAIN,
+                 param_ranges: Mapping[str, Mapping[str, tuple[float, float]]] | None = None) -> None:
+        if not effects:
+            raise ParameterError("the chain to match needs at least one effect")
+        self.effects = [e if isinstance(e, Effect) else get_effect(e) for e in effects]
+        names = [e.name for e in self.effects]
+        if len(set(names)) != len(names):
+            raise ParameterError(f"an effect appears twice in the chain: {', '.join(names)}")
+        unknown = set(param_ranges or {}) - set(names)
+        if unknown:  # ranges of effects outside the chain are simply not used (PAIR_RANGES covers a larger pool)
+            param_ranges = {k: v for k, v in param_ranges.items() if k in names}
+        bounds = [RandomChain._control_bounds(e, (param_ranges or {}).get(e.name, {})) for e in self.effects]
+        self.lo = torch.cat([b[0] for b in bounds]).double()
+        self.hi = torch.cat([b[1] for b in bounds]).double()
+        self.sizes = [e.n_params for e in self.effects]
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.effects]
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(self.sizes))
+
+    @property
+    def param_names(self) -> list[str]:
+        return [f"{e.name}.{p}" for e in self.effects for p in e.param_names]
+
+    def controls(self, s: torch.Tensor) -> torch.Tensor:
+        """Box coordinates ``(B, P)`` -> normalized controls ``(B, P)`` of the effects (differentiable)."""
+        lo, hi = self.lo.to(s), self.hi.to(s)
+        return lo + (hi - lo) * s
+
+    def physical(self, s: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Box coordinates ``(B, P)`` -> per effect ``{parameter: (B,) physical values}``."""
+        out, u = [], self.controls(s)
+        for effect, part in zip(self.effects, torch.split(u, self.sizes, dim=1)):
+            out.append(effect.to_physical(part))
+        return out
+
+    def render(self, x: torch.Tensor, sample_rate: int, s: torch.Tensor) -> torch.Tensor:
+        """Process ``x`` (1 or B, C, T) with the settings ``s`` (B, P): ``(B, C, T)``; differentiable in both."""
+        if s.dim() != 2 or s.shape[1] != self.n_params:
+            raise ParameterError(f"settings must be (batch, {self.n_params}), got {tuple(s.shape)}")
+        y = x.expand(s.shape[0], -1, -1) if x.shape[0] == 1 else x
+        for effect, physical in zip(self.effects, self.physical(s.to(device=x.device, dtype=x.dtype))):
+            y = effect.process(y, sample_rate, **physical)
+        return y
+
+    def preset(self, s: torch.Tensor | np.ndarray, sample_rate: int) -> dict:
+        """The fxlens preset (physical values, JSON-ready) of one setting vector ``(P,)``."""
+        s = torch.as_tensor(np.asarray(s, dtype=np.float64)).reshape(1, -1)
+        stages = [(e, {k: float(v[0]) for k, v in p.items()}) for e, p in zip(self.effects, self.physical(s))]
+        return preset_from_stages(stages, sample_rate)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Triplets
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Triplet:
+    """One test item: `x` (dry input), `reference` (other content through P), `target` (x through P), each
+    ``(1, 2, T)`` float32; `settings` ``(P,)`` the true box coordinates of P; `preset` P as an fxlens preset
+    (``Chain.from_preset(preset)(x)`` re-renders `target`); `meta` where the two segments come from."""
+
+    instrument: str
+    x: torch.Tensor
+    reference: torch.Tensor
+    target: torch.Tensor
+    settings: np.ndarray
+    preset: dict
+    meta: dict = field(default_factory=dict)
+
+
+def _seed_seq(seed: int, instrument: str, *more: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(seed), zlib.crc32(instrument.encode()), *map(int, more)])
+
+
+def build_triplets(dataset, instrument: str, n: int, seconds: float, seed: int, chain: ChainModel,
+                   sample_rate: int = fxaudio.WORKING_SAMPLE_RATE) -> list[Triplet]:
+    """`n` triplets of `instrument` from a `StemDataset` (e.g. ``open_dataset(root, split="test")``).
+
+    Triplet i is drawn from its own generator, seeded by (seed, instrument, i): the first k triplets are the same
+    whatever `n` is. Dry segments are brought to -18 LUFS before the chain (as in the retrieval benchmark and the
+    encoder's training pairs); the reference comes from another song than the input.
+    """
+    from fxlens.bench.retrieval import StemSource, _draw_clip
+
+    source = StemSource(dataset, instrument)
+    if len(source.keys) < 2:
+        raise FxlensError(f"instrument '{instrument}' has {len(source.keys)} song(s) in this split; "
+                          "a triplet needs two (input and reference come from different songs)")
+    out = []
+    for i in range(int(n)):
+        rng = np.random.default_rng(_seed_seq(seed, instrument, i))
+        a = source.keys[int(rng.integers(len(source.keys)))]
+        x, mx = _draw_clip(source, a, seconds, sample_rate, rng, exclude=set())
+        rest = [k for k in source.keys if k != mx["song"]]
+        b = rest[int(rng.integers(len(rest)))]
+        r, mr = _draw_clip(source, b, seconds, sample_rate, rng, exclude={mx["song"]})
+        settings = rng.random(chain.n_params)
+        preset = chain.preset(settings, sample_rate)
+        with torch.no_grad():
+            wet = Chain.from_preset(preset)(torch.cat([x, r]), sample_rate).float()
+        fxaudio.check_finite(wet, f"triplet {i} of '{instrument}'")
+        out.append(Triplet(instrument, x, wet[1:2], wet[0:1], settings, preset,
+                           {"index": i, "input": mx, "reference": mr}))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Embedders as ITO objectives
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class ITOEmbedder:
+    """An embedder seen by the optimizers: ``embed(audio)`` (no gradient, float64) and, when `differentiable`,
+    ``embed_torch(audio)`` with gradients to the audio.
+
+    Knows fxlens's embedders: `EncoderEmbedder` (the Fx-Encoder++ network on `segment_seconds` windows, averaged
+    and L2-normalized, as `FxEncoder.embed`), `LogMelStatsEmbedder` and `AutoFXEmbedder` (z-scored with statistics
+    set by `fit`; AutoFX features are not differentiable), `RandomCNNEmbedder`. Any other object with
+    ``embed(audio, sample_rate)`` works with CMA-ES; with ``embed_torch(audio, sample_rate)`` also with gradients.
+    """
+
+    def __init__(self, embedder: Any, sample_rate: int) -> None:
+        from fxlens.bench.baselines import EncoderEmbedder, LogMelStatsEmbedder, RandomCNNEmbedder, _Standardized
+
+        self.embedder, self.sample_rate = embedder, int(sample_rate)
+        self.name = str(getattr(embedder, "name", type(embedder).__name__))
+        self.standardized = isinstance(embedder, _Standardized)
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+        self._torch: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if isinstance(embedder, EncoderEmbedder):
+            self._torch = self._encoder_forward
+            self.is_encoder = True
+            for p in embedder.model.parameters():  # gradients to the audio only
+                p.requires_grad_(False)
+        else:
+            self.is_encoder = False
+            if isinstance(embedder, LogMelStatsEmbedder):
+                self._torch = lambda a: self._standardize(embedder.features(a, self.sample_rate))
+            elif isinstance(embedder, RandomCNNEmbedder):
+                from fxlens.features.mel import log_mel
+
+                self._torch = lambda a: embedder.model(log_mel(a.to(embedder.device), self.sample_rate))
+            elif hasattr(embedder, "embed_torch"):
+                self._torch = lambda a: embedder.embed_torch(a, self.sample_rate)
+
+    @property
+    def differentiable(self) -> bool:
+        return self._torch is not None
+
+    def _encoder_forward(self, audio: torch.Tensor) -> torch.Tensor:
+        from fxlens.models.encoder import SAMPLE_RATE, chunk
+
+        if self.sample_rate != SAMPLE_RATE:
+            raise ParameterError(f"the encoder runs at {SAMPLE_RATE} Hz; the benchmark audio is at {self.sample_rate}")
+        model = self.embedder.model.eval()
+        x = audio.to(model.device, torch.float32)
+        windows, n = chunk(x, model.segment_seconds)
+        e = model.encoder(windows).reshape(x.shape[0], n, -1).mean(dim=1)
+        return torch.nn.functional.normalize(e, dim=-1)
+
+    def _raw_features(self, audio: torch.Tensor) -> torch.Tensor:
+        f = self.embedder.features(audio, self.sample_rate).double()
+        return torch.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _standardize(self, f: torch.Tensor) -> torch.Tensor:
+        f = torch.nan_to_num(f.double().cpu(), nan=0.0, posinf=0.0, neginf=0.0)
+        if self.mean is None:
+            return f
+        return (f - self.mean) / self.std
+
+    def fit(self, clips: torch.Tensor, batch_size: int = 32) -> "ITOEmbedder":
+        """Standardization statistics of hand-crafted features from unlabeled clips ``(M, 2, T)`` (others: no-op).
+        A feature constant over the clips gets unit scale (it then only shifts every vector alike)."""
+        if self.standardized:
+            with torch.no_grad():
+                f = torch.cat([self._raw_features(clips[i: i + batch_size]).cpu()
+                               for i in range(0, clips.shape[0], batch_size)])
+            std = f.std(0) if f.shape[0] > 1 else torch.ones_like(f[0])
+            self.mean, self.std = f.mean(0), torch.where(std > 1e-8, std, torch.ones_like(std))
+        return self
+
+    def embed(self, audio: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """``(B, D)`` float64 embeddings, without gradients."""
+        outs = []
+        with torch.no_grad():
+            for i in range(0, audio.shape[0], batch_size):
+                a = audio[i: i + batch_size]
+                if self._torch is not None:
+                    e = self._torch(a)
+                elif self.standardized:
+                    e = self._standardize(self._raw_features(a))
+                else:
+                    e = self.embedder.embed(a, self.sample_rate)
+                outs.append(e.detach().double().cpu())
+        return torch.cat(outs)
+
+    def embed_torch(self, audio: torch.Tensor) -> torch.Tensor:
+        if self._torch is None:
+            raise FxlensError(f"embedder '{self.name}' is not differentiable: use CMA-ES")
+        return self._torch(audio)
+
+
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``1 - cos(a, b)`` row-wise (b broadcast): in [0, 2]."""
+    return 1.0 - torch.nn.functional.cosine_similarity(a, b.to(a), dim=-1, eps=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Optimizers
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def require_cma():
+    """The `cma` module, or a clear `FxlensError` when it is not installed (no hand-written CMA-ES)."""
+    try:
+        import cma  # noqa: F401
+    except ImportError:
+        raise FxlensError("CMA-ES needs the 'cma' package (pip install 'fxlens[bench]'), "
+                          "or use --method grad") from None
+    return cma
+
+
+@dataclass
+class Estimate:
+    settings: np.ndarray  # (P,) box coordinates of the best candidate
+    distance: float  # its objective value (embedding cosine distance)
+    history: list[float]  # best-so-far objective after each iteration
+    evaluations: int
+
+
+def optimize_cmaes(objective: Callable[[np.ndarray], np.ndarray], n_params: int, iterations: int = ITERATIONS,
+                   popsize: int = POPSIZE, sigma0: float = SIGMA0, seed: int = 1,
+                   x0: np.ndarray | None = None) -> Estimate:
+    """Minimize ``objective((N, P) candidates in [0, 1]^P) -> (N,)`` with CMA-ES (bounded to the box, seeded).
+
+    A one-parameter problem gets a second, ignored coordinate (`cma` does not handle dimension 1)."""
+    cma = require_cma()
+    start = np.full(n_params, 0.5) if x0 is None else np.asarray(x0, dtype=np.float64)
+    if n_params == 1:
+        start = np.append(start, 0.5)
+    es = cma.CMAEvolutionStrategy(start.tolist(), float(sigma0),
+                                  {"popsize": int(popsize), "bounds": [0.0, 1.0], "seed": int(seed) % (2**31 - 2) + 1,
+                                   "verbose": -9, "maxiter": int(iterations), "verb_log": 0, "verb_disp": 0})
+    best_s, best_v, history, evals = start[:n_params].copy(), math.inf, [], 0
+    for _ in range(int(iterations)):
+        candidates = es.ask()
+        pop = np.clip(np.asarray(candidates, dtype=np.float64), 0.0, 1.0)[:, :n_params]
+        values = np.asarray(objective(pop), dtype=np.float64)
+        values = np.where(np.isfinite(values), values, 2.0)  # a failed render is as far as can be
+        evals += len(values)
+        i = int(values.argmin())
+        if values[i] < best_v:
+            best_v, best_s = float(values[i]), pop[i].copy()
+        history.append(best_v)
+        es.tell(candidates, values.tolist())
+        if es.stop():
+            break
+    return Estimate(best_s, best_v, history, evals)
+
+
+def optimize_grad(loss: Callable[[torch.Tensor], torch.Tensor], n_params: int, iterations: int = ITERATIONS,
+                  lr: float = LEARNING_RATE, x0: np.ndarray | None = None) -> Estimate:
+    """Minimize ``loss((1, P) settings in (0, 1)) -> scalar`` with Adam on logits; keeps the best setting seen.
+
+    Starts at `x0` (default the middle of the box). `iterations` gradient steps, `iterations` + 1 evaluations.
+    """
+    start = np.full(n_params, 0.5) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 1e-4, 1 - 1e-4)
+    z = torch.logit(torch.as_tensor(start, dtype=torch.float32)).reshape(1, -1).clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=float(lr))
+    best_s, best_v, history = start.copy(), math.inf, []
+    for step in range(int(iterations) + 1):
+        s = torch.sigmoid(z)
+        value = loss(s)
+        v = float(value.detach())
+        if math.isfinite(v) and v < best_v:
+            best_v, best_s = v, s.detach().double().numpy()[0].copy()
+        history.append(best_v)
+        if step == int(iterations) or not math.isfinite(v):
+            break
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    return Estimate(best_s, best_v, history, len(history))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Scoring
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class AudioDistance:
+    """L_d: auraloss's multi-resolution STFT loss (spectral convergence + log magnitude, FFT 1024/2048/512) of one
+    clip against another, per item."""
+
+    def __init__(self) -> None:
+        import auraloss
+
+        self.loss = auraloss.freq.MultiResolutionSTFTLoss()
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(self.loss(output.float().cpu(), target.float().cpu()))
+
+
+def _summary(values: Sequence[float], n_boot: int, seed: int) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
+    return {"mean": float(v.mean()) if v.size else float("nan"), "lo": lo, "hi": hi, "n": int(v.size)}
+
+
+def match_triplet(triplet: Triplet, chain: ChainModel, embedder: ITOEmbedder, optimizer: str, sample_rate: int,
+                  iterations: int, seed: int, popsize: int = POPSIZE, sigma0: float = SIGMA0,
+                  lr: float = LEARNING_RATE, batch_size: int = 32) -> Estimate:
+    """Estimate the triplet's chain settings from its reference with one embedder and one optimizer."""
+    e_ref = embedder.embed(triplet.reference, batch_size)
+    x = triplet.x
+    if optimizer == "cmaes":
+        def objective(pop: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                out = chain.render(x, sample_rate, torch.as_tensor(pop, dtype=torch.float32, device=x.device))
+            ok = torch.isfinite(out).flatten(1).all(dim=1).cpu()
+            d = torch.full((pop.shape[0],), 2.0, dtype=torch.float64)
+            if bool(ok.any()):
+                d[ok] = cosine_distance(embedder.embed(out[ok.to(out.device)], batch_size), e_ref)
+            return d.numpy()
+
+        return optimize_cmaes(objective, chain.n_params, iterations, popsize, sigma0, seed)
+    if optimizer == "grad":
+        def loss(s: torch.Tensor) -> torch.Tensor:
+            e = embedder.embed_torch(chain.render(x, sample_rate, s))
+            return cosine_distance(e.float(), e_ref.to(device=e.device, dtype=torch.float32)).mean().cpu()
+
+        return optimize_grad(loss, chain.n_params, iterations, lr)
+    raise ParameterError(f"optimizer must be 'cmaes' or 'grad', got '{optimizer}'")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The benchmark
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _row(kind: str, embedder: str | None = None, optimizer: str | None = None) -> dict:
+    return {"kind": kind, "embedder": embedder, "optimizer": optimizer, "instruments": {}}
+
+
+def _ito_plan(embedders: Sequence[ITOEmbedder], method: str,
+              gradient_baselines: bool) -> list[tuple[str, ITOEmbedder, str]]:
+    """(row name, embedder, optimizer) in table order: CMA-ES for every embedder, gradients for the encoders (and
+    for the differentiable baselines with `gradient_baselines`)."""
+    plan = []
+    for e in embedders:
+        if method in ("cmaes", "both"):
+            plan.append((f"ITO CMA-ES · {e.name}", e, "cmaes"))
+        if method in ("grad", "both") and e.differentiable and (e.is_encoder or gradient_baselines):
+            plan.append((f"ITO grad · {e.name}", e, "grad"))
+    return plan
+
+
+def run_matching_benchmark(
+    data_root: str | os.PathLike,
+    instruments: Sequence[str] | None = None,
+    n_triplets: int = 100,
+    seconds: float = 2.0,
+    iterations: int = ITERATIONS,
+    method: str = "both",
+    embedders: Sequence[Any] | None = None,
+    effects: Sequence[str] = DEFAULT_CHAIN,
+    param_ranges: Mapping | None | str = "training",
+    n_random: int = 4,
+    popsize: int = POPSIZE,
+    sigma0: float = SIGMA0,
+    lr: float = LEARNING_RATE,
+    gradient_baselines: bool = False,
+    seed: int = 0,
+    split: str = "test",
+    sample_rate: int = fxaudio.WORKING_SAMPLE_RATE,
+    n_boot: int = 1000,
+    batch_size: int = 32,
+    out_json: str | os.PathLike | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    device: str | torch.device | None = None,
+) -> dict:
+    """Build the triplets of each instrument of `split` and score every method on them (see the module docstring).
+
+    `instruments`: None for every instrument with at least two songs in the split. `embedders`: default
+    `fxlens.bench.baselines.default_baselines` (add `encoder_embedders(...)` for Fx-Encoder++). `method`: "cmaes",
+    "grad" or "both". `param_ranges`: "training" (`PAIR_RANGES`), None (full ranges) or a mapping. Everything is
+    checked before any audio is rendered. `device`: where chains render and the optimizers run (the embedders
+    stay where they were built; default CPU). Returns ``{"config", "instruments": {name: {"triplets": [...]}},
+    "methods": {row: {"kind", "embedder", "optimizer", "instruments": {name|"all": {"L_d", "param_mae",
+    "embedding_distance", "values"}}}}, "table": markdown}`` and, with `out_json`, writes it atomically.
+    """
+    from fxlens.data.pairs import PAIR_RANGES
+    from fxlens.data.stems import open_dataset
+
+    if method not in METHODS:
+        raise ParameterError(f"method must be one of {', '.join(METHODS)}, got '{method}'")
+    if n_triplets < 1 or iterations < 1 or n_random < 1 or popsize < 2:
+        raise ParameterError("need n_triplets >= 1, iterations >= 1, n_random >= 1 and popsize >= 2")
+    if not seconds >= 0.25:
+        raise ParameterError(f"clips must be at least 0.25 s long, got {seconds:g} s")
+    if isinstance(param_ranges, str):
+        if param_ranges != "training":
+            raise ParameterError(f"param_ranges must be 'training', None or a mapping, got '{param_ranges}'")
+        param_ranges = PAIR_RANGES
+    chain = ChainModel(list(effects), param_ranges)
+    if method in ("cmaes", "both"):
+        require_cma()
+    if embedders is None:
+        from fxlens.bench.baselines import default_baselines
+
+        embedders = default_baselines(seed=seed)
+    from fxlens.bench.baselines import RandomEmbedder
+
+    ito = [ITOEmbedder(e, sample_rate) for e in embedders if not isinstance(e, RandomEmbedder)]
+    names = [e.name for e in ito]
+    if len(set(names)) != len(names):
+        raise FxlensError(f"two embedders share a name: {', '.join(names)}")
+    plan = _ito_plan(ito, method, gradient_baselines)
+    if method == "grad" and not plan:
+        raise FxlensError("--method grad needs a differentiable embedder: give an encoder checkpoint (--model)")
+
+    ds = open_dataset(data_root, split=split)
+    available = {name: len(ds.songs_with(name)) for name in ds.instruments()}
+    if instruments is None:
+        chosen = [n for n, k in available.items() if k >= 2]
+        if not chosen:
+            raise FxlensError(f"no instrument has two songs in the '{split}' split of '{data_root}'")
+    else:
+        chosen = list(dict.fromkeys(instruments))
+        for n in chosen:
+            if n not in available:
+                raise FxlensError(f"no '{n}' stems in the '{split}' split of '{data_root}' "
+                                  f"(it has: {', '.join(sorted(available)) or 'none'})")
+            if available[n] < 2:
+                raise FxlensError(f"instrument '{n}' has only {available[n]} song in the '{split}' split; "
+                                  "a triplet needs two")
+
+    measure = AudioDistance()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    rows: dict[str, dict] = {ROW_INPUT: _row("input"), ROW_RANDOM: _row("random")}
+    for row, e, opt in plan:
+        rows[row] = _row("ito", e.name, opt)
+    rows[ROW_ORACLE] = _row("oracle")
+    values: dict[str, dict[str, dict[str, list[float]]]] = {r: {} for r in rows}
+    info: dict[str, dict] = {}
+
+    def record(row: str, inst: str, l_d: float, mae: float | None = None, dist: float | None = None) -> None:
+        v = values[row].setdefault(inst, {"L_d": [], "param_mae": [], "embedding_distance": []})
+        v["L_d"].append(l_d)
+        if mae is not None:
+            v["param_mae"].append(mae)
+        if dist is not None:
+            v["embedding_distance"].append(dist)
+
+    for inst in chosen:
+        total = n_triplets * (1 + len(plan))
+        done = 0
+        if progress:
+            progress(inst, done, total)
+        triplets = build_triplets(ds, inst, n_triplets, seconds, seed, chain, sample_rate)
+        for t in triplets:  # rendered on the CPU (the reference implementation); optimized on `device`
+            t.x, t.reference = t.x.to(dev), t.reference.to(dev)
+        done += n_triplets
+        fit_clips = []
+        for t in triplets:  # baselines that need no embedder
+            i = t.meta["index"]
+            record(ROW_INPUT, inst, measure(t.x, t.target))
+            g = torch.Generator().manual_seed(int(np.random.default_rng(_seed_seq(seed, inst, i, 1)).integers(2**62)))
+            draws = torch.rand(n_random, chain.n_params, generator=g, dtype=torch.float64)
+            with torch.no_grad():
+                wet = chain.render(t.x, sample_rate, draws.float())
+            record(ROW_RANDOM, inst, float(np.mean([measure(w[None], t.target) for w in wet])),
+                   float((draws - torch.as_tensor(t.settings)).abs().mean()))
+            wet = wet.cpu()
+            with torch.no_grad():
+                oracle = chain.render(t.x, sample_rate, torch.as_tensor(t.settings, dtype=torch.float32)[None])
+            record(ROW_ORACLE, inst, measure(oracle, t.target), 0.0)
+            fit_clips += [t.x.cpu(), t.reference.cpu(), wet[0:1]]
+        if progress:
+            progress(inst, done, total)
+        fit = torch.cat(fit_clips)
+        for e in ito:
+            e.fit(fit.to(dev), batch_size)
+        del fit, fit_clips
+        for row, e, opt in plan:
+            for t in triplets:
+                i = t.meta["index"]
+                cma_seed = int(np.random.default_rng(_seed_seq(seed, inst, i, 2)).integers(1, 2**31 - 2))
+                est = match_triplet(t, chain, e, opt, sample_rate, iterations, cma_seed, popsize, sigma0, lr,
+                                    batch_size)
+                with torch.no_grad():
+                    out = chain.render(t.x, sample_rate, torch.as_tensor(est.settings, dtype=torch.float32)[None])
+                record(row, inst, measure(out, t.target), float(np.abs(est.settings - t.settings).mean()),
+                       est.distance)
+                done += 1
+                if progress:
+                    progress(inst, done, total)
+        info[inst] = {"n_triplets": len(triplets), "n_songs": available[inst],
+                      "triplets": [{**t.meta, "preset": t.preset} for t in triplets]}
+        del triplets
+
+    methods: dict[str, dict] = {}
+    for row, spec in rows.items():
+        pooled: dict[str, list[float]] = {"L_d": [], "param_mae": [], "embedding_distance": []}
+        for inst in chosen:
+            v = values[row][inst]
+            spec["instruments"][inst] = {**{k: _summary(v[k], n_boot, seed) for k in v if v[k]}, "values": v["L_d"]}
+            for k in pooled:
+                pooled[k] += v[k]
+        spec["instruments"][ALL] = {k: _summary(pooled[k], n_boot, seed) for k in pooled if pooled[k]}
+        methods[row] = spec
+    config = {"data_root": str(data_root), "split": split, "instruments": chosen, "n_triplets": n_triplets,
+              "seconds": seconds, "sample_rate": sample_rate, "chain": chain.names,
+              "param_names": chain.param_names,
+              "search_box": {"lo": chain.lo.tolist(), "hi": chain.hi.tolist()},
+              "param_ranges": {k: {p: list(r) for p, r in v.items()} for k, v in (param_ranges or {}).items()
+                               if k in chain.names},
+              "method": method, "iterations": iterations, "popsize": popsize, "sigma0": sigma0, "lr": lr,
+              "n_random": n_random, "seed": seed, "n_boot": n_boot,
+              "L_d": "auraloss MultiResolutionSTFTLoss (FFT 1024/2048/512)",
+              "objective": "cosine distance of embeddings"}
+    results = {"config": config, "instruments": info, "methods": methods}
+    results["table"] = markdown_report(results)
+    if out_json is not None:
+        write_text_atomic(out_json, json.dumps(results, indent=1))
+    return results
+
+
+def _cell(s: Mapping | None, digits: int = 3) -> str:
+    if not s or not math.isfinite(s.get("mean", float("nan"))):
+        return "-"
+    return f"{s['mean']:.{digits}f} [{s['lo']:.{digits}f}, {s['hi']:.{digits}f}]"
+
+
+def markdown_table(results: Mapping, metric: str = "L_d") -> str:
+    cols = list(results["config"]["instruments"]) + [ALL]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for row, spec in results["methods"].items():
+        cells = [_cell(spec["instruments"].get(c, {}).get(metric)) for c in cols]
+        if all(c == "-" for c in cells):
+            continue
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(results: Mapping) -> str:
+    c = results["config"]
+    head = (f"## Parameter matching (Fx-Encoder++ §4.2, ST-ITO): {c['n_triplets']} triplets per instrument, "
+            f"{c['seconds']:g} s, split '{c['split']}'\n\n"
+            f"Chain: {' -> '.join(c['chain'])} ({len(c['param_names'])} controls). ITO: cosine distance of "
+            f"embeddings; CMA-ES pop {c['popsize']}, sigma0 {c['sigma0']:g}; Adam lr {c['lr']:g} on logits; "
+            f"{c['iterations']} iterations. Random parameters: mean of {c['n_random']} draws.\n\n")
+    return (head + "### L_d = multi-resolution STFT distance(output, target), mean [95% CI] (lower is better)\n\n"
+            + markdown_table(results, "L_d")
+            + "\n### Mean absolute error of the estimated controls (search-box units, 0..1; lower is better)\n\n"
+            + markdown_table(results, "param_mae"))

@@ -1,0 +1,250 @@
+"""Parameter matching (`fxlens bench match`): triplets, inference-time optimization, baselines, CLI.
+
+Independent references: the dry input is read back with soundfile from the stem file; the preset's physical values
+are checked against the closed-form box mapping of `PAIR_RANGES`; the target is re-rendered from the preset alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from fxlens.bench import baselines as bl
+from fxlens.bench import matching as mt
+from fxlens.data.pairs import PAIR_RANGES
+from fxlens.data.stems import open_dataset
+from fxlens.errors import FxlensError
+from fxlens.fx.chain import Chain
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+from test_fxset import SR, notes  # noqa: E402  (the same tiny synthetic stems)
+
+SECONDS = 0.5
+TOY_CHAIN = ["gain", "parametric_eq"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A fxlens-layout dataset whose test split has three songs with a piano and a bass stem (1.5 s each)."""
+    root = tmp_path_factory.mktemp("match") / "toy"
+    for k, song in enumerate(["t0", "t1", "t2"]):
+        d = root / "test" / song
+        d.mkdir(parents=True)
+        sf.write(str(d / "piano.flac"), notes(1.5, 220.0, k, 2), SR, subtype="PCM_24")
+        sf.write(str(d / "bass.flac"), notes(1.5, 55.0, k + 100, 1), SR, subtype="PCM_24")
+        (d / "song.json").write_text(json.dumps({"song_id": song}))
+    d = root / "train" / "u0"  # a training song, never used
+    d.mkdir(parents=True)
+    sf.write(str(d / "bass.flac"), notes(1.5, 55.0, 7, 1), SR, subtype="PCM_24")
+    (d / "song.json").write_text(json.dumps({"song_id": "u0"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    from fxlens.models.checkpoint import save_checkpoint
+    from fxlens.models.encoder import FxEncoder
+
+    g = torch.Generator().manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(2, 384, generator=g), dim=-1)
+    torch.manual_seed(0)
+    m = FxEncoder("small", ["bass", "piano"], vectors)
+    return save_checkpoint(tmp_path_factory.mktemp("enc") / "enc-test", m.state_dict(), m.config(), "# test\n")
+
+
+def read_source(root, meta) -> torch.Tensor:
+    path = root / "test" / meta["song"] / "bass.flac"
+    n = int(round(SECONDS * SR))
+    data, sr = sf.read(str(path), start=int(round(meta["offset_s"] * SR)), frames=n, dtype="float32", always_2d=True)
+    assert sr == SR
+    data = np.pad(data, ((0, n - data.shape[0]), (0, 0)))
+    data = np.repeat(data, 2, axis=1) if data.shape[1] == 1 else data
+    return torch.from_numpy(np.ascontiguousarray(data.T))[None]
+
+
+def test_triplets_are_deterministic_and_match_their_presets(root):
+    ds = open_dataset(root, split="test")
+    chain = mt.ChainModel(TOY_CHAIN, PAIR_RANGES)
+    assert chain.n_params == 1 + 18
+    a = mt.build_triplets(ds, "bass", 3, SECONDS, 5, chain, SR)
+    b = mt.build_triplets(ds, "bass", 2, SECONDS, 5, chain, SR)  # a prefix of the same draws
+    for s, t in zip(a, b):
+        for name in ("x", "reference", "target"):
+            torch.testing.assert_close(getattr(s, name), getattr(t, name), atol=0, rtol=0)
+        assert s.preset == t.preset and s.meta == t.meta
+    other = mt.build_triplets(ds, "bass", 1, SECONDS, 6, chain, SR)[0]
+    assert not torch.equal(other.target, a[0].target)
+    for t in a:
+        assert t.meta["input"]["song"] != t.meta["reference"]["song"]
+        assert t.x.shape == t.reference.shape == t.target.shape == (1, 2, int(SECONDS * SR))
+        # the input is the stem's segment, only scaled (loudness), as soundfile reads it
+        src = read_source(root, t.meta["input"])
+        scale = float((t.x * src).sum() / src.square().sum())
+        torch.testing.assert_close(t.x, src * scale, atol=1e-5, rtol=0)
+        # the preset holds the drawn settings: gain_db = -12 + 24 s (PAIR_RANGES' gain range, linear in dB)
+        assert t.preset["effects"][0]["name"] == "gain"
+        assert t.preset["effects"][0]["params"]["gain_db"]["value"] == pytest.approx(-12 + 24 * t.settings[0])
+        assert [e["name"] for e in t.preset["effects"]] == TOY_CHAIN
+        # the target is the input through the preset, re-rendered from the preset alone
+        again = Chain.from_preset(json.loads(json.dumps(t.preset)))(read_source(root, t.meta["input"]) * scale, SR)
+        torch.testing.assert_close(again, t.target, atol=1e-4, rtol=1e-4)
+        # and the optimizers' rendering path gives the same audio from the settings
+        torch.testing.assert_close(chain.render(t.x, SR, torch.as_tensor(t.settings, dtype=torch.float32)[None]),
+                                   t.target, atol=1e-4, rtol=1e-3)
+
+
+def test_chain_model_box_and_errors():
+    chain = mt.ChainModel(["gain", "delay"], PAIR_RANGES)
+    assert chain.param_names == ["gain.gain_db", "delay.time_ms", "delay.feedback", "delay.mix"]
+    phys = chain.physical(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64))
+    assert phys[0]["gain_db"].tolist() == pytest.approx([-12.0, 12.0])
+    assert phys[1]["time_ms"].tolist() == pytest.approx([20.0, 1000.0])
+    assert phys[1]["feedback"].tolist() == pytest.approx([0.0, 0.8])
+    full = mt.ChainModel(["gain"], None).physical(torch.tensor([[0.0], [1.0]], dtype=torch.float64))
+    assert full[0]["gain_db"].tolist() == pytest.approx([-24.0, 24.0])
+    with pytest.raises(FxlensError):
+        mt.ChainModel(["gain", "gain"])
+    with pytest.raises(FxlensError):
+        mt.ChainModel(["nonsense"])
+    with pytest.raises(FxlensError):
+        mt.ChainModel([])
+
+
+def _toy(seed: int = 0):
+    """A dry clip, its reference (the same clip through gain +9 dB) and raw log-mel statistics (not z-scored: a
+    z-scoring centred on the gain axis would make every gain on one side of the centre look alike to a cosine)."""
+    x = torch.from_numpy(notes(SECONDS, 110.0, seed, 2).T.copy())[None] * 0.3
+    chain = mt.ChainModel(["gain"], PAIR_RANGES)
+    truth = np.array([(9.0 + 12.0) / 24.0])
+    ref = chain.render(x, SR, torch.as_tensor(truth, dtype=torch.float32)[None])
+    emb = mt.ITOEmbedder(bl.LogMelStatsEmbedder(), SR)
+    return x, ref, chain, truth, emb
+
+
+def test_gradient_descent_reduces_embedding_distance():
+    x, ref, chain, truth, emb = _toy()
+    assert emb.differentiable
+    e_ref = emb.embed(ref)
+
+    def loss(s):
+        return mt.cosine_distance(emb.embed_torch(chain.render(x, SR, s)), e_ref).mean()
+
+    est = mt.optimize_grad(loss, chain.n_params, iterations=40, lr=0.1)
+    assert len(est.history) == 41 and est.history[0] > 0.01
+    assert est.distance < 0.01 * est.history[0]
+    assert all(a >= b for a, b in zip(est.history, est.history[1:]))  # best so far
+    assert abs(est.settings[0] - truth[0]) < 0.02  # from 0 dB (the middle) to +9 dB, within 0.5 dB
+
+
+def test_cmaes_reduces_embedding_distance():
+    pytest.importorskip("cma")
+    x, ref, chain, truth, emb = _toy(1)
+    e_ref = emb.embed(ref)
+
+    def objective(pop):
+        out = chain.render(x, SR, torch.as_tensor(pop, dtype=torch.float32))
+        return mt.cosine_distance(emb.embed(out), e_ref).numpy()
+
+    start = float(objective(np.array([[0.5]]))[0])
+    est = mt.optimize_cmaes(objective, chain.n_params, iterations=8, popsize=6, seed=3)
+    again = mt.optimize_cmaes(objective, chain.n_params, iterations=8, popsize=6, seed=3)
+    assert est.distance < 0.2 * start and np.array_equal(est.settings, again.settings)  # seeded
+    assert abs(est.settings[0] - truth[0]) < 0.1 and 0.0 <= est.settings[0] <= 1.0
+
+
+def test_missing_cma_is_a_clear_error(monkeypatch, root):
+    monkeypatch.setitem(sys.modules, "cma", None)  # `import cma` now raises ImportError
+    with pytest.raises(FxlensError, match="cma"):
+        mt.require_cma()
+    with pytest.raises(FxlensError, match="cma"):
+        mt.run_matching_benchmark(root, instruments=["bass"], n_triplets=1, seconds=SECONDS, method="cmaes",
+                                  effects=["gain"], embedders=[bl.LogMelStatsEmbedder()])
+
+
+def test_benchmark_rows_oracle_and_json(root, encoder_dir, tmp_path):
+    pytest.importorskip("cma")
+    seen = []
+    embedders = [bl.RandomEmbedder(), bl.LogMelStatsEmbedder(), bl.EncoderEmbedder(encoder_dir)]
+    res = mt.run_matching_benchmark(root, instruments=["bass"], n_triplets=2, seconds=SECONDS, iterations=2,
+                                    popsize=4, n_random=2, method="both", embedders=embedders, effects=["gain"],
+                                    n_boot=20, out_json=tmp_path / "m.json",
+                                    progress=lambda name, done, total: seen.append((name, done, total)))
+    rows = list(res["methods"])
+    assert rows == [mt.ROW_INPUT, mt.ROW_RANDOM, "ITO CMA-ES · log-mel stats", "ITO CMA-ES · Fx-Encoder++ (enc-test)",
+                    "ITO grad · Fx-Encoder++ (enc-test)", mt.ROW_ORACLE]  # no ITO on random vectors
+    m = res["methods"]
+    oracle = m[mt.ROW_ORACLE]["instruments"]["bass"]["L_d"]
+    assert oracle["n"] == 2 and oracle["mean"] < 1e-3
+    assert m[mt.ROW_INPUT]["instruments"]["bass"]["L_d"]["mean"] > 10 * max(oracle["mean"], 1e-4)
+    for row in rows:
+        s = m[row]["instruments"]["all"]["L_d"]
+        assert s["lo"] <= s["mean"] <= s["hi"] and len(m[row]["instruments"]["bass"]["values"]) == 2
+    assert 0.0 <= m["ITO CMA-ES · log-mel stats"]["instruments"]["bass"]["param_mae"]["mean"] <= 1.0
+    assert seen[-1] == ("bass", 2 * 4, 2 * 4)  # triplets + 3 ITO rows x 2 triplets
+    on_disk = json.loads((tmp_path / "m.json").read_text())
+    assert on_disk["config"]["chain"] == ["gain"] and on_disk["config"]["param_ranges"]["gain"]["gain_db"] == [-12, 12]
+    assert len(on_disk["instruments"]["bass"]["triplets"]) == 2
+    assert "| oracle (true parameters) |" in res["table"] and "ITO grad · Fx-Encoder++ (enc-test)" in res["table"]
+
+
+def test_benchmark_input_errors(root):
+    with pytest.raises(FxlensError, match="no 'cello'"):
+        mt.run_matching_benchmark(root, instruments=["cello"], method="grad", effects=["gain"],
+                                  embedders=[bl.LogMelStatsEmbedder()], gradient_baselines=True)
+    with pytest.raises(FxlensError, match="differentiable"):
+        mt.run_matching_benchmark(root, instruments=["bass"], method="grad", effects=["gain"],
+                                  embedders=[bl.AutoFXEmbedder()])
+    with pytest.raises(FxlensError, match="method"):
+        mt.run_matching_benchmark(root, method="adam")
+    with pytest.raises(FxlensError, match="0.25"):
+        mt.run_matching_benchmark(root, seconds=0.1)
+
+
+def _one_error_line(code, err):
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    return code == 1 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err
+
+
+def test_cli_bad_input_is_one_error_line(root, tmp_path, capsys, monkeypatch):
+    from fxlens.cli import main
+    from fxlens.models import checkpoint
+
+    monkeypatch.setattr(checkpoint, "ASSETS_DIR", tmp_path / "assets")  # no shipped encoder
+    out = tmp_path / "m.json"
+    bad = [
+        ["--data-dir", str(root), "--instruments", "cello"],
+        ["--data-dir", str(root), "--method", "adam"],
+        ["--data-dir", str(root), "--triplets", "0"],
+        ["--data-dir", str(tmp_path / "missing")],
+        ["--data-dir", str(root), "--method", "grad", "--instruments", "bass"],  # no encoder: nothing to differentiate
+        ["--data-dir", str(root), "--effects", "gain,nonsense"],
+        ["--data-dir", str(root), "--model", str(tmp_path / "no-model")],
+        ["--data-dir", str(root), "--device", "nonsense"],
+    ]
+    for args in bad:
+        code = main(["bench", "match", *args, "--out", str(out)])
+        _, err = capsys.readouterr()
+        assert _one_error_line(code, err), (args, err)
+        assert not out.exists()
+
+
+def test_cli_end_to_end(root, encoder_dir, tmp_path, capsys):
+    pytest.importorskip("cma")
+    from fxlens.cli import main
+
+    code = main(["bench", "match", "--data-dir", str(root), "--triplets", "1", "--instruments", "bass",
+                 "--seconds", str(SECONDS), "--iterations", "2", "--popsize", "4", "--effects", "gain",
+                 "--model", str(encoder_dir), "--out", str(tmp_path / "m.json"), "--markdown", str(tmp_path / "m.md")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    res = json.loads((tmp_path / "m.json").read_text())
+    assert list(res["methods"]) == [mt.ROW_INPUT, mt.ROW_RANDOM, "ITO CMA-ES · mfcc+spectral",
+                                    "ITO CMA-ES · log-mel stats", "ITO CMA-ES · random CNN",
+                                    "ITO CMA-ES · Fx-Encoder++ (enc-test)", "ITO grad · Fx-Encoder++ (enc-test)",
+                                    mt.ROW_ORACLE]
+    assert "L_d" in (tmp_path / "m.md").read_text() and "oracle (true parameters)" in out
