@@ -385,8 +385,9 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
     params = describe(model)
     last = history["train"][-1] if history["train"] else {}
     val = history["val"][-1] if history["val"] else {}
-    data = (f"saved batches in `{cfg.precomputed}` ({history.get('saved_batches', 0)} batches, each used "
-            f"~{history.get('epochs', 0):.1f} times)" if cfg.precomputed else "batches built on the fly")
+    n_saved = history.get("saved_batches", 0)
+    data = (f"{n_saved} batches saved in `{cfg.precomputed}` by `fxlens data pairs` (each read "
+            f"~{history['step'] / max(n_saved, 1):.1f} times)" if cfg.precomputed else "batches built on the fly")
     lines = [
         f"# Fx-Encoder++ `{cfg.preset}` (fxlens {__version__})",
         "",
@@ -471,11 +472,11 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
             while True:
                 g = torch.Generator().manual_seed(cfg.seed + epoch)
                 current = saved_indices(cfg.precomputed)  # the folder may still be filling
+                history["saved_batches"] = len(current)
                 order = [current[i] for i in torch.randperm(len(current), generator=g).tolist()]
                 for i in order[fabric.global_rank:: fabric.world_size]:
                     yield torch.load(saved_path(Path(cfg.precomputed), i), weights_only=True)
                 epoch += 1
-                history["epochs"] = epoch
         stream = batches()
     else:
         sampler = _Requests(start, fabric.global_rank, fabric.world_size, probabilities)
