@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fxlens.data import fxset
-from fxlens.errors import CheckpointError
+from fxlens.errors import CheckpointError, FxlensError
 from fxlens.models.checkpoint import load_checkpoint
 from fxlens.models.classifier import FeatureClassifier
 from fxlens.train.recognizer import train_recognizer
@@ -26,15 +26,17 @@ def test_train_recognizer_writes_a_loadable_checkpoint(tiny_fxset, tmp_path):
     metrics = train_recognizer(tiny_fxset, out, target="fine", epochs=30, seed=0)
     assert set(metrics["accuracy"]) >= {"train", "val", "test"}
     for row in metrics["accuracy"].values():
-        assert set(row) == {"mlp", "svm", "knn"} and all(0.0 <= v <= 1.0 for v in row.values())
+        assert set(row) == {"mlp", "svm", "knn", "mlp_aggregated", "svm_aggregated", "knn_aggregated"}
+        assert all(0.0 <= v <= 1.0 for v in row.values())
     assert metrics["accuracy"]["train"]["mlp"] >= 0.75  # the MLP can fit 8 clips of 4 very different classes
     state, config = load_checkpoint(out, "recognizer")
-    model = FeatureClassifier(config["classes"], n_features=config["n_features"])
+    model = FeatureClassifier(config["classes"], n_features=config["n_features"], hidden=tuple(config["hidden"]))
     model.load_state_dict(state)
     assert (out / "MODEL_CARD.md").read_text().startswith("# recognizer")
     assert json.loads((out / "metrics.json").read_text())["classes"] == config["classes"]
     # the features were cached beside the clips and are reused
-    assert (tiny_fxset / "train" / "features-autofx-163.pt").is_file()
+    assert config["feature_set"] == "fxlens-406" and config["n_features"] == 406
+    assert (tiny_fxset / "train" / "features-fxlens-406.pt").is_file()
 
 
 def test_wrong_or_missing_checkpoint(tmp_path):
@@ -54,3 +56,73 @@ def test_standardization_uses_train_statistics():
     x = torch.randn(50, 3) * 4 + 2
     model.set_standardization(x)
     assert torch.allclose(model.feature_mean, x.mean(0)) and torch.allclose(model.feature_std, x.std(0))
+
+
+def test_fine_accuracy_aggregates_to_the_coarse_classes(tiny_fxset, tmp_path):
+    """Aggregated accuracy of a fine recognizer is at least its fine accuracy (merging classes only helps)."""
+    metrics = train_recognizer(tiny_fxset, tmp_path / "rec", target="fine", epochs=5, seed=0, baselines=False)
+    for row in metrics["accuracy"].values():
+        assert set(row) == {"mlp", "mlp_aggregated"} and row["mlp_aggregated"] >= row["mlp"]
+
+
+def test_autofx_feature_set_still_available(tiny_fxset, tmp_path):
+    metrics = train_recognizer(tiny_fxset, tmp_path / "rec163", epochs=3, feature_set="autofx-163", baselines=False)
+    assert metrics["feature_set"] == "autofx-163"
+    assert load_checkpoint(tmp_path / "rec163", "recognizer")[1]["n_features"] == 163
+    with pytest.raises(FxlensError, match="unknown feature set"):
+        train_recognizer(tiny_fxset, tmp_path / "x", feature_set="mfcc-13")
+
+
+@pytest.fixture(scope="module")
+def tiny_chains(stems, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("fxset-chains")
+    fxset.build_fxset(stems, out, clips_per_class=1, seed=4, chains=True, chain_clips=3,
+                      classes=["dry", "feedback_delay", "fuzz", "tremolo"])
+    return out
+
+
+def test_multilabel_recognizer_on_chains(tiny_chains, tmp_path):
+    metrics = train_recognizer(tiny_chains, tmp_path / "ml", multilabel=True, epochs=5, seed=0)
+    state, config = load_checkpoint(tmp_path / "ml", "recognizer")
+    assert config["multilabel"] is True and "dry" not in config["classes"]
+    model = FeatureClassifier(config["classes"], n_features=config["n_features"], hidden=tuple(config["hidden"]),
+                              multilabel=True)
+    model.load_state_dict(state)
+    p = model.probabilities(torch.randn(4, config["n_features"]))
+    assert p.shape == (4, 7) and bool(((p > 0) & (p < 1)).all())  # independent sigmoids, not a softmax
+    train = metrics["multilabel"]["train"]
+    assert train["exact_match_chains"] is not None and 0.0 <= train["exact_match"] <= 1.0
+
+
+def test_cli_fxset_splits_and_chain_clips(stems, tmp_path, capsys):  # noqa: F811
+    from fxlens.cli import main
+
+    out = tmp_path / "fx"
+    code = main(["data", "fxset", str(stems), str(out), "--clips-per-class", "1", "--splits", "train",
+                 "--chain-clips", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["train"]
+    labels = fxset.read_labels(out, "train")
+    assert len(labels) == len(fxset.FINE_CLASSES) + 1 and sum(r["fine_class"] == "chain" for r in labels) == 1
+
+
+def test_feature_cache_grows_with_the_set(stems, tmp_path):  # noqa: F811
+    """A set that grows keeps the cached rows of its old clips and computes only the new ones."""
+    from fxlens import audio
+    from fxlens.train.recognizer import compute_features, split_features
+
+    out = tmp_path / "grow"
+    fxset.build_fxset(stems, out, clips_per_class=1, seed=5, chains=False, classes=["dry", "fuzz"], splits=["test"])
+    f1, lab1 = split_features(out, "test")
+    cache = out / "test" / "features-fxlens-406.pt"
+    marked = torch.load(cache, weights_only=True)
+    marked["features"][0] = 123.0  # a marker: a reused row keeps it, a recomputed one would not
+    torch.save(marked, cache)
+    fxset.build_fxset(stems, out, clips_per_class=2, seed=5, chains=False, classes=["dry", "fuzz"], splits=["test"])
+    f2, lab2 = split_features(out, "test")
+    ids2 = [r["clip_id"] for r in lab2]
+    assert len(ids2) == 4 and f2[ids2.index(lab1[0]["clip_id"])].eq(123.0).all()
+    new = [i for i, cid in enumerate(ids2) if cid not in {r["clip_id"] for r in lab1}]
+    for i in new:
+        x = audio.load(out / "test" / f"{ids2[i]}.flac")
+        assert torch.allclose(f2[i], compute_features(x, audio.WORKING_SAMPLE_RATE)[0], rtol=1e-4, atol=1e-4)

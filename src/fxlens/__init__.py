@@ -18,6 +18,7 @@ from fxlens.errors import (  # noqa: E402
 # Heavy entry points load on first use, so `import fxlens` stays fast.
 _LAZY = {
     "load_encoder": ("fxlens.models.encoder", "load_encoder"),
+    "analyze": ("fxlens.tasks.analyze", "analyze"),
 }
 
 
@@ -27,11 +28,16 @@ def __getattr__(name: str):
 
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
+    if name == "audio":  # `fxlens.audio` without an explicit import
+        import importlib
+
+        return importlib.import_module("fxlens.audio")
     raise AttributeError(f"module 'fxlens' has no attribute '{name}'")
 
 
 __all__ = [
     "__version__",
+    "analyze",
     "load_encoder",
     "FxlensError",
     "AudioFileError",

@@ -264,13 +264,21 @@ def data_fxset(
     seed: int = typer.Option(0, help="Decides every clip."),
     chains: bool = typer.Option(True, help="Also render 2-3 effect chains (multi-label)."),
     implementation: str = typer.Option("fxlens", help="fxlens, or pedalboard for the cross-domain set (test only)."),
+    splits: Optional[str] = typer.Option(None, help="Only these splits, comma-separated (e.g. train)."),
+    chain_clips: Optional[int] = typer.Option(None, help="Chain clips per split (default: 2 x clips per class)."),
 ) -> None:
-    """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains)."""
+    """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains).
+
+    Every clip has its own seed, so a larger --clips-per-class keeps the clips of a smaller run and adds to them."""
     from fxlens.data.fxset import build_fxset
 
     if implementation not in ("fxlens", "pedalboard"):
         raise FxlensError(f"--implementation must be fxlens or pedalboard, got {implementation!r}")
-    s = build_fxset(stems, out, clips_per_class, seconds, seed, chains, implementation, progress=True)
+    if clips_per_class < 0 or (chain_clips is not None and chain_clips < 0):
+        raise FxlensError("--clips-per-class and --chain-clips must be >= 0")
+    split_list = None if splits is None else [t.strip() for t in splits.split(",") if t.strip()]
+    s = build_fxset(stems, out, clips_per_class, seconds, seed, chains, implementation, progress=True,
+                    chain_clips=chain_clips, splits=split_list)
     console.print(f"{s['clips']} clips ({s['rendered']} new, {s['clips_per_s']} clips/s) -> [bold]{s['out_dir']}[/]")
 
 
@@ -280,10 +288,12 @@ def train_recognizer_command(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write."),
     cross_domain: Optional[Path] = typer.Option(None, help="A pedalboard fxset, evaluated only (cross-domain)."),
     target: str = typer.Option("aggregated", help="aggregated (8 classes) or fine (14 classes)."),
-    epochs: int = typer.Option(400, help="Training epochs."),
+    feature_set: str = typer.Option("fxlens-406", help="fxlens-406 (AutoFX 163 + effect features) or autofx-163."),
+    multilabel: bool = typer.Option(False, "--multilabel", help="One sigmoid per effect class, trained with chains."),
+    epochs: int = typer.Option(200, help="Training epochs."),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
-    """Effect recognition: MLP on the AutoFX features, with SVM and k-NN baselines in the same run."""
+    """Effect recognition: MLP on features, with SVM and k-NN baselines in the same run."""
     from rich.progress import Progress
     from rich.table import Table
 
@@ -292,14 +302,141 @@ def train_recognizer_command(
     with Progress(console=console) as progress:
         update = _named_progress(progress)
         metrics = train_recognizer(fxset, out, target=target, cross_domain=cross_domain, epochs=epochs, seed=seed,
-                                   progress=update)
-    table = Table(title=f"recognition accuracy ({target} classes: {len(metrics['classes'])})")
-    for col in ("split", "clips", "MLP", "SVM", "k-NN"):
-        table.add_column(col, justify="right" if col != "split" else "left")
-    for split, row in metrics["accuracy"].items():
-        table.add_row(split, str(metrics["counts"][split]), *(f"{row[k]:.3f}" for k in ("mlp", "svm", "knn")))
+                                   progress=update, feature_set=feature_set, multilabel=multilabel)
+    if multilabel:
+        table = Table(title="multi-label recognition (7 effect classes; dry = none)")
+        for col in ("split", "clips", "exact match", "exact match (chains)", "macro F1"):
+            table.add_column(col, justify="right" if col != "split" else "left")
+        for split, m in metrics["multilabel"].items():
+            em_c = "-" if m["exact_match_chains"] is None else f"{m['exact_match_chains']:.3f}"
+            table.add_row(split, str(metrics["counts"][split]), f"{m['exact_match']:.3f}", em_c, f"{m['macro_f1']:.3f}")
+    else:
+        table = Table(title=f"recognition accuracy ({target} classes: {len(metrics['classes'])})")
+        keys = ["mlp", "svm", "knn"] + (["mlp_aggregated", "svm_aggregated", "knn_aggregated"] if target == "fine" else [])
+        for col in ["split", "clips"] + [k.replace("knn", "k-NN").replace("mlp", "MLP").replace("svm", "SVM")
+                                         .replace("_aggregated", " (agg.)") for k in keys]:
+            table.add_column(col, justify="right" if col != "split" else "left")
+        for split, row in metrics["accuracy"].items():
+            table.add_row(split, str(metrics["counts"][split]), *(f"{row[k]:.3f}" for k in keys))
     console.print(table)
     console.print(f"checkpoint, config, model card and metrics.json -> [bold]{out}[/]")
+
+
+@train_app.command("estimator")
+def train_estimator_command(
+    fxset: Path = typer.Argument(..., help="An `fxlens data fxset` folder (train/val/test/ood)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write."),
+    feature_set: str = typer.Option("fxlens-406", help="fxlens-406 (AutoFX 163 + effect features) or autofx-163."),
+    epochs: int = typer.Option(100, help="Training epochs."),
+    seed: int = typer.Option(0, help="Seed."),
+) -> None:
+    """Effect settings: MLP on features + class one-hot -> normalized controls (loss on the active effect only)."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from fxlens.train.estimator import results_table, train_estimator
+
+    with Progress(console=console) as progress:
+        metrics = train_estimator(fxset, out, feature_set=feature_set, epochs=epochs, seed=seed,
+                                  progress=_named_progress(progress))
+    for split in ("test", "ood"):
+        rows = results_table(metrics, split)
+        if not rows:
+            continue
+        table = Table(title=f"parameter MAE on {split} (normalized controls; lower is better)")
+        for col in ("class", "effect", "clips", "model", "random", "class mean"):
+            table.add_column(col, justify="left" if col in ("class", "effect") else "right")
+        for c, e, n, mo, ra, cm in rows:
+            table.add_row(c, e, str(n), f"{mo:.3f}", f"{ra:.3f}", "-" if cm is None else f"{cm:.3f}")
+        console.print(table)
+    console.print(f"checkpoint, config, model card and metrics.json -> [bold]{out}[/]")
+
+
+@app.command()
+def analyze(
+    file: Path = typer.Argument(..., help="An audio file (wav, flac, ogg, mp3, opus; any rate, 1-8 channels)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a figure (spectrogram, probabilities, EQ and "
+                                                              "compressor curves) here (PNG/SVG/PDF)."),
+    preset: Optional[Path] = typer.Option(None, "--preset", help="Write the estimated chain as a preset JSON "
+                                                                  "(for `fxlens fx apply --preset`)."),
+    recognizer: Optional[Path] = typer.Option(None, help="A recognizer checkpoint (default: the shipped one)."),
+    estimator: Optional[Path] = typer.Option(None, help="An estimator checkpoint (default: the shipped one)."),
+    threshold: float = typer.Option(0.5, help="Probability to report an effect (multi-label recognizers)."),
+) -> None:
+    """Which effects are on a recording, with probabilities, and their estimated settings in physical units."""
+    import json
+
+    from rich.table import Table
+
+    from fxlens.atomic import write_text_atomic
+    from fxlens.fx.preset import write_preset
+    from fxlens.report import _fmt
+    from fxlens.tasks.analyze import analyze_file, plot_analysis
+
+    if not 0.0 < threshold < 1.0:
+        raise FxlensError("--threshold must be between 0 and 1")
+    for p in (json_out, plot, preset):
+        if p is not None and p.is_dir():
+            raise FxlensError(f"output path is a folder: {p}")
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise FxlensError(f"--plot must end in .png, .svg or .pdf: {plot}")
+    with console.status("analyzing..."):
+        result, x = analyze_file(file, recognizer=recognizer, estimator=estimator, threshold=threshold)
+    table = Table(title=f"{file.name}: {result.duration_s:.2f} s, {result.windows} window(s) of 1.5 s")
+    for col in ("effect", "probability", "class", "setting", "value", "unit"):
+        table.add_column(col, justify="right" if col in ("probability", "value") else "left")
+    if not result.effects:
+        top = max(result.probabilities, key=result.probabilities.get)
+        table.add_row("(none: dry)", f"{result.probabilities['dry']:.2f}", top, "", "", "")
+    for k, d in enumerate(result.effects):
+        for j, (name, value) in enumerate(d.settings.items()):
+            table.add_row(d.effect if j == 0 else "", f"{d.probability:.2f}" if j == 0 else "",
+                          d.fine_class if j == 0 else "", name, _fmt(value), d.units[name])
+        if k < len(result.effects) - 1:
+            table.add_section()
+    console.print(table)
+    console.print("class probabilities: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                      sorted(result.probabilities.items(), key=lambda kv: -kv[1])))
+    # the figure first: it is the output most likely to fail (an unknown format, a backend problem), and a failure
+    # must leave no other output behind
+    if plot is not None:
+        plot_analysis(result, x, plot)
+        console.print(f"wrote [bold]{plot}[/]")
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
+        console.print(f"wrote [bold]{json_out}[/]")
+    if preset is not None:
+        write_preset(preset, result.preset)
+        console.print(f"wrote [bold]{preset}[/] (apply it: fxlens fx apply YOUR.wav OUT.wav --preset {preset})")
+
+
+@bench_app.command("recognition")
+def bench_recognition_command(
+    fxset: Path = typer.Argument(..., help="An fxlens fxset folder (test and ood splits are evaluated)."),
+    cross_domain: Optional[Path] = typer.Option(None, help="A pedalboard fxset (every split evaluated)."),
+    recognizer: Optional[Path] = typer.Option(None, help="Recognizer checkpoint (default: the shipped one)."),
+    estimator: Optional[Path] = typer.Option(None, help="Estimator checkpoint (default: the shipped one)."),
+    out: Path = typer.Option(Path("bench-recognition.json"), "--out", help="JSON results."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as Markdown here."),
+) -> None:
+    """Recognition accuracy, per-class precision/recall, confusion matrices (in-domain, ood, cross-domain) and
+    per-parameter MAE beside random parameters."""
+    from rich.progress import Progress
+
+    from fxlens.atomic import write_text_atomic
+    from fxlens.bench.recognition import markdown_report, run_recognition_benchmark
+
+    with Progress(console=console) as progress:
+        results = run_recognition_benchmark(fxset, cross_domain=cross_domain, recognizer=recognizer,
+                                            estimator=estimator, progress=_named_progress(progress))
+    text = markdown_report(results)
+    console.print(text)
+    write_text_atomic(out, __import__("json").dumps(results, indent=2) + "\n")
+    console.print(f"wrote [bold]{out}[/]")
+    if markdown is not None:
+        write_text_atomic(markdown, text)
+        console.print(f"wrote [bold]{markdown}[/]")
 
 
 @bench_app.command("retrieval")

@@ -1,0 +1,187 @@
+"""`fxlens bench recognition`: effect recognition and parameter estimation, in-domain and cross-domain.
+
+Recognition (aggregated classes: dry, delay, reverb, modulation, tremolo, distortion, compression, eq) on the
+single-effect clips of an fxset's test and ood splits (in-domain implementation; ood = held-out soundfont and
+instruments) and, when given, of every split of a cross-domain fxset rendered by pedalboard (never trained on):
+accuracy, per-class precision and recall, confusion matrix. A fine-class recognizer's probabilities are summed per
+aggregated class; its fine accuracy is reported too (in-domain only: pedalboard's classes are the same names).
+
+Parameter estimation on the test and ood splits, given the true fine class (as AutoFX §5.3 reports it): mean
+absolute error of the normalized controls per class and parameter, beside uniform random controls (exact
+expectation) and the class's mean train control. Parameters that a class fixes are left out of the averages.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from fxlens.data.fxset import AGGREGATED_CLASSES, FXSET_CLASSES
+from fxlens.errors import FxlensError
+
+SPLITS_IN_DOMAIN = ("test", "ood")
+SPLITS_CROSS = ("train", "val", "test", "ood")
+
+
+def confusion_metrics(y_true: list[str], y_pred: list[str], classes: list[str]) -> dict:
+    """Accuracy, per-class precision / recall / support and the confusion matrix (rows: truth, columns: prediction)."""
+    idx = {c: i for i, c in enumerate(classes)}
+    conf = np.zeros((len(classes), len(classes)), dtype=int)
+    for t, p in zip(y_true, y_pred):
+        conf[idx[t], idx[p]] += 1
+    per_class = {}
+    for i, c in enumerate(classes):
+        col, row = conf[:, i].sum(), conf[i].sum()
+        per_class[c] = {"precision": float(conf[i, i] / col) if col else None,
+                        "recall": float(conf[i, i] / row) if row else None, "support": int(row)}
+    n = int(conf.sum())
+    return {"accuracy": float(np.trace(conf) / n) if n else None, "clips": n, "classes": list(classes),
+            "per_class": per_class, "confusion": conf.tolist()}
+
+
+def _single(labels: list[dict]) -> list[int]:
+    return [i for i, r in enumerate(labels) if len(r.get("fine_labels", [])) == 1]
+
+
+def recognition_scores(model, classes: list[str], features: torch.Tensor, labels: list[dict]) -> dict:
+    """Aggregated (and, for fine recognizers, fine) recognition metrics of single-effect clips."""
+    keep = _single(labels)
+    if not keep:
+        return {"clips": 0}
+    with torch.no_grad():
+        probs = model.probabilities(features[keep]).numpy()
+    fine_model = all(c in FXSET_CLASSES for c in classes) and len(classes) > len(AGGREGATED_CLASSES)
+    agg_of = [FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c for c in classes]
+    agg_probs = np.zeros((len(keep), len(AGGREGATED_CLASSES)))
+    for j, a in enumerate(agg_of):
+        if a in AGGREGATED_CLASSES:
+            agg_probs[:, AGGREGATED_CLASSES.index(a)] += probs[:, j]
+    if getattr(model, "multilabel", False):
+        # independent sigmoids: a clip is "dry" when no effect passes 0.5, else its most probable effect
+        agg_probs[:, AGGREGATED_CLASSES.index("dry")] = 0.5
+    truth = [labels[i]["aggregated_class"] for i in keep]
+    present = [a for a in AGGREGATED_CLASSES if a in set(truth) or a in agg_of or a == "dry"]
+    pred = [AGGREGATED_CLASSES[k] for k in agg_probs.argmax(1)]
+    out = {"aggregated": confusion_metrics(truth, pred, present)}
+    if fine_model:
+        ft = [labels[i]["fine_class"] for i in keep]
+        fp = [classes[k] for k in probs.argmax(1)]
+        out["fine"] = confusion_metrics(ft, fp, [c for c in classes if c in set(ft) or c in fp])
+    return out
+
+
+def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.PathLike | None = None,
+                              recognizer=None, estimator=None,
+                              progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Evaluate a recognizer and an estimator (default: the shipped ones); returns the JSON-able results."""
+    from fxlens.tasks.analyze import load_estimator, load_recognizer
+    from fxlens.train.estimator import evaluate
+    from fxlens.train.recognizer import split_features
+
+    t0 = time.perf_counter()
+    rec, rcfg = load_recognizer(recognizer)
+    est, ecfg = load_estimator(estimator)
+    sets = [("in-domain " + s, fxset, s) for s in SPLITS_IN_DOMAIN]
+    if cross_domain is not None:
+        sets.append(("cross-domain (pedalboard)", cross_domain, SPLITS_CROSS))
+    results: dict = {"recognizer": {"classes": rcfg["classes"], "feature_set": rcfg["feature_set"],
+                                    "multilabel": bool(rcfg.get("multilabel", False))},
+                     "fxset": str(fxset), "cross_domain": str(cross_domain) if cross_domain else None,
+                     "recognition": {}, "estimation": {}}
+
+    def feats(root, split, fs):
+        cb = (lambda d, n: progress(f"features {split}", d, n)) if progress else None
+        return split_features(root, split, progress=cb, feature_set=fs)
+
+    for name, root, splits in sets:
+        splits = (splits,) if isinstance(splits, str) else splits
+        fs, ls = [], []
+        for s in splits:
+            try:
+                f, lab = feats(root, s, rcfg["feature_set"])
+            except FxlensError:
+                continue
+            fs.append(f)
+            ls += lab
+        if not ls:
+            continue
+        results["recognition"][name] = recognition_scores(rec, list(rcfg["classes"]), torch.cat(fs), ls)
+    class_mean = {c: torch.tensor(v) for c, v in ecfg.get("class_mean", {}).items()}
+    for s in SPLITS_IN_DOMAIN:
+        try:
+            f, lab = feats(fxset, s, ecfg["feature_set"])
+        except FxlensError:
+            continue
+        results["estimation"][s] = evaluate(est, f, lab, ecfg["slot_info"], class_mean or None)
+    results["seconds"] = time.perf_counter() - t0
+    return results
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def markdown_report(results: dict) -> str:
+    """The benchmark as Markdown: accuracy table, per-class precision/recall, confusion matrices, parameter MAE."""
+    rec = results["recognition"]
+    lines = ["## Effect recognition (aggregated classes)", "", "| set | clips | accuracy % | fine accuracy % |",
+             "|---|---|---|---|"]
+    for name, r in rec.items():
+        if not r.get("clips", 1):
+            continue
+        fine = r.get("fine", {}).get("accuracy")
+        lines.append(f"| {name} | {r['aggregated']['clips']} | {_pct(r['aggregated']['accuracy'])} | {_pct(fine)} |")
+    lines += ["", "### Per-class precision / recall (%)", ""]
+    names = [n for n, r in rec.items() if "aggregated" in r]
+    lines.append("| class | " + " | ".join(f"{n} P / R" for n in names) + " |")
+    lines.append("|---|" + "---|" * len(names))
+    for a in AGGREGATED_CLASSES:
+        cells = []
+        for n in names:
+            pc = rec[n]["aggregated"]["per_class"].get(a)
+            cells.append("-" if pc is None else f"{_pct(pc['precision'])} / {_pct(pc['recall'])}")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    for n in names:
+        m = rec[n]["aggregated"]
+        lines += ["", f"### Confusion matrix, {n} (rows: truth, columns: prediction)", "",
+                  "| | " + " | ".join(m["classes"]) + " |", "|---|" + "---|" * len(m["classes"])]
+        for c, row in zip(m["classes"], m["confusion"]):
+            lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    est = results.get("estimation", {})
+    if est:
+        lines += ["", "## Parameter estimation (MAE of normalized controls, true class given)", ""]
+        splits = [s for s in est if est[s].get("clips")]
+        lines.append("| class | effect | " + " | ".join(f"{s} model / random / class mean" for s in splits) + " |")
+        lines.append("|---|---|" + "---|" * len(splits))
+        classes = sorted({c for s in splits for c in est[s]["per_class"]})
+        for c in classes:
+            cells, effect = [], ""
+            for s in splits:
+                v = est[s]["per_class"].get(c)
+                if v is None or v["model"] is None:
+                    cells.append("-")
+                    continue
+                effect = v["effect"]
+                cells.append(f"{v['model']:.3f} / {v['random']:.3f} / {v['class_mean']:.3f}"
+                             if v["class_mean"] is not None else f"{v['model']:.3f} / {v['random']:.3f} / -")
+            lines.append(f"| {c} | {effect} | " + " | ".join(cells) + " |")
+        cells = []
+        for s in splits:
+            m = est[s]["mean"]
+            cells.append(f"**{m['model']:.3f}** / {m['random']:.3f} / "
+                         + ("-" if m["class_mean"] is None else f"{m['class_mean']:.3f}"))
+        lines.append("| all (mean over parameters) | | " + " | ".join(cells) + " |")
+        lines += ["", "### Per parameter (test)", "", "| class | parameter | model | random | class mean |",
+                  "|---|---|---|---|---|"]
+        if "test" in est and est["test"].get("clips"):
+            for c, v in est["test"]["per_class"].items():
+                for p, pv in v["params"].items():
+                    if pv["fixed"]:
+                        continue
+                    cm = "-" if pv["class_mean"] is None else f"{pv['class_mean']:.3f}"
+                    lines.append(f"| {c} | {p} | {pv['model']:.3f} | {pv['random']:.3f} | {cm} |")
+    return "\n".join(lines) + "\n"

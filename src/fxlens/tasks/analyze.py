@@ -1,0 +1,355 @@
+"""Which effects are on this audio, and how are they set? (`fxlens.analyze`, `fxlens analyze FILE`)
+
+The audio is converted at the edge (any rate, any channel count 1-8 -> 44.1 kHz stereo), cut into 1.5 s windows
+(the fxset clip length; hop 1.5 s, at most `MAX_WINDOWS` of them, evenly spread), silent windows skipped, each
+window loudness-normalized as the fxset clips were (-18 LUFS, sample peak at most -1 dBFS). The recognizer gives
+class probabilities per window; they are averaged over windows. The effects reported are:
+
+- a single-label recognizer (softmax): the most probable aggregated class, unless it is ``dry``;
+- a multi-label recognizer (sigmoid, trained on chains): every aggregated class above `threshold`.
+
+For each reported effect, its most probable fine class (e.g. ``feedback_delay`` inside ``delay``) conditions the
+estimator, whose controls are averaged over windows and turned into physical units with the effect's own
+`ParamSpec`s; parameters that the fine class fixes (a distortion's mix of 1, a compressor's 0 dB make-up) keep that
+value. The effects go into a preset in the fxset chain order (eq -> compression -> distortion -> modulation ->
+tremolo -> delay -> reverb), which `Chain.from_preset` and `fxlens fx apply --preset` accept.
+
+Checkpoints: ``assets/recognizer-small`` and ``assets/estimator-small`` inside the package by default, or any
+checkpoint folders (kind-checked) passed as paths.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fxlens import audio as fxaudio
+from fxlens.data.fxset import AGGREGATED_CLASSES, CHAIN_ORDER, FXSET_CLASSES, OUTPUT_LUFS, OUTPUT_PEAK_DB
+from fxlens.errors import CheckpointError, InvalidAudioError, ParameterError
+from fxlens.fx.effect import get_effect
+from fxlens.fx.preset import preset_from_stages
+
+__all__ = ["AnalysisResult", "DetectedEffect", "analyze", "assets_dir", "load_recognizer", "load_estimator",
+           "WINDOW_S", "MAX_WINDOWS"]
+
+WINDOW_S = 1.5
+MIN_SECONDS = 0.5
+MAX_WINDOWS = 32
+SILENT_LUFS = -60.0
+
+
+def assets_dir() -> Path:
+    """The folder of shipped checkpoints: ``fxlens/assets`` inside the installed package."""
+    return Path(__file__).resolve().parent.parent / "assets"
+
+
+@dataclass
+class DetectedEffect:
+    """One effect found on the audio: class, probability and estimated settings (physical units)."""
+
+    aggregated_class: str
+    probability: float
+    fine_class: str
+    fine_probability: float
+    effect: str | None
+    config: dict = field(default_factory=dict)
+    settings: dict[str, float] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    controls: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AnalysisResult:
+    """What `analyze` found: per-class probabilities, the detected effects, and a preset that re-creates them."""
+
+    sample_rate: int
+    duration_s: float
+    windows: int
+    probabilities: dict[str, float]
+    fine_probabilities: dict[str, float]
+    effects: list[DetectedEffect]
+    preset: dict
+    multilabel: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _resolve(folder, name: str) -> Path:
+    if folder is None:
+        p = assets_dir() / name
+        if not p.is_dir():
+            raise CheckpointError(f"the shipped checkpoint {p} is missing (reinstall fxlens or pass a checkpoint)")
+        return p
+    return Path(folder)
+
+
+@lru_cache(maxsize=4)
+def _load_recognizer_cached(path: str, mtime: float):
+    from fxlens.train.recognizer import load_recognizer as _load
+
+    return _load(path)
+
+
+def load_recognizer(folder: str | os.PathLike | None = None):
+    """(FeatureClassifier, config) of a recognizer checkpoint (default: the shipped one)."""
+    p = _resolve(folder, "recognizer-small")
+    cfg = p / "config.json"
+    return _load_recognizer_cached(str(p.resolve()), cfg.stat().st_mtime if cfg.is_file() else 0.0)
+
+
+@lru_cache(maxsize=4)
+def _load_estimator_cached(path: str, mtime: float):
+    from fxlens.train.estimator import load_estimator as _load
+
+    return _load(path)
+
+
+def load_estimator(folder: str | os.PathLike | None = None):
+    """(ParameterEstimator, config) of an estimator checkpoint (default: the shipped one)."""
+    p = _resolve(folder, "estimator-small")
+    cfg = p / "config.json"
+    return _load_estimator_cached(str(p.resolve()), cfg.stat().st_mtime if cfg.is_file() else 0.0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Audio at the edge
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _as_audio(x, sample_rate: int) -> torch.Tensor:
+    """Any array-like of shape (T,), (C, T) or (1, C, T) at `sample_rate` -> float32 (1, 2, T) at 44.1 kHz."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise InvalidAudioError(f"audio must be a torch tensor or numpy array, got {type(x).__name__}")
+    if not (x.is_floating_point() or x.dtype in (torch.int16, torch.int32)):
+        raise InvalidAudioError(f"audio must hold float or int16/int32 samples, got {x.dtype}")
+    if x.dtype == torch.int16:
+        x = x.float() / 32768.0
+    elif x.dtype == torch.int32:
+        x = x.double() / 2147483648.0
+    if x.dim() == 1:
+        x = x[None, None]
+    elif x.dim() == 2:
+        x = x[None]
+    elif x.dim() != 3 or x.shape[0] != 1:
+        raise InvalidAudioError(f"audio must be (samples,), (channels, samples) or (1, channels, samples), "
+                                f"got shape {tuple(x.shape)}")
+    if x.shape[-1] == 0 or x.shape[1] == 0:
+        raise InvalidAudioError("audio has no samples")
+    if (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating))
+            or not np.isfinite(sample_rate) or sample_rate <= 0 or int(sample_rate) != sample_rate):
+        raise ParameterError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+    sample_rate = int(sample_rate)
+    fxaudio.check_finite(x)
+    x = x.detach().cpu()
+    if x.shape[1] > 8:
+        raise InvalidAudioError(f"cannot analyze {x.shape[1]}-channel audio (1 to 8 channels supported)")
+    x = fxaudio.to_stereo(x.to(torch.float32))
+    if int(sample_rate) != fxaudio.WORKING_SAMPLE_RATE:
+        x = fxaudio.resample(x, int(sample_rate), fxaudio.WORKING_SAMPLE_RATE)
+    if x.shape[-1] < int(MIN_SECONDS * fxaudio.WORKING_SAMPLE_RATE):
+        raise InvalidAudioError(f"audio is too short to analyze: {x.shape[-1] / fxaudio.WORKING_SAMPLE_RATE:.3f} s "
+                                f"(needs at least {MIN_SECONDS} s)")
+    return x.contiguous()
+
+
+def windows(x: torch.Tensor, sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, seconds: float = WINDOW_S,
+            max_windows: int = MAX_WINDOWS) -> torch.Tensor:
+    """Loudness-normalized, non-silent windows (N, 2, W) of (1, 2, T) audio; clips shorter than a window are padded
+    with silence. Raises InvalidAudioError when every window is silent."""
+    W = int(round(seconds * sample_rate))
+    T = x.shape[-1]
+    if T <= W:
+        starts = [0]
+        x = torch.nn.functional.pad(x, (0, W - T))
+    else:
+        n = T // W
+        starts = [i * W for i in range(n)]
+        if n > max_windows:
+            starts = [starts[int(round(i))] for i in np.linspace(0, n - 1, max_windows)]
+    segs = torch.cat([x[..., s:s + W] for s in starts])
+    lufs = fxaudio.integrated_loudness(segs, sample_rate)
+    peak = fxaudio.peak_db(segs)
+    ok = torch.isfinite(lufs) & (lufs > SILENT_LUFS)
+    if not bool(ok.any()):
+        raise InvalidAudioError(f"audio is silent (no {seconds:g} s window louder than {SILENT_LUFS:g} LUFS)")
+    gain_db = torch.minimum(OUTPUT_LUFS - lufs, OUTPUT_PEAK_DB - peak)[ok]
+    return segs[ok] * torch.pow(10.0, gain_db / 20.0)[:, None, None].to(segs.dtype)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Analysis
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _aggregate(classes: list[str], probs: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """(aggregated probabilities, fine probabilities) from a recognizer over fine or aggregated classes."""
+    fine = {c: float(p) for c, p in zip(classes, probs)}
+    agg = {a: 0.0 for a in AGGREGATED_CLASSES}
+    for c, p in fine.items():
+        a = FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c
+        if a in agg:
+            agg[a] += p
+    return agg, fine
+
+
+def _fine_choice(aggregated: str, fine: dict[str, float]) -> tuple[str, float]:
+    members = {c: p for c, p in fine.items() if c in FXSET_CLASSES and FXSET_CLASSES[c].aggregated == aggregated}
+    if members:
+        c = max(members, key=members.get)
+        return c, members[c]
+    # an aggregated-class recognizer: the first fine class of that group stands for it
+    default = next(c for c in FXSET_CLASSES if FXSET_CLASSES[c].aggregated == aggregated)
+    return default, fine.get(aggregated, 0.0)
+
+
+def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold: float = 0.5) -> AnalysisResult:
+    """Detect the effects on `audio` and estimate their settings.
+
+    Args:
+        audio: samples as a torch tensor or numpy array, (T,), (C, T) or (1, C, T), float (or int16/int32 PCM),
+            any channel count 1-8.
+        sample_rate: its rate in Hz (any; converted to 44.1 kHz).
+        recognizer / estimator: checkpoint folders (default: the shipped ``assets/*-small``).
+        threshold: probability above which a multi-label recognizer reports an effect.
+
+    Returns:
+        `AnalysisResult`: probabilities per aggregated and fine class (averaged over 1.5 s windows), the detected
+        effects with settings in physical units, and a preset (dict) that re-creates them.
+
+    Raises:
+        InvalidAudioError: NaN/inf samples, silence, shorter than 0.5 s, a bad shape; CheckpointError: a missing
+        or wrong-kind checkpoint.
+    """
+    from fxlens.train.recognizer import compute_features
+
+    if not 0.0 < float(threshold) < 1.0:
+        raise ParameterError(f"threshold must be between 0 and 1, got {threshold}")
+    rec, rcfg = load_recognizer(recognizer)
+    est, ecfg = load_estimator(estimator)
+    x = _as_audio(audio, sample_rate)
+    duration = x.shape[-1] / fxaudio.WORKING_SAMPLE_RATE
+    segs = windows(x)
+    feats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, rcfg["feature_set"])
+    with torch.no_grad():
+        probs = rec.probabilities(feats).mean(0).numpy()
+    agg, fine = _aggregate(list(rcfg["classes"]), probs)
+    multilabel = bool(rcfg.get("multilabel", False))
+    if multilabel:
+        chosen = [a for a in AGGREGATED_CLASSES if a != "dry" and agg[a] >= threshold]
+    else:
+        top = max(agg, key=agg.get)
+        chosen = [] if top == "dry" else [top]
+    efeats = feats if ecfg["feature_set"] == rcfg["feature_set"] else compute_features(
+        segs, fxaudio.WORKING_SAMPLE_RATE, ecfg["feature_set"])
+    detected: list[DetectedEffect] = []
+    for a in sorted(chosen, key=CHAIN_ORDER.index):
+        fine_class, fp = _fine_choice(a, fine)
+        key = est.class_slots.get(fine_class)
+        if key is None:
+            continue
+        info = ecfg["slot_info"][key]
+        effect = get_effect(info["effect"], **info["config"])
+        with torch.no_grad():
+            ctl = est.estimate(efeats, fine_class).mean(0, keepdim=True).double()
+        phys = {k: float(np.float32(v[0])) for k, v in effect.to_physical(ctl).items()}
+        for k, (lo, hi) in FXSET_CLASSES[fine_class].ranges.items():
+            if lo == hi and k in phys:
+                phys[k] = float(lo)
+        phys = {s.name: float(s.check(min(max(phys[s.name], s.min), s.max))) for s in effect.specs}
+        detected.append(DetectedEffect(
+            aggregated_class=a, probability=agg[a], fine_class=fine_class, fine_probability=fp,
+            effect=effect.name, config=effect.config(), settings=phys, units={s.name: s.unit for s in effect.specs},
+            controls={s.name: float(c) for s, c in zip(effect.specs, ctl[0])}))
+    preset = preset_from_stages([(get_effect(d.effect, **d.config), d.settings) for d in detected],
+                                fxaudio.WORKING_SAMPLE_RATE)
+    return AnalysisResult(sample_rate=int(sample_rate), duration_s=duration, windows=int(segs.shape[0]),
+                          probabilities=agg, fine_probabilities=fine, effects=detected, preset=preset,
+                          multilabel=multilabel)
+
+
+def analyze_file(path: str | os.PathLike, recognizer=None, estimator=None, threshold: float = 0.5
+                 ) -> tuple[AnalysisResult, torch.Tensor]:
+    """`analyze` a file (any format `fxlens.audio` reads); returns the result and the 44.1 kHz stereo audio."""
+    x, sr = fxaudio.load_with_rate(path, sample_rate=fxaudio.WORKING_SAMPLE_RATE, stereo=True)
+    return analyze(x, sr, recognizer=recognizer, estimator=estimator, threshold=threshold), x
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Figure
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLike,
+                  sample_rate: int = fxaudio.WORKING_SAMPLE_RATE) -> Path:
+    """Write a figure: the log spectrogram of (1, C, T) audio, the class probabilities, and — when detected — the
+    estimated EQ curve (`fxlens.fx.filters.magnitude_db`) and the compressor's static curve
+    (`fxlens.fx.dynamics.static_gain_db`). Written atomically; the format comes from the extension."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fxlens.atomic import atomic_path
+    from fxlens.features.spectral import stft_magnitude
+
+    by_effect = {d.effect: d for d in result.effects}
+    extra = [k for k in ("parametric_eq", "compressor") if k in by_effect]
+    n = 2 + len(extra)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.8 * n), constrained_layout=True)
+    mono = x[:, :, : int(30 * sample_rate)].mean(1)
+    S = stft_magnitude(mono, 2048, 512)[0]
+    db = 20 * torch.log10(S.clamp_min(1e-6))
+    db = db.clamp_min(db.max() - 90)
+    ax = axes[0]
+    ax.imshow(db.numpy(), origin="lower", aspect="auto", cmap="magma",
+              extent=(0, mono.shape[-1] / sample_rate, 0, sample_rate / 2000))
+    ax.set(title="spectrogram (first 30 s)", xlabel="time (s)", ylabel="frequency (kHz)")
+    ax = axes[1]
+    names = list(result.probabilities)
+    ax.bar(names, [result.probabilities[k] for k in names],
+           color=["tab:red" if any(d.aggregated_class == k for d in result.effects) else "tab:gray" for k in names])
+    ax.set(title="effect probabilities (red: detected)", ylim=(0, 1), ylabel="probability")
+    i = 2
+    if "parametric_eq" in by_effect:
+        from fxlens.fx.filters import magnitude_db
+
+        d = by_effect["parametric_eq"]
+        eff = get_effect("parametric_eq", **d.config)
+        b, a = eff.coefficients(sample_rate, **{k: torch.tensor([v], dtype=torch.float64)
+                                                for k, v in d.settings.items()})
+        f = torch.logspace(np.log10(20.0), np.log10(20000.0), 400, dtype=torch.float64)
+        ax = axes[i]
+        ax.semilogx(f.numpy(), magnitude_db(b, a, f, sample_rate)[0].numpy(), color="tab:blue")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(title="estimated EQ curve", xlabel="frequency (Hz)", ylabel="gain (dB)", xlim=(20, 20000))
+        i += 1
+    if "compressor" in by_effect:
+        from fxlens.fx.dynamics import static_gain_db
+
+        d = by_effect["compressor"].settings
+        lvl = torch.linspace(-80, 0, 400, dtype=torch.float64)
+        out = lvl + static_gain_db(lvl, d["threshold_db"], d["ratio"], d["knee_db"]) + d.get("makeup_db", 0.0)
+        ax = axes[i]
+        ax.plot(lvl.numpy(), out.numpy(), color="tab:green", label="estimated")
+        ax.plot(lvl.numpy(), lvl.numpy(), color="k", lw=0.5, ls="--", label="1:1")
+        ax.set(title=f"compressor static curve (threshold {d['threshold_db']:.1f} dB, ratio {d['ratio']:.1f}:1)",
+               xlabel="input level (dB)", ylabel="output level (dB)")
+        ax.legend()
+    out_path = Path(path)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format=out_path.suffix.lstrip(".").lower() or "png", dpi=100)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,236 @@
+"""`fxlens.analyze` / `fxlens analyze`: shipped checkpoints, any input format, bad input, preset round trip.
+
+The effects are put on synthetic notes with fxlens's own chain (the reference is the effect we applied, not an
+earlier output of the analyzer); only the three classes that the shipped recognizer gets right on > 85 % of
+test clips (distortion, delay, tremolo) are asked for by name.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import fxlens
+from fxlens.errors import CheckpointError, InvalidAudioError, ParameterError
+from fxlens.fx.chain import Chain
+from fxlens.fx.effect import get_effect
+from fxlens.fx.preset import read_preset
+from fxlens.models.classifier import fit_temperature
+from fxlens.tasks.analyze import MAX_WINDOWS, assets_dir, windows
+from test_cli import assert_one_line_error, run
+from test_fxset import notes
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def dry():
+    return torch.from_numpy(notes(6.0, 220.0, 1, 2).T.copy())[None]  # (1, 2, T)
+
+
+def _wet(dry, name, params):
+    with torch.no_grad():
+        return Chain([(get_effect(name), params)])(dry, SR)
+
+
+def test_shipped_checkpoints_are_small_and_documented():
+    for name, kind in (("recognizer-small", "recognizer"), ("estimator-small", "estimator")):
+        folder = assets_dir() / name
+        size = sum(p.stat().st_size for p in folder.iterdir())
+        assert size < 5e6, f"{name} is {size / 1e6:.1f} MB"
+        card = (folder / "MODEL_CARD.md").read_text()
+        assert "fxlens train" in card and json.loads((folder / "config.json").read_text())["kind"] == kind
+
+
+@pytest.mark.parametrize("effect,params,expected", [
+    ("distortion", {"drive_db": 55.0, "mix": 1.0}, "distortion"),
+    ("delay", {"time_ms": 400.0, "feedback": 0.6, "mix": 0.5}, "delay"),
+    ("tremolo", {"rate_hz": 6.0, "depth": 1.0}, "tremolo"),
+])
+def test_detects_clear_effects(dry, effect, params, expected):
+    result = fxlens.analyze(_wet(dry, effect, params), SR)
+    assert [d.aggregated_class for d in result.effects] == [expected]
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert result.probabilities[expected] == max(result.probabilities.values())
+    d = result.effects[0]
+    assert d.effect == effect
+    # settings are physical values inside each parameter's declared range, with units
+    for spec in get_effect(effect).specs:
+        assert spec.min <= d.settings[spec.name] <= spec.max and d.units[spec.name] == spec.unit
+
+
+def test_delay_time_estimate_is_near_the_applied_time(dry):
+    result = fxlens.analyze(_wet(dry, "delay", {"time_ms": 400.0, "feedback": 0.6, "mix": 0.5}), SR)
+    assert result.effects[0].settings["time_ms"] == pytest.approx(400.0, rel=0.25)
+
+
+def test_preset_rebuilds_a_chain(dry):
+    result = fxlens.analyze(_wet(dry, "distortion", {"drive_db": 55.0, "mix": 1.0}), SR)
+    chain = Chain.from_preset(result.preset)
+    assert [e.name for e in chain.effects] == ["distortion"]
+    assert result.preset["effects"][0]["params"]["mix"]["value"] == 1.0  # fixed by the fuzz class
+    y = chain(dry, SR)
+    assert y.shape == dry.shape and bool(torch.isfinite(y).all())
+
+
+def test_any_rate_channels_and_layout(dry):
+    fuzz = _wet(dry, "distortion", {"drive_db": 55.0, "mix": 1.0})[0]  # (2, T)
+    mono22 = fxlens.audio.resample(fuzz.mean(0), SR, 22050).numpy()  # (T,) numpy at 22.05 kHz
+    r = fxlens.analyze(mono22, 22050)
+    assert r.sample_rate == 22050 and r.duration_s == pytest.approx(6.0, abs=1e-3)
+    six = torch.cat([fuzz, fuzz, fuzz], 0)  # 6 channels (read as 5.1)
+    r6 = fxlens.analyze(fxlens.audio.resample(six, SR, 48000), 48000)
+    assert [d.aggregated_class for d in r6.effects] == ["distortion"]
+    pcm = (fuzz.T.numpy() * 20000).astype(np.int16).T.copy()  # int16 PCM (C, T)
+    assert [d.aggregated_class for d in fxlens.analyze(pcm, SR).effects] == ["distortion"]
+
+
+def test_windows_of_long_and_short_audio():
+    g = torch.Generator().manual_seed(0)
+    long = torch.randn(1, 2, 200 * SR, generator=g) * 0.01
+    w = windows(long)
+    assert w.shape == (MAX_WINDOWS, 2, int(1.5 * SR))
+    # every window is normalized to the fxset output loudness (-18 LUFS) or peak-limited below it
+    lufs = fxlens.audio.integrated_loudness(w, SR)
+    assert bool(((lufs - (-18.0)).abs() < 0.1).all())
+    short = torch.randn(1, 2, SR // 2, generator=g) * 0.1  # 0.5 s: padded to one 1.5 s window
+    assert windows(short).shape == (1, 2, int(1.5 * SR))
+    half_silent = torch.cat([torch.zeros(1, 2, 3 * SR), torch.randn(1, 2, 3 * SR, generator=g) * 0.1], -1)
+    assert windows(half_silent).shape[0] == 2  # the silent windows are skipped
+
+
+@pytest.mark.parametrize("bad,error", [
+    (torch.zeros(1, 2, 3 * SR), InvalidAudioError),  # silent
+    (torch.full((1, 2, 3 * SR), float("nan")), InvalidAudioError),
+    (torch.randn(1, 2, SR // 10), InvalidAudioError),  # 0.1 s: too short
+    (torch.randn(2, 2, SR), InvalidAudioError),  # a batch, not one recording
+    (torch.randn(1, 10, SR), InvalidAudioError),  # 10 channels
+])
+def test_bad_audio_raises(bad, error):
+    with pytest.raises(error):
+        fxlens.analyze(bad, SR)
+
+
+def test_bad_rate_and_wrong_checkpoint(dry, tmp_path):
+    with pytest.raises(ParameterError):
+        fxlens.analyze(dry, 0)
+    with pytest.raises(CheckpointError, match="'estimator' checkpoint"):
+        fxlens.analyze(dry, SR, recognizer=assets_dir() / "estimator-small")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        fxlens.analyze(dry, SR, estimator=tmp_path)
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    """Labels drawn from softmax(z / 3) make T = 3 the maximum-likelihood temperature for logits z."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(20000, 5, generator=g) * 6
+    y = torch.multinomial(torch.softmax(z / 3.0, dim=1), 1, generator=g)[:, 0]
+    assert fit_temperature(z, y) == pytest.approx(3.0, rel=0.05)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_file(dry, tmp_path_factory):
+    path = tmp_path_factory.mktemp("analyze") / "fuzz.wav"
+    sf.write(path, _wet(dry, "distortion", {"drive_db": 55.0, "mix": 1.0})[0].T.numpy(), SR, subtype="FLOAT")
+    return path
+
+
+def test_cli_analyze_writes_json_plot_and_preset(fuzz_file, tmp_path, capsys):
+    out_json, plot, preset = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "p.json"
+    code, out, err = run(["analyze", fuzz_file, "--json", out_json, "--plot", plot, "--preset", preset], capsys)
+    assert code == 0, err
+    assert "distortion" in out and "drive_db" in out and "dB" in out
+    data = json.loads(out_json.read_text())
+    assert data["effects"][0]["effect"] == "distortion" and data["preset"]["format"] == "fxlens-preset"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_preset(preset)["effects"][0]["name"] == "distortion"
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_cli_preset_round_trip_into_fx_apply(fuzz_file, dry, tmp_path, capsys):
+    """The preset `fxlens analyze` writes is accepted by `fxlens fx apply`, which renders what the preset says."""
+    preset = tmp_path / "p.json"
+    assert run(["analyze", fuzz_file, "--preset", preset], capsys)[0] == 0
+    src = tmp_path / "dry.wav"
+    sf.write(src, dry[0].T.numpy(), SR, subtype="FLOAT")
+    out = tmp_path / "wet.wav"
+    code, _, err = run(["fx", "apply", src, out, "--preset", preset], capsys)
+    assert code == 0, err
+    y, sr = sf.read(out, dtype="float32", always_2d=True)
+    values = {k: v["value"] for k, v in json.loads(preset.read_text())["effects"][0]["params"].items()}
+    ref = get_effect("distortion")(dry, SR, get_effect("distortion").to_normalized(
+        {k: torch.tensor([v], dtype=torch.float64) for k, v in values.items()}).float())
+    assert sr == SR and y.shape == (dry.shape[-1], 2)
+    assert np.abs(y.T - ref[0].numpy()).max() < 1e-4
+
+
+def _bad_files(d):
+    nan = d / "nan.wav"
+    x = np.zeros((SR, 2), dtype=np.float32)
+    x[100] = np.nan
+    sf.write(nan, x, SR, subtype="FLOAT")
+    silent = d / "silent.wav"
+    sf.write(silent, np.zeros((3 * SR, 2), dtype=np.float32), SR)
+    short = d / "short.wav"
+    sf.write(short, 0.1 * np.ones((SR // 10, 2), dtype=np.float32), SR)
+    corrupt = d / "corrupt.wav"
+    corrupt.write_text("not audio")
+    return {"missing": d / "missing.wav", "corrupt": corrupt, "nan": nan, "silent": silent, "short": short}
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "nan", "silent", "short"])
+def test_cli_bad_input_one_line_no_outputs(tmp_path, capsys, case):
+    src = _bad_files(tmp_path)[case]
+    outs = [tmp_path / "o.json", tmp_path / "o.png", tmp_path / "o.preset.json"]
+    code, _, err = run(["analyze", src, "--json", outs[0], "--plot", outs[1], "--preset", outs[2]], capsys)
+    assert_one_line_error(code, err)
+    assert not any(p.exists() for p in outs)
+
+
+def test_cli_bad_options(fuzz_file, tmp_path, capsys):
+    assert_one_line_error(*run(["analyze", fuzz_file, "--plot", tmp_path / "x.txt"], capsys)[::2])
+    assert_one_line_error(*run(["analyze", fuzz_file, "--threshold", "1.5"], capsys)[::2])
+    assert_one_line_error(*run(["analyze", fuzz_file, "--recognizer", assets_dir() / "estimator-small"], capsys)[::2])
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_plot_draws_eq_and_compressor_curves(dry, tmp_path):
+    from fxlens.tasks.analyze import AnalysisResult, DetectedEffect, plot_analysis
+
+    eq, comp = get_effect("parametric_eq"), get_effect("compressor")
+    eq_settings = {s.name: s.default for s in eq.specs} | {"peak2_gain": 9.0}
+    comp_settings = {s.name: s.default for s in comp.specs} | {"threshold_db": -30.0, "ratio": 4.0}
+    effects = [DetectedEffect("eq", 0.6, "eq", 0.6, "parametric_eq", eq.config(), eq_settings),
+               DetectedEffect("compression", 0.3, "compression", 0.3, "compressor", comp.config(), comp_settings)]
+    probs = {a: 0.0 for a in ("dry", "delay", "reverb", "modulation", "tremolo", "distortion", "compression", "eq")}
+    result = AnalysisResult(44100, 6.0, 4, probs | {"eq": 0.6, "compression": 0.3}, {}, effects, {}, True)
+    import matplotlib.pyplot as plt
+
+    drawn = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        drawn["titles"] = [ax.get_title() for ax in fig.axes]
+        drawn["lines"] = {ax.get_title(): [ln.get_ydata() for ln in ax.get_lines()] for ax in fig.axes}
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        path = plot_analysis(result, dry, tmp_path / "a.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert len(drawn["titles"]) == 4
+    eq_curve = drawn["lines"]["estimated EQ curve"][0]
+    assert 8.0 < float(np.max(eq_curve)) < 10.0  # the +9 dB peak (shelves at 0 dB)
+    comp_title = [t for t in drawn["titles"] if t.startswith("compressor")][0]
+    out_level = drawn["lines"][comp_title][0]
+    # static curve: 0 dBFS in, threshold -30 dB, ratio 4 -> -30 + 30 / 4 = -22.5 dB out (knee well below 0 dB)
+    assert float(out_level[-1]) == pytest.approx(-22.5, abs=0.05)
