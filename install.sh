@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fxlens set-up, one command on a fresh Debian machine:
 #   apt packages (fluidsynth, soundfonts, real recordings) -> .venv -> torch -> torchlpc (no build isolation)
-#   -> fxlens with its extras -> the main job on shipped defaults (`fxlens demo`).
+#   -> fxlens with its extras -> the main job on shipped defaults (`fxlens demo`, then `fxlens analyze` on its output).
 # Idempotent: a second run only checks. `bash install.sh --no-run` skips the main job (test.sh uses that).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -47,6 +47,8 @@ pip_install -e ".[peers,test,text,bench]"
 echo "[fxlens] installed: $(.venv/bin/fxlens --help >/dev/null && echo .venv/bin/fxlens)"
 
 if [ "$RUN_MAIN" = 1 ]; then
-  echo "[fxlens] main job: .venv/bin/fxlens demo --out-dir fxlens-demo"
+  echo "[fxlens] main job: render a clip with a random chain (fxlens demo), then hear its effects (fxlens analyze)"
   .venv/bin/fxlens demo --out-dir fxlens-demo
+  .venv/bin/fxlens analyze fxlens-demo/wet.wav --json fxlens-demo/analysis.json --plot fxlens-demo/analysis.png \
+    --preset fxlens-demo/analysis.preset.json
 fi
