@@ -674,7 +674,8 @@ def train_encoder_command(
     """Train the Fx-Encoder++ model: mixture + instrument NT-Xent, audio query alignment, probability scheduling."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from fxlens.train.encoder import EncoderTrainConfig, command_line, train_encoder
+    from fxlens.train import command_line
+    from fxlens.train.encoder import EncoderTrainConfig, train_encoder
 
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,

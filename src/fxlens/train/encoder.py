@@ -31,8 +31,6 @@ import json
 import math
 import os
 import platform
-import shlex
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -549,7 +547,3 @@ def _save(fabric, out: Path, model, optimizer, net: FxEncoder, cfg: EncoderTrain
         save_checkpoint(out / "model", net.state_dict(), config,
                         _model_card(cfg, net, history, history.get("elapsed", 0.0), device))
         write_text_atomic(out / "history.json", json.dumps(_jsonable(history), indent=1) + "\n")
-
-
-def command_line() -> str:
-    return "fxlens " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +34,7 @@ from fxlens.fx.effect import get_effect
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.estimator import ParameterEstimator, masked_l1, slot_key
 from fxlens.train.recognizer import FEATURE_SET, FEATURE_SETS, split_features
+from fxlens.train import command_line
 
 SPLITS = ("train", "val", "test", "ood")
 
@@ -218,8 +217,7 @@ def train_estimator(
     metrics["train_clips"] = len(names_tr)
     metrics["history"] = history
 
-    command = ("fxlens " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-               if sys.argv and "fxlens" in sys.argv[0] else None)
+    command = command_line()
     config = {"kind": "estimator", "feature_set": feature_set, "n_features": int(x_tr.shape[1]),
               "classes": classes, "slots": [list(s) for s in slots], "class_slots": class_slots,
               "slot_info": slot_info, "hidden": list(hidden), "sample_rate": audio.WORKING_SAMPLE_RATE,

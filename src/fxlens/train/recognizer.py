@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ from fxlens.features.recognition import RECOGNITION_FEATURE_NAMES, recognition_f
 from fxlens.features.spectral import FEATURE_NAMES, autofx_features
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.classifier import FeatureClassifier, fit_temperature
+from fxlens.train import command_line
 
 #: feature sets by name: (function (B, C, T), sample_rate -> (B, n), column names)
 FEATURE_SETS = {
@@ -288,8 +287,7 @@ def train_recognizer(
     metrics["seconds"] = time.perf_counter() - t0
     metrics["history"] = history
 
-    command = ("fxlens " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-               if sys.argv and "fxlens" in sys.argv[0] else None)
+    command = command_line()
     config = {"kind": "recognizer", "feature_set": feature_set, "n_features": int(x_tr.shape[1]),
               "classes": classes, "target": "multilabel" if multilabel else target, "hidden": list(hidden),
               "multilabel": multilabel, "temperature": model.temperature,
