@@ -466,6 +466,9 @@ def test_cli_bad_model_is_one_error_line(tmp_path, capsys):
                  "--out", str(tmp_path / "r.json")])
     _, err = capsys.readouterr()
     assert code == 1 and err.strip().startswith("error:") and len(err.strip().splitlines()) == 1
+    code = main(["bench", "retrieval", "--data-dir", str(tmp_path), "--split", "train", "--out", str(tmp_path / "r.json")])
+    _, err = capsys.readouterr()
+    assert code == 1 and "train" in err and len(err.strip().splitlines()) == 1
 
 
 def test_benchmark_report_and_plots(inst_root, encoder_dir, tmp_path):

@@ -461,6 +461,8 @@ def bench_retrieval_command(
     plots: Optional[Path] = typer.Option(None, "--plots", help="Write R@K-vs-number-of-effects and t-SNE plots "
                                          "(PNG) to this folder."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as Markdown here."),
+    split: str = typer.Option("test", help="Dataset split the content comes from: test, or ood (held-out soundfont "
+                              "and instruments)."),
     out: Path = typer.Option(Path("bench-retrieval.json"), "--out", help="JSON results."),
 ) -> None:
     """Effect retrieval (Fx-Encoder++ protocol): R@1/5/10, MRR@10 with bootstrap CIs, mixture-level (Table 2) and
@@ -475,6 +477,8 @@ def bench_retrieval_command(
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     if candidates < 2 or queries < 1 or seconds <= 0 or max_effects < 1:
         raise FxlensError("--candidates must be >= 2, --queries >= 1, --seconds > 0 and --max-effects >= 1")
+    if split == "train":
+        raise FxlensError("--split train is what the models learn from: benchmark on test, ood (or val)")
     pool = _split_names(effects) or list(PAIR_POOL)
     embedders = default_baselines(seed=seed) + encoder_embedders(model)  # bad checkpoints fail before any work
     with Progress(console=console) as progress:
@@ -483,7 +487,8 @@ def bench_retrieval_command(
                                           embedders=embedders, out_json=out,
                                           cache_dir=cache_dir or root.parent / "bench-cache", groups=group,
                                           include_real=not no_real, instrument_wise=not no_instrument_wise,
-                                          effects=pool, max_effects=max_effects, plots_dir=plots, progress=update)
+                                          effects=pool, max_effects=max_effects, plots_dir=plots, progress=update,
+                                          split=split)
     console.print(results["report"])
     if markdown is not None:
         write_text_atomic(markdown, results["report"])

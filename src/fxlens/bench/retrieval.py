@@ -867,6 +867,7 @@ def run_retrieval_benchmark(
     plots_dir: str | os.PathLike | None = None,
     tsne_chains: int = 8,
     tsne_per_chain: int = 12,
+    split: str = "test",
 ) -> dict:
     """Build (or load) the evaluation set group by group and score each embedder on it (default:
     `fxlens.bench.baselines.default_baselines`; add `fxlens.bench.baselines.EncoderEmbedder` for a learned model).
@@ -896,7 +897,7 @@ def run_retrieval_benchmark(
     if dup:
         raise FxlensError(f"two embedders are named '{dup[0]}'")
     config, stream = iter_eval_groups(data_root, n_candidates, n_queries, seconds, seed, sample_rate=sample_rate,
-                                      groups=groups, include_real=include_real, effects=effects,
+                                      split=split, groups=groups, include_real=include_real, effects=effects,
                                       max_effects=max_effects, cache_dir=cache_dir, progress=progress,
                                       instrument_wise=instrument_wise, param_ranges=param_ranges)
     scores: dict[str, list[GroupScores]] = {n: [] for n in names}
@@ -915,7 +916,8 @@ def run_retrieval_benchmark(
 
         out_dir = Path(plots_dir)
         paths = [plots.plot_recall_vs_effects(results, out_dir / "recall-vs-effects.png")]
-        tsne_source = dataset_sources(data_root, instruments=[]).get(MIXTURE) if data_root is not None else None
+        tsne_source = (dataset_sources(data_root, split, instruments=[]).get(MIXTURE) if data_root is not None
+                       else None)
         if tsne_source is not None and tsne_chains >= 2:  # the test split's mixtures, as the "mixture" group
             audio, labels, _ = chain_clips(tsne_source, tsne_chains, tsne_per_chain, seconds, seed, sample_rate,
                                            effects, config["max_effects"], param_ranges)
