@@ -109,12 +109,13 @@ def fx_list(json_out: bool = typer.Option(False, "--json", help="Print JSON inst
         console.print(effects_table(effects))
 
 
-def _split_names(text: Optional[str]) -> Optional[list[str]]:
+def _split_names(text: Optional[str], option: str = "--effects") -> Optional[list[str]]:
+    """A comma-separated option as a list of names (None when not given); an empty list is an error."""
     if text is None:
         return None
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
-        raise FxlensError("--effects needs at least one effect name")
+        raise FxlensError(f"{option} needs at least one name")
     return names
 
 
@@ -547,7 +548,7 @@ def bench_match_command(
             raise FxlensError("--device cuda: no CUDA device is available here")
     embedders = default_baselines(seed=seed, device=device) + encoder_embedders(model, device=device or "cpu")
     with Progress(console=console) as progress:
-        results = run_matching_benchmark(root, instruments=_split_names(instruments), n_triplets=triplets,
+        results = run_matching_benchmark(root, instruments=_split_names(instruments, "--instruments"), n_triplets=triplets,
                                          seconds=seconds, iterations=iterations, method=method, embedders=embedders,
                                          effects=_split_names(effects) or list(DEFAULT_CHAIN), popsize=popsize,
                                          seed=seed, device=device, out_json=out, progress=_named_progress(progress))
