@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,13 +27,17 @@ def shipped_checkpoint(name: str) -> Path:
     return folder
 
 
-def save_checkpoint(folder: str | os.PathLike, state: dict[str, torch.Tensor], config: dict, card: str) -> Path:
+def save_checkpoint(folder: str | os.PathLike, state: dict[str, torch.Tensor], config: dict, card: str,
+                    metrics: dict | None = None) -> Path:
+    """Write a checkpoint folder (every file atomically); `metrics` also goes to metrics.json."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
     write_text_atomic(out / "config.json", json.dumps(config, indent=2) + "\n")
     write_text_atomic(out / "MODEL_CARD.md", card)
+    if metrics is not None:
+        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return out
 
 
@@ -53,3 +58,17 @@ def load_checkpoint(folder: str | os.PathLike, kind: str) -> tuple[dict[str, tor
     except Exception as e:  # safetensors raises several types for truncated or foreign files
         raise CheckpointError(f"{weights}: corrupt weights ({type(e).__name__})") from None
     return state, config
+
+
+def load_model(folder: str | os.PathLike, kind: str, build: Callable[[dict], torch.nn.Module]
+               ) -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode, config): `build(config)` makes the network, the checkpoint's weights go in;
+    CheckpointError when the folder is not a `kind` checkpoint or its weights do not fit its config."""
+    state, config = load_checkpoint(folder, kind)
+    try:
+        model = build(config)
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{folder}: {kind} checkpoint does not match its config ({first})") from None
+    return model.eval(), config

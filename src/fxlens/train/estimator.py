@@ -17,17 +17,14 @@ left out of the averages: their error says nothing about listening.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from fxlens import audio
-from fxlens.atomic import atomic_path
 from fxlens.data.fxset import FXSET_CLASSES
 from fxlens.errors import FxlensError
 from fxlens.fx.effect import get_effect
@@ -222,26 +219,17 @@ def train_estimator(
               "classes": classes, "slots": [list(s) for s in slots], "class_slots": class_slots,
               "slot_info": slot_info, "hidden": list(hidden), "sample_rate": audio.WORKING_SAMPLE_RATE,
               "class_mean": {c: v.tolist() for c, v in class_mean.items()}}
-    save_checkpoint(out, model.state_dict(), config, model_card(metrics, fxset, command))
-    with atomic_path(Path(out) / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    save_checkpoint(out, model.state_dict(), config, model_card(metrics, fxset, command), metrics)
     return metrics
 
 
 def load_estimator(folder: str | os.PathLike) -> tuple[ParameterEstimator, dict]:
     """(model in eval mode, config) of an estimator checkpoint; CheckpointError if it is not one."""
-    from fxlens.errors import CheckpointError
-    from fxlens.models.checkpoint import load_checkpoint
+    from fxlens.models.checkpoint import load_model
 
-    state, cfg = load_checkpoint(folder, "estimator")
-    try:
-        model = ParameterEstimator(cfg["classes"], [tuple(s) for s in cfg["slots"]], cfg["class_slots"],
-                                   n_features=int(cfg["n_features"]), hidden=tuple(cfg["hidden"]))
-        model.load_state_dict(state)
-    except (KeyError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{folder}: estimator checkpoint does not match its config ({type(e).__name__})") from None
-    model.eval()
-    return model, cfg
+    return load_model(folder, "estimator", lambda cfg: ParameterEstimator(
+        cfg["classes"], [tuple(s) for s in cfg["slots"]], cfg["class_slots"], n_features=int(cfg["n_features"]),
+        hidden=tuple(cfg["hidden"])))
 
 
 def results_table(metrics: dict, split: str = "test") -> list[tuple[str, str, int, float, float, float | None]]:

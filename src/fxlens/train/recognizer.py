@@ -8,7 +8,6 @@ as baselines. Only single-effect clips are used (one class per clip); chains are
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -292,27 +291,17 @@ def train_recognizer(
               "classes": classes, "target": "multilabel" if multilabel else target, "hidden": list(hidden),
               "multilabel": multilabel, "temperature": model.temperature,
               "sample_rate": audio.WORKING_SAMPLE_RATE}
-    save_checkpoint(out, model.state_dict(), config, model_card(metrics, fxset, cross_domain, command))
-    with atomic_path(Path(out) / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    save_checkpoint(out, model.state_dict(), config, model_card(metrics, fxset, cross_domain, command), metrics)
     return metrics
 
 
 def load_recognizer(folder: str | os.PathLike) -> tuple[FeatureClassifier, dict]:
     """(model in eval mode, config) of a recognizer checkpoint; CheckpointError if it is not one."""
-    from fxlens.errors import CheckpointError
-    from fxlens.models.checkpoint import load_checkpoint
+    from fxlens.models.checkpoint import load_model
 
-    state, cfg = load_checkpoint(folder, "recognizer")
-    try:
-        model = FeatureClassifier(cfg["classes"], n_features=int(cfg["n_features"]), hidden=tuple(cfg["hidden"]),
-                                  multilabel=bool(cfg.get("multilabel", False)),
-                                  temperature=float(cfg.get("temperature", 1.0)))
-        model.load_state_dict(state)
-    except (KeyError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{folder}: recognizer checkpoint does not match its config ({type(e).__name__})") from None
-    model.eval()
-    return model, cfg
+    return load_model(folder, "recognizer", lambda cfg: FeatureClassifier(
+        cfg["classes"], n_features=int(cfg["n_features"]), hidden=tuple(cfg["hidden"]),
+        multilabel=bool(cfg.get("multilabel", False)), temperature=float(cfg.get("temperature", 1.0))))
 
 
 def model_card(metrics: dict, fxset, cross_domain, command: str | None) -> str:
