@@ -314,3 +314,14 @@ def test_train_encoder_builds_batches_on_the_fly(stems, tmp_path, monkeypatch): 
     assert history["step"] == 2
     # probability scheduling ran and stayed within [0.1, 1]
     assert history["probabilities"] and all(0.1 - 1e-9 <= p <= 1.0 + 1e-9 for p in history["probabilities"].values())
+
+
+def test_cli_training_bad_data_writes_nothing(stems, tmp_path, capsys):  # noqa: F811
+    assert main(["data", "pairs", str(tmp_path / "pairs"), "--data-dir", str(tmp_path / "missing")]) == 1
+    assert not (tmp_path / "pairs").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "encoder", "--out", str(tmp_path / "run"), "--data-dir", str(stems),
+                 "--precomputed", str(tmp_path / "empty"), "--steps", "1"]) == 1
+    assert not (tmp_path / "run").exists()
+    err = capsys.readouterr().err
+    assert err.count("error:") == 2 and "Traceback" not in err

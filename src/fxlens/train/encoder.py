@@ -196,9 +196,10 @@ def precompute_batches(data_root: str | os.PathLike, folder: str | os.PathLike, 
     """Build training batches 0..n_batches-1 of the train split and save their log-mels to `folder` (resumable:
     batches already there are kept). The options must match the training run's. Returns the number present."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     cfg = {"batch_size": batch_size, "seconds": seconds, "max_instruments": max_instruments,
            "hard_negatives": hard_negatives}
+    _builder(str(data_root), "train", cfg, seed)  # fail on a bad dataset before writing anything
+    folder.mkdir(parents=True, exist_ok=True)
     meta = {"seed": seed, **cfg}
     meta_path = folder / "pairs.json"
     if meta_path.exists():
@@ -207,7 +208,6 @@ def precompute_batches(data_root: str | os.PathLike, folder: str | os.PathLike, 
             raise FxlensError(f"{folder} holds batches made with other options ({old}); use another folder")
     else:
         write_text_atomic(meta_path, json.dumps(meta, indent=1) + "\n")
-    _builder(str(data_root), "train", cfg, seed)  # fail early on a bad dataset
     todo = [i for i in range(n_batches) if not saved_path(folder, i).exists()]
     chunks = [todo[i: i + 4] for i in range(0, len(todo), 4)]
     done = n_batches - len(todo)
@@ -427,6 +427,10 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
     say = log or (lambda s: None)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # bad data fails before anything is built or written
+    open_dataset(cfg.data_root, split="train")
+    if cfg.precomputed and not saved_indices(cfg.precomputed):
+        raise FxlensError(f"no saved batches in '{cfg.precomputed}' (make them with `fxlens data pairs`)")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
@@ -460,10 +464,7 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
 
     probabilities: dict[str, float] = dict(history.get("probabilities") or {})
     if cfg.precomputed:
-        indices = saved_indices(cfg.precomputed)
-        if not indices:
-            raise FxlensError(f"no saved batches in '{cfg.precomputed}' (make them with `fxlens data pairs`)")
-        history["saved_batches"] = len(indices)
+        history["saved_batches"] = len(saved_indices(cfg.precomputed))
 
         def batches():
             epoch = 0
