@@ -325,3 +325,62 @@ def test_cli_training_bad_data_writes_nothing(stems, tmp_path, capsys):  # noqa:
     assert not (tmp_path / "run").exists()
     err = capsys.readouterr().err
     assert err.count("error:") == 2 and "Traceback" not in err
+
+
+# --- AFx-Rep-style baseline objective ----------------------------------------------------------------------------
+
+
+def test_classify_objective_targets_and_loss_match_a_loop_reference(model):
+    """BCE over (instrument, effect) for the instruments present only, against a plain loop over the labels."""
+    from fxlens.data.pairs import PAIR_POOL
+
+    text_index = {n: i for i, n in enumerate(INSTRUMENTS)}
+    cfg = train_mod.EncoderTrainConfig(data_root="-", out_dir="-", objective="classify", crop_seconds=2.0)
+    torch.manual_seed(0)
+    head = train_mod.EffectHead(128, len(INSTRUMENTS), len(PAIR_POOL))
+    objective = train_mod.ClassifyObjective(model, head, cfg, text_index)
+    g = torch.Generator().manual_seed(3)
+    B = 3
+    effects = list(reversed(PAIR_POOL))  # a batch may list its effects in any order
+    active = torch.rand(B, 1, len(effects), generator=g) < 0.5
+    batch = {"mix_a": torch.randn(B, 2, 64, 20, generator=g), "mix_b": torch.randn(B, 2, 64, 20, generator=g),
+             "active": active, "instruments": ["piano"], "effects": effects}
+    loss, metrics, item_loss = objective(batch, 0.0, torch.Generator().manual_seed(0), torch.device("cpu"),
+                                         train=False)
+    with torch.no_grad():
+        logits = head(model.encoder.embed_mel(torch.cat([batch["mix_a"], batch["mix_b"]]))).double()
+    total, count = 0.0, 0
+    for i in range(2 * B):
+        for j, name in enumerate(effects):
+            y = float(active[i % B, 0, j])
+            z = float(logits[i, INSTRUMENTS.index("piano"), PAIR_POOL.index(name)])
+            p = 1 / (1 + math.exp(-z))
+            total += -(y * math.log(p) + (1 - y) * math.log(1 - p))
+            count += 1
+    assert float(loss.detach()) == pytest.approx(total / count, rel=1e-5)
+    assert item_loss.shape == (B,) and 0.0 <= metrics["cls_acc"] <= 1.0 and "mix_acc" in metrics
+
+
+def test_train_encoder_classify_objective_runs_and_resumes(stems, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(train_mod, "taxonomy", lambda: INSTRUMENTS)
+    monkeypatch.setattr(enc_mod, "minilm_embed", lambda texts: torch.nn.functional.normalize(
+        torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0)), dim=-1))
+    monkeypatch.setattr(train_mod, "PairBuilder", _cheap_pool_builder)
+    train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
+                                 hard_negatives=1, seed=0)
+    cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), steps=2, batch_size=2,
+                                       seconds=1.0, crop_seconds=0.75, max_instruments=2, hard_negatives=1,
+                                       val_batches=1, val_every=1, ckpt_every=1, warmup_steps=1, accelerator="cpu",
+                                       precomputed=str(tmp_path / "pairs"), objective="classify")
+    history = train_mod.train_encoder(cfg)
+    assert history["step"] == 2 and {"cls_loss", "cls_acc", "mix_acc"} <= set(history["val"][-1])
+    assert "AFx-Rep-style" in (tmp_path / "run" / "model" / "MODEL_CARD.md").read_text()
+    assert load_encoder(tmp_path / "run" / "model").embed(torch.randn(1, 2, SR) * 0.1, SR).shape == (1, 128)
+    cfg.steps = 3
+    assert train_mod.train_encoder(cfg)["step"] == 3  # resumes with its head
+
+
+def test_cli_unknown_objective_is_one_line(tmp_path, capsys):
+    assert main(["train", "encoder", "--out", str(tmp_path / "run"), "--objective", "triplet"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown objective" in err and "Traceback" not in err and not (tmp_path / "run").exists()

@@ -667,6 +667,8 @@ def train_encoder_command(
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
     lambda_inst: float = typer.Option(0.2, help="Final weight of the instrument loss (0: mixture objective only)."),
     no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Leave the hard negatives out of the loss."),
+    objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
+                                  "baseline: which effects are on which instrument)."),
     precomputed: Optional[Path] = typer.Option(None, help="Train on batches saved by `fxlens data pairs` (CPU)."),
     workers: int = typer.Option(1, help="DataLoader processes building batches on the fly."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads."),
@@ -685,11 +687,12 @@ def train_encoder_command(
 
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
-                             lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives,
+                             lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives, objective=objective,
                              precomputed=str(precomputed) if precomputed else None, workers=workers,
                              threads=threads, accelerator=accelerator,
                              devices=int(devices) if devices.isdigit() else devices, precision=precision, seed=seed,
                              val_every=val_every, ckpt_every=val_every, resume=not fresh, command=command_line())
+    cfg.check()  # a bad option fails before the progress bar
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
@@ -703,8 +706,10 @@ def train_encoder_command(
 
         history = train_encoder(cfg, progress=update, log=console.print)
     val = history["val"][-1] if history["val"] else {}
+    second = (f"effect classification acc {val.get('cls_acc', float('nan')):.3f}" if objective == "classify" else
+              f"instrument acc {val.get('inst_acc', float('nan')):.3f}")
     console.print(f"model in [bold]{out / 'model'}[/] (step {history['step']}; val mixture acc "
-                  f"{val.get('mix_acc', float('nan')):.3f}, instrument acc {val.get('inst_acc', float('nan')):.3f})")
+                  f"{val.get('mix_acc', float('nan')):.3f}, {second})")
 
 
 @bench_app.command("speed")

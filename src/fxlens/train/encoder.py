@@ -18,6 +18,13 @@ by `precompute_batches` (`fxlens data pairs`): identical batches for the same se
 `crop_seconds` window of each clip's log-mel (A and B cropped independently) and swaps left/right on a random half
 of the items - free augmentation that leaves the effects alone.
 
+AFx-Rep-style objective (`objective="classify"`, a baseline of the benchmark issue): the same encoder, data and
+schedule, trained instead to classify which pool effects sit on each instrument of a mixture (multi-label, one
+sigmoid per (instrument, effect), binary cross-entropy over the instruments present) through a small head on the
+embedding. AFx-Rep (ST-ITO) classifies which plugin and preset separate a clip from its processed copy; fxlens's
+pairs record which effects each stem's chain holds but not presets, and hold no dry copy, so the classification is
+of the effects present - its nearest equivalent on these data. No query encoder or extractor is trained.
+
 Probability scheduling: every item's mixture loss is credited to the effects in its chains; every
 `schedule_every` steps the running mean loss per effect is min-max scaled to [0.1, 1.0] and becomes that effect's
 application probability for the batches built next (FX-Encoder's rule on its quantity; the paper measured
@@ -48,9 +55,10 @@ from fxlens.data.stems import open_dataset, taxonomy
 from fxlens.errors import FxlensError
 from fxlens.features.mel import log_mel
 from fxlens.models.checkpoint import save_checkpoint
-from fxlens.models.encoder import ENCODER_PRESETS, SAMPLE_RATE, FxEncoder, describe
+from fxlens.models.encoder import EMBED_DIM, ENCODER_PRESETS, SAMPLE_RATE, FxEncoder, describe
 
 MEL_KEYS = ("mix_a", "mix_b", "negatives", "stems_a", "stems_b")
+OBJECTIVES = ("contrastive", "classify")
 
 
 @dataclass
@@ -86,6 +94,7 @@ class EncoderTrainConfig:
     devices: int | str = 1
     precision: str = "32-true"
     resume: bool = True
+    objective: str = "contrastive"
     command: str | None = field(default=None, repr=False)
 
     def check(self) -> None:
@@ -95,6 +104,8 @@ class EncoderTrainConfig:
             raise FxlensError("need steps >= 1, batch size >= 2 and 0 < crop seconds <= seconds")
         if not 0.0 <= self.lambda_inst < 1.0 or not 0.0 <= self.text_query_prob <= 1.0:
             raise FxlensError("lambda_inst must be in [0, 1) and text_query_prob in [0, 1]")
+        if self.objective not in OBJECTIVES:
+            raise FxlensError(f"unknown objective '{self.objective}' (choose {', '.join(OBJECTIVES)})")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -345,6 +356,60 @@ class EncoderObjective:
         return loss, metrics, item_loss
 
 
+class EffectHead(torch.nn.Module):
+    """The AFx-Rep-style objective's classifier: embedding (B, D) -> logits (B, instruments, effects)."""
+
+    def __init__(self, dim: int, n_instruments: int, n_effects: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.shape = (n_instruments, n_effects)
+        self.net = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(hidden, n_instruments * n_effects))
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.net(e).view(e.shape[0], *self.shape)
+
+
+class ClassifyObjective:
+    """AFx-Rep-style losses of one batch: which pool effects are on which instrument (see the module docstring).
+    The mixture NT-Xent and in-batch accuracy are computed without gradient, to compare runs on one scale."""
+
+    def __init__(self, model: FxEncoder, head: EffectHead, cfg: EncoderTrainConfig, text_index: Mapping[str, int]) -> None:
+        self.model, self.head, self.cfg, self.text_index = model, head, cfg, text_index
+        self.crop_frames = 1 + int(cfg.crop_seconds * SAMPLE_RATE) // 512
+
+    def __call__(self, batch: Mapping, lambda_inst: float, gen: torch.Generator, device: torch.device,
+                 train: bool = True) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        mels = {k: _crop(batch[k].to(device).float(), self.crop_frames, gen) for k in ("mix_a", "mix_b")}
+        B = mels["mix_a"].shape[0]
+        if train:
+            flip = torch.rand(B, generator=gen) < 0.5
+            mels = {k: _swap(v, flip) for k, v in mels.items()}
+        e = self.model.encoder.embed_mel(torch.cat([mels["mix_a"], mels["mix_b"]]))
+        n_inst, n_fx = self.head.shape
+        # targets (B, instruments, effects) and the mask of the instruments present
+        rows = torch.tensor([self.text_index[n] for n in batch["instruments"]], device=device)
+        cols = [i for i, name in enumerate(batch["effects"]) if name in PAIR_POOL]
+        fx_index = torch.tensor([PAIR_POOL.index(batch["effects"][i]) for i in cols], device=device)
+        target = torch.zeros(B, n_inst, n_fx, device=device)
+        active = batch["active"].to(device).float()[:, :, cols]  # (B, k, E')
+        target[:, rows.unsqueeze(1), fx_index.unsqueeze(0)] = active
+        mask = torch.zeros(n_inst, device=device)
+        mask[rows] = 1.0
+        logits = self.head(e)
+        target2 = torch.cat([target, target])
+        bce = F.binary_cross_entropy_with_logits(logits, target2, reduction="none")  # (2B, I, E)
+        per_item = (bce * mask[None, :, None]).sum(dim=(1, 2)) / (mask.sum() * n_fx)
+        loss = per_item.mean()
+        with torch.no_grad():
+            hits = ((logits > 0).float() == target2).float() * mask[None, :, None]
+            acc = hits.sum() / (mask.sum() * n_fx * 2 * B)
+            mix_losses, mix_hits = nt_xent(e[:B], e[B:], self.cfg.tau)
+        metrics = {"loss": float(loss.detach()), "cls_loss": float(loss.detach()), "cls_acc": float(acc),
+                   "mix_loss": float(mix_losses.mean()), "mix_acc": float(mix_hits.float().mean())}
+        item_loss = (per_item[:B] + per_item[B:]).detach() / 2
+        return loss, metrics, item_loss
+
+
 class Difficulty:
     """Running mean mixture loss per effect (items credited to every effect in their stems' chains)."""
 
@@ -386,19 +451,30 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
     n_saved = history.get("saved_batches", 0)
     data = (f"{n_saved} batches saved in `{cfg.precomputed}` by `fxlens data pairs` (each read "
             f"~{history['step'] / max(n_saved, 1):.1f} times)" if cfg.precomputed else "batches built on the fly")
+    if cfg.objective == "classify":
+        title = f"# AFx-Rep-style effects classifier `{cfg.preset}` (fxlens {__version__}; a benchmark baseline)"
+        what = ("Effects embeddings (128-d, L2-normalized) for mixtures, trained to classify which pool effects are on "
+                "each instrument (multi-label) - no contrastive loss, no query encoder or extractor (untrained here). "
+                "Trained by fxlens's own trainer on fxlens's rendered dry multitracks.")
+        objective = "objective: effect classification (binary cross-entropy per instrument and effect)"
+    else:
+        title = f"# Fx-Encoder++ `{cfg.preset}` (fxlens {__version__})"
+        what = ("Effects embeddings (128-d, L2-normalized) for mixtures, and per instrument through the extractor with "
+                "a text or audio query. Trained by fxlens's own trainer on fxlens's rendered dry multitracks.")
+        objective = (f"tau {cfg.tau:g}; lambda_inst 0 -> {cfg.lambda_inst:g} over "
+                     f"{cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}")
     lines = [
-        f"# Fx-Encoder++ `{cfg.preset}` (fxlens {__version__})",
+        title,
         "",
-        "Effects embeddings (128-d, L2-normalized) for mixtures, and per instrument through the extractor with a text "
-        "or audio query. Trained by fxlens's own trainer on fxlens's rendered dry multitracks.",
+        what,
         "",
         "## How it was made",
         f"- Command: `{cfg.command or 'fxlens.train.encoder.train_encoder(...)'}`",
         f"- Data: `{cfg.data_root}`, train split; {data}; {cfg.batch_size} mixture pairs per batch, 1-"
         f"{cfg.max_instruments} instruments, {cfg.hard_negatives} hard negatives, {cfg.seconds:g} s segments "
         f"cropped to {cfg.crop_seconds:g} s; effect pool {', '.join(PAIR_POOL)}.",
-        f"- Steps: {history['step']} of {cfg.steps}; AdamW lr {cfg.lr:g}, warm-up {cfg.warmup_steps}, cosine; tau "
-        f"{cfg.tau:g}; lambda_inst 0 -> {cfg.lambda_inst:g} over {cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}.",
+        f"- Steps: {history['step']} of {cfg.steps}; AdamW lr {cfg.lr:g}, warm-up {cfg.warmup_steps}, cosine; "
+        f"{objective}.",
         f"- Time: {elapsed / 60:.1f} min on {device} ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads).",
         f"- Parameters: encoder {params['encoder']:,}, audio query encoder {params['query_encoder']:,}, "
@@ -441,16 +517,24 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
     instruments = list(taxonomy())
     text_index = {n: i for i, n in enumerate(instruments)}
     model = FxEncoder(cfg.preset, instruments, segment_seconds=cfg.seconds)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    head = EffectHead(EMBED_DIM, len(instruments), len(PAIR_POOL)) if cfg.objective == "classify" else None
+    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
     net: FxEncoder = model.module if hasattr(model, "module") else model
-    objective = EncoderObjective(net, cfg, text_index)
+    if head is not None:
+        head = fabric.setup_module(head)
+        objective = ClassifyObjective(net, head, cfg, text_index)
+    else:
+        objective = EncoderObjective(net, cfg, text_index)
     difficulty = Difficulty(PAIR_POOL)
     history: dict = {"train": [], "val": [], "step": 0, "probabilities": {}, "config": _jsonable(asdict(cfg))}
     state_path = out / "state.pt"
     start = 0
     if cfg.resume and state_path.exists():
         state = {"model": model, "optimizer": optimizer, "history": {}, "difficulty": {}}
+        if head is not None:
+            state["head"] = head
         fabric.load(state_path, state)
         history, start = state["history"], state["history"]["step"]
         difficulty.value.update(state["difficulty"])
@@ -516,22 +600,26 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
         if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
             history["val"].append({"step": step + 1, **validate(net, objective, val_data, device)})
             model.train()
+            if head is not None:
+                head.train()
             say(f"step {step + 1}: val {json.dumps({k: round(v, 3) for k, v in history['val'][-1].items()})}")
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
             history["difficulty"] = dict(difficulty.value)
-            _save(fabric, out, model, optimizer, net, cfg, history, difficulty, str(device))
+            _save(fabric, out, model, optimizer, net, cfg, history, difficulty, str(device), head)
         if progress is not None:
             progress(step + 1, cfg.steps, metrics)
     return history
 
 
 @torch.no_grad()
-def validate(net: FxEncoder, objective: EncoderObjective, data: Sequence[Mapping], device) -> dict:
+def validate(net: FxEncoder, objective: EncoderObjective | ClassifyObjective, data: Sequence[Mapping], device) -> dict:
     net.eval()
+    if isinstance(objective, ClassifyObjective):
+        objective.head.eval()
     gen = torch.Generator().manual_seed(0)
     rows = [objective(b, 1.0, gen, device, train=False)[1] for b in data]
-    keys = ("mix_loss", "mix_acc", "query_acc", "inst_acc")
-    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+    keys = ("mix_loss", "mix_acc", "query_acc", "inst_acc", "cls_loss", "cls_acc")
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys if all(k in r for r in rows)}
 
 
 def _jsonable(d: dict) -> dict:
@@ -539,9 +627,12 @@ def _jsonable(d: dict) -> dict:
 
 
 def _save(fabric, out: Path, model, optimizer, net: FxEncoder, cfg: EncoderTrainConfig, history: dict,
-          difficulty: Difficulty, device: str) -> None:
+          difficulty: Difficulty, device: str, head: EffectHead | None = None) -> None:
     tmp = out / "state.pt.tmp"
-    fabric.save(tmp, {"model": model, "optimizer": optimizer, "history": history, "difficulty": difficulty.value})
+    state = {"model": model, "optimizer": optimizer, "history": history, "difficulty": difficulty.value}
+    if head is not None:
+        state["head"] = head
+    fabric.save(tmp, state)
     if fabric.is_global_zero:
         os.replace(tmp, out / "state.pt")
         config = {**net.config(), "training": _jsonable(asdict(cfg)), "step": history["step"]}
