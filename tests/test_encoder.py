@@ -384,3 +384,16 @@ def test_cli_unknown_objective_is_one_line(tmp_path, capsys):
     assert main(["train", "encoder", "--out", str(tmp_path / "run"), "--objective", "triplet"]) == 1
     err = capsys.readouterr().err
     assert "unknown objective" in err and "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_benchmark_names_encoders_by_their_training(tmp_path):
+    from fxlens.bench.baselines import training_style
+
+    cases = {"a": ({"objective": "classify"}, "AFx-Rep-style"),
+             "b": ({"lambda_inst": 0.0, "use_hard_negatives": False}, "FX-Encoder-style"),
+             "c": ({"lambda_inst": 0.2, "use_hard_negatives": True}, "Fx-Encoder++")}
+    for name, (training, expected) in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"kind": "fx_encoder", "training": training}))
+        assert training_style(tmp_path / name) == expected
+    assert training_style(tmp_path / "missing") == "Fx-Encoder++"

@@ -342,7 +342,9 @@ def test_instrument_wise_group_shapes_and_rules(inst_root, inst_set):
 
 def test_instrument_wise_stems_carry_the_same_chain(inst_root, inst_set):
     """Re-render from the files: the isolated stems of a query and of its target are the dry stems (read with
-    soundfile, levelled with pyloudnorm) through the same preset; the mixture is their levelled sum with the others."""
+    soundfile, levelled with pyloudnorm) through the same preset, levelled again after the chain (the benchmark's
+    output normalization); the mixture is the levelled sum of the processed stems before that (as they sit in it)
+    and of the others."""
     from fxlens.fx.chain import Chain
 
     g = inst_set["inst/bass"]
@@ -352,7 +354,7 @@ def test_instrument_wise_stems_carry_the_same_chain(inst_root, inst_set):
         chain = Chain.from_preset(q["preset"])
         for meta, stem, mix in ((q, g.query_stems[i], g.queries[i]), (tgt, g.pool_stems[t_idx], g.pool[t_idx])):
             wet = chain(_pyln_level(_read_stem(inst_root, meta["song"], "bass", meta["offset_s"])), SR)
-            torch.testing.assert_close(stem[None], wet.float(), atol=2e-4, rtol=1e-3)
+            torch.testing.assert_close(stem[None], _pyln_level(wet).float(), atol=2e-4, rtol=1e-3)
             total = wet.clone()
             for o in meta["others"]:
                 if "preset" in o:
@@ -515,3 +517,181 @@ def test_cli_end_to_end_with_a_model(inst_root, encoder_dir, tmp_path, capsys):
     assert list(res["methods"]) == ["random", "mfcc+spectral", "log-mel stats", "random CNN", "Fx-Encoder++ (enc-test)"]
     assert res["config"]["effects"] == ["gain", "parametric_eq"] and res["config"]["max_effects"] == 2
     assert "q_text R@1" in (tmp_path / "r.md").read_text() and (tmp_path / "plots" / "tsne-chains.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the same chains rendered by pedalboard; loudness-normalized clips; cache keys of the options
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _preset(name, sr=SR, **values):
+    from fxlens.fx.chain import Chain
+
+    return Chain([(name, values)]).to_preset(sr)
+
+
+def _pb_render(preset, x, sr=SR):
+    from fxlens.fx.pedalboard_map import render_preset_pedalboard
+
+    return render_preset_pedalboard(torch.as_tensor(x, dtype=torch.float32), sr, preset).double().numpy()
+
+
+def _impulse(n, amp=1.0):
+    x = np.zeros((1, 2, n), dtype=np.float32)
+    x[:, :, 0] = amp
+    return x
+
+
+def test_pedalboard_gain_delay_distortion_imager_closed_form():
+    pytest.importorskip("pedalboard")
+    rng = np.random.default_rng(0)
+    x = (0.2 * rng.standard_normal((1, 2, 4000))).astype(np.float32)
+    np.testing.assert_allclose(_pb_render(_preset("gain", gain_db=7.3), x), x * 10 ** (7.3 / 20), rtol=1e-5, atol=1e-7)
+    # delay: 250 ms = 4000 samples at 16 kHz; dry (1 - mix), echo k at k * 4000 samples with mix * fb^(k-1)
+    y = _pb_render(_preset("delay", time_ms=250.0, feedback=0.5, mix=0.3), _impulse(SR, 0.01))[0, 0]
+    nz = np.flatnonzero(np.abs(y) > 1e-9)
+    assert nz.tolist() == [0, 4000, 8000, 12000]
+    np.testing.assert_allclose(y[nz] / 0.01, [0.7, 0.3, 0.15, 0.075], rtol=1e-5)
+    # distortion with flat tone shelves: (1 - mix) x + mix tanh(10^(drive/20) x)
+    y = _pb_render(_preset("distortion", drive_db=12.0, mix=0.4), x)
+    np.testing.assert_allclose(y, 0.6 * x + 0.4 * np.tanh(10 ** (12 / 20) * x.astype(np.float64)), atol=2e-6)
+    # stereo imager: M = (L + R) / 2, S = width (L - R) / 2 (numpy: pedalboard has none)
+    y = _pb_render(_preset("stereo_imager", width=1.6), x)
+    m, s = 0.5 * (x[0, 0] + x[0, 1]), 0.8 * (x[0, 0] - x[0, 1])
+    np.testing.assert_allclose(y[0], np.stack([m + s, m - s]), atol=1e-6)
+
+
+def _mag_db(h, n):
+    return 20 * np.log10(np.abs(np.fft.rfft(h, n)) + 1e-12)
+
+
+def test_pedalboard_eq_matches_closed_form_and_fxlens():
+    pytest.importorskip("pedalboard")
+    from scipy import signal
+
+    from fxlens.fx.chain import Chain
+
+    # one peak: +9 dB at 1 kHz, Q 2; every other band flat. RBJ peaking biquad (closed form) via scipy.freqz
+    flat = {f"{b}_gain": 0.0 for b in ("low_shelf", "peak1", "peak3", "peak4", "high_shelf")}
+    p = _preset("parametric_eq", peak2_freq=1000.0, peak2_gain=9.0, peak2_q=2.0, **flat)
+    n = 8192
+    h = _pb_render(p, _impulse(n))[0, 0]
+    A, w0 = 10 ** (9.0 / 40), 2 * np.pi * 1000.0 / SR
+    alpha = np.sin(w0) / (2 * 2.0)
+    b = [1 + alpha * A, -2 * np.cos(w0), 1 - alpha * A]
+    a = [1 + alpha / A, -2 * np.cos(w0), 1 - alpha / A]
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    _, ref = signal.freqz(b, a, worN=freqs, fs=SR)
+    band = (freqs > 30) & (freqs < 0.45 * SR)
+    np.testing.assert_allclose(_mag_db(h, n)[band], 20 * np.log10(np.abs(ref[band])), atol=0.05)
+    centre = int(np.argmin(np.abs(freqs - 1000.0)))
+    assert _mag_db(h, n)[centre] == pytest.approx(9.0, abs=0.05)  # the peak's gain, at its centre
+    # a random six-band setting: pedalboard's cascade and fxlens's agree in magnitude
+    rng = np.random.default_rng(3)
+    vals = {"low_shelf_freq": 90.0, "low_shelf_gain": 6.0, "low_shelf_q": 0.7, "peak1_freq": 300.0,
+            "peak3_freq": 2500.0, "peak4_freq": 5000.0, "high_shelf_freq": 6000.0, "high_shelf_gain": -5.0}
+    vals.update({f"peak{k}_gain": float(rng.uniform(-12, 12)) for k in (1, 2, 3, 4)})
+    vals.update({f"peak{k}_q": float(rng.uniform(0.5, 4)) for k in (1, 2, 3, 4)})
+    p = _preset("parametric_eq", **vals)
+    h_pb = _pb_render(p, _impulse(n))[0, 0]
+    with torch.no_grad():
+        h_fx = Chain.from_preset(p)(torch.from_numpy(_impulse(n)).double(), SR)[0, 0].numpy()
+    np.testing.assert_allclose(_mag_db(h_pb, n)[band], _mag_db(h_fx, n)[band], atol=0.1)
+
+
+def test_pedalboard_limiter_multiband_reverb_where_they_should_agree():
+    pytest.importorskip("pedalboard")
+    t = np.arange(SR) / SR
+    quiet = np.broadcast_to(0.05 * np.sin(2 * np.pi * 220 * t), (1, 2, SR)).astype(np.float32)  # -26 dBFS peak
+    # limiter below its threshold: unchanged, once JUCE's make-up gain is undone
+    y = _pb_render(_preset("limiter", threshold_db=-12.0, attack_ms=1.0, release_ms=100.0), quiet)
+    assert 20 * np.log10(np.abs(y[..., SR // 2:]).max() / 0.05) == pytest.approx(0.0, abs=0.1)
+    # multiband compressor with mix 0: the LR4 crossover alone, whose bands sum to an all-pass (flat magnitude)
+    n = 8192
+    mb = {"low_freq_hz": 200.0, "high_freq_hz": 3000.0, "mix": 0.0}
+    h = _pb_render(_preset("multiband_compressor", **mb), _impulse(n))[0, 0]
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    np.testing.assert_allclose(_mag_db(h, n)[(freqs > 20) & (freqs < 0.45 * SR)], 0.0, atol=0.05)
+    # reverb, wet only: RT60 at 1 kHz (Schroeder, T20) near decay_s; wet impulse response of unit energy per channel
+    from scipy import signal
+
+    y = _pb_render(_preset("reverb", decay_s=1.2, high_decay_ratio=1.0, pre_delay_ms=0.0, mix=1.0), _impulse(3 * SR))
+    sos = signal.butter(4, [707, 1414], btype="band", fs=SR, output="sos")
+    e = np.cumsum(signal.sosfilt(sos, y[0, 0])[::-1] ** 2)[::-1]
+    edc = 10 * np.log10(e / e[0])
+    rt60 = 3 * (np.argmax(edc < -25) - np.argmax(edc < -5)) / SR
+    assert rt60 == pytest.approx(1.2, rel=0.15)
+    assert np.square(y[0]).sum(axis=-1) == pytest.approx([1.0, 1.0], rel=0.05)
+
+
+def test_pedalboard_mapping_errors(tiny_root):
+    from fxlens.errors import FxlensError
+    from fxlens.fx.pedalboard_map import preset_to_stages
+
+    with pytest.raises(FxlensError, match="tremolo"):
+        preset_to_stages(_preset("tremolo"), SR)
+    pytest.importorskip("pedalboard")
+    with pytest.raises(FxlensError, match="pedalboard cannot render"):
+        rt.build_eval_set(tiny_root, n_candidates=2, n_queries=2, seconds=SECONDS, sample_rate=SR, include_real=False,
+                          effects=("gain", "tremolo"), implementation="pedalboard")
+    with pytest.raises(FxlensError, match="implementation"):
+        rt.build_eval_set(tiny_root, n_candidates=2, n_queries=2, seconds=SECONDS, sample_rate=SR, include_real=False,
+                          effects=EFFECTS, implementation="juce")
+
+
+def _pyln(x) -> float:
+    import pyloudnorm
+
+    return pyloudnorm.Meter(SR).integrated_loudness(x.double().numpy().T)
+
+
+def test_eval_clips_are_at_minus_18_lufs_and_pedalboard_twins_share_content(tiny_root):
+    pytest.importorskip("pedalboard")
+    kw = dict(n_candidates=3, n_queries=3, seconds=SECONDS, seed=0, sample_rate=SR, include_real=False,
+              effects=EFFECTS, max_effects=3, groups=["bass", "pedalboard/bass", "pedalboard/mixture"])
+    es = rt.build_eval_set(tiny_root, implementation="both", **kw)
+    for g in es:
+        for x in torch.cat([g.queries, g.pool]):
+            assert _pyln(x) == pytest.approx(-18.0, abs=0.05)  # pyloudnorm: the independent reference
+    fx, pb = es["bass"], es["pedalboard/bass"]
+    assert pb.query_meta == fx.query_meta and pb.pool_meta == fx.pool_meta  # same songs, offsets and chains...
+    assert not torch.equal(pb.pool, fx.pool)  # ...rendered by another implementation (close: these effects agree)
+    assert set(rt.dataset_sources(tiny_root, implementation="pedalboard")) == {"pedalboard/bass", "pedalboard/drums",
+                                                                                "pedalboard/mixture"}
+    raw = rt.build_eval_set(tiny_root, implementation="both", output_lufs=None, **{**kw, "groups": ["bass"]})
+    levels = [_pyln(x) for x in raw["bass"].pool]
+    assert max(levels) - min(levels) > 1.0  # without the normalization, the chains' level differences stay
+    assert raw.config["output_lufs"] is None and es.config["output_lufs"] == -18.0
+
+
+def test_cache_key_changes_with_normalization_and_implementation(tiny_root, tmp_path):
+    pytest.importorskip("pedalboard")
+    kw = dict(n_candidates=2, n_queries=2, seconds=SECONDS, seed=0, sample_rate=SR, include_real=False,
+              effects=EFFECTS, max_effects=2, cache_dir=tmp_path)
+
+    def files():
+        return sorted(p.name for p in tmp_path.glob("*.pt"))
+
+    rt.build_eval_set(tiny_root, groups=["bass"], **kw)
+    assert len(files()) == 1
+    rt.build_eval_set(tiny_root, groups=["bass"], output_lufs=None, **kw)
+    assert len(files()) == 2  # normalization off: another key
+    rt.build_eval_set(tiny_root, groups=["bass", "pedalboard/bass"], implementation="both", **kw)
+    assert len(files()) == 3  # `bass` reused in a "both" run; its pedalboard twin is its own entry
+    stamp = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pt")}
+    rt.build_eval_set(tiny_root, groups=["pedalboard/bass"], implementation="pedalboard", **kw)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pt")} == stamp  # loaded, not re-rendered
+    cfg = {"group": "bass", "output_lufs": -18.0}
+    assert rt._cache_file(tmp_path, "bass", cfg) != rt._cache_file(tmp_path, "bass", {**cfg, "output_lufs": None})
+    assert rt._cache_file(tmp_path, "bass", cfg) != rt._cache_file(tmp_path, "bass", {**cfg, "renderer": "pedalboard"})
+
+
+def test_cli_bad_implementation_is_one_error_line(tmp_path, capsys):
+    from fxlens.cli import main
+
+    code = main(["bench", "retrieval", "--data-dir", str(tmp_path), "--implementation", "juce", "--no-real",
+                 "--out", str(tmp_path / "r.json")])
+    _, err = capsys.readouterr()
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error:") and "--implementation" in lines[0]
+    assert "Traceback" not in err and not (tmp_path / "r.json").exists()

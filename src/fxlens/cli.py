@@ -464,6 +464,13 @@ def bench_retrieval_command(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as Markdown here."),
     split: str = typer.Option("test", help="Dataset split the content comes from: test, or ood (held-out soundfont "
                               "and instruments)."),
+    implementation: str = typer.Option("fxlens", "--implementation", help="Who renders the chains: fxlens (its own "
+                                       "effects), pedalboard (groups pedalboard/<instrument> and pedalboard/mixture: "
+                                       "the same content and chains, an implementation never trained on; needs "
+                                       "pedalboard installed) or both."),
+    no_loudness_norm: bool = typer.Option(False, "--no-loudness-norm", help="Leave the clips at the level their "
+                                          "chains give (default: every clip at -18 LUFS after its chain, as the "
+                                          "encoder's training mixtures)."),
     out: Path = typer.Option(Path("bench-retrieval.json"), "--out", help="JSON results."),
 ) -> None:
     """Effect retrieval (Fx-Encoder++ protocol): R@1/5/10, MRR@10 with bootstrap CIs, mixture-level (Table 2) and
@@ -480,6 +487,13 @@ def bench_retrieval_command(
         raise FxlensError("--candidates must be >= 2, --queries >= 1, --seconds > 0 and --max-effects >= 1")
     if split == "train":
         raise FxlensError("--split train is what the models learn from: benchmark on test, ood (or val)")
+    if implementation not in IMPLEMENTATIONS:
+        raise FxlensError(f"--implementation must be {', '.join(IMPLEMENTATIONS[:-1])} or {IMPLEMENTATIONS[-1]}, "
+                          f"got {implementation!r}")
+    if implementation != "fxlens":
+        from fxlens.fx.pedalboard_map import require_pedalboard
+
+        require_pedalboard()  # a missing optional extra fails before any work
     pool = _split_names(effects) or list(PAIR_POOL)
     embedders = default_baselines(seed=seed) + encoder_embedders(model)  # bad checkpoints fail before any work
     with Progress(console=console) as progress:
@@ -489,7 +503,8 @@ def bench_retrieval_command(
                                           cache_dir=cache_dir or root.parent / "bench-cache", groups=group,
                                           include_real=not no_real, instrument_wise=not no_instrument_wise,
                                           effects=pool, max_effects=max_effects, plots_dir=plots, progress=update,
-                                          split=split)
+                                          split=split, implementation=implementation,
+                                          output_lufs=None if no_loudness_norm else EVAL_LUFS)
     console.print(results["report"])
     if markdown is not None:
         write_text_atomic(markdown, results["report"])

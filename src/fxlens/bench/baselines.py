@@ -150,12 +150,17 @@ class EncoderEmbedder:
                  batch_size: int = 16) -> None:
         from fxlens.models.encoder import FxEncoder, load_encoder
 
+        kind = "Fx-Encoder++"
         if isinstance(model, FxEncoder):
             self.model, label = model.to(device).eval(), model.preset
         else:
             self.model = load_encoder(model, device=device)
             label = Path(model).name if model is not None else "encoder-small"
-        self.name = name or f"Fx-Encoder++ ({label})"
+            if model is not None:
+                kind = training_style(Path(model))
+                if label == "model":  # a run's model/ folder: name it after the run
+                    label = Path(model).resolve().parent.name
+        self.name = name or f"{kind} ({label})"
         self.batch_size = batch_size
 
     def embed(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -164,6 +169,22 @@ class EncoderEmbedder:
     def embed_query(self, audio: torch.Tensor, sample_rate: int, query: str | torch.Tensor) -> torch.Tensor:
         return self.model.embed(audio, sample_rate, query=query, query_sample_rate=sample_rate,
                                 batch_size=self.batch_size)
+
+
+def training_style(folder: Path) -> str:
+    """What an encoder checkpoint was trained as, from the training options in its config.json: "AFx-Rep-style"
+    (`--objective classify`), "FX-Encoder-style" (mixture loss only, no hard negatives) or "Fx-Encoder++"."""
+    import json
+
+    try:
+        training = json.loads((folder / "config.json").read_text()).get("training") or {}
+    except (OSError, ValueError):
+        return "Fx-Encoder++"
+    if training.get("objective") == "classify":
+        return "AFx-Rep-style"
+    if training.get("lambda_inst") == 0 and training.get("use_hard_negatives") is False:
+        return "FX-Encoder-style"
+    return "Fx-Encoder++"
 
 
 def encoder_embedders(paths: list[str | os.PathLike] | None, device: str | torch.device = "cpu") -> list:

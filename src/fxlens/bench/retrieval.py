@@ -20,6 +20,15 @@ on that instrument's stem in the query song and in the target song, and each of 
 as `fxlens.bench.baselines.EncoderEmbedder`) also on the mixtures with an audio query (a dry clip of the instrument
 from a third song) and with a text query (the instrument's name).
 
+Loudness: every dry clip is at `DRY_LUFS` before its chain, and every rendered clip (query, candidate, isolated
+stem) is brought to `EVAL_LUFS` (-18 LUFS integrated, the encoder's training mixtures' level) after it, so that
+level alone is no cue (``output_lufs=None`` turns that off).
+
+Another implementation (the out-of-domain scenario "chains rendered by another implementation"): groups
+``pedalboard/<instrument>`` and ``pedalboard/mixture`` (``implementation="pedalboard"`` or ``"both"``) hold exactly
+the content and chain presets of ``<instrument>`` / ``mixture``, each chain rendered by pedalboard with the same
+settings in physical units (`fxlens.fx.pedalboard_map`, which documents the mapping and where it departs).
+
 Everything is deterministic under the seed (segments, chain counts, chain settings) and is cached to a folder:
 `build_eval_set(..., cache_dir=...)` renders once, later calls with the same configuration load the rendered audio.
 `run_retrieval_benchmark` (what `fxlens bench retrieval` runs) builds and scores one group at a time.
@@ -33,6 +42,7 @@ Everything is deterministic under the seed (segments, chain counts, chain settin
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -52,11 +62,14 @@ from fxlens.bench.metrics import DEFAULT_KS, per_query_metrics, relevance_mask, 
 from fxlens.errors import FxlensError, InvalidAudioError, ParameterError
 from fxlens.fx.chain import DEFAULT_POOL, Chain, RandomChain
 
-CACHE_VERSION = 2  # 2: instrument-wise groups (stems, audio queries) in the same file format
+CACHE_VERSION = 3  # 2: instrument-wise groups; 3: clips loudness-normalized after the chain, pedalboard groups
 MIXTURE = "mixture"
 REAL_PREFIX = "real/"
 INST_PREFIX = "inst/"  # instrument-wise groups (Table 3): "inst/<instrument>"
+PB_PREFIX = "pedalboard/"  # the same chains rendered by pedalboard: "pedalboard/<instrument>", "pedalboard/mixture"
+IMPLEMENTATIONS = ("fxlens", "pedalboard", "both")  # which renderer's groups a run holds
 DRY_LUFS = -18.0  # every dry clip is brought to this loudness before its chain (Fx-Encoder++ stems: -18..-14 LUFS)
+EVAL_LUFS = -18.0  # every evaluation clip is brought to this loudness after its chain (the training mixtures' level)
 METRICS = ("R@1", "R@5", "R@10", "MRR@10")
 
 
@@ -113,9 +126,20 @@ class ContentSource:
     """
 
     keys: list[str]
+    implementation: str = "fxlens"  # who renders the chains: fxlens's effects, or "pedalboard" (`render`)
 
     def draw(self, key: str, seconds: float, sample_rate: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
+
+    def render(self, preset: dict, x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """``(B, 2, T)`` dry clips through the chain `preset`, rendered by this source's `implementation`: fxlens's
+        own effects, or pedalboard's (`fxlens.fx.pedalboard_map`, same settings in physical units)."""
+        if self.implementation == "pedalboard":
+            from fxlens.fx.pedalboard_map import render_preset_pedalboard
+
+            return render_preset_pedalboard(x, sample_rate, preset)
+        with torch.no_grad():
+            return Chain.from_preset(preset)(x, sample_rate)
 
     def render_pair(self, preset: dict, rng: np.random.Generator, seconds: float, sample_rate: int,
                     draw_chain: Callable[[np.random.Generator], tuple[int, dict]]) -> PairClips:
@@ -125,8 +149,7 @@ class ContentSource:
         rest = [s for s in self.keys if s != ma["song"]]  # the target's content is another song
         t = rest[int(rng.integers(len(rest)))]
         xt, mt = _draw_clip(self, t, seconds, sample_rate, rng, exclude={ma["song"]})
-        with torch.no_grad():
-            wet = Chain.from_preset(preset)(torch.cat([xa, xt]), sample_rate)
+        wet = self.render(preset, torch.cat([xa, xt]), sample_rate)
         fxaudio.check_finite(wet, "rendered clip")
         return PairClips(wet[0:1], ma, wet[1:2], mt)
 
@@ -207,9 +230,7 @@ class InstrumentMixSource(ContentSource):
             if _rms_db(x) < -45.0:  # this stem rests here: nothing to add (and no loudness to normalize)
                 info.append({"stem": name, "silent": True})
                 continue
-            with torch.no_grad():
-                y = Chain.from_preset(preset)(_to_level(x, sample_rate), sample_rate)
-            mix = mix + y
+            mix = mix + self.render(preset, _to_level(x, sample_rate), sample_rate)
             info.append({"stem": name, "preset": preset, "n_effects": k})
         return _to_level(mix, sample_rate), info
 
@@ -267,28 +288,44 @@ class FileSource(ContentSource):
         raise InvalidAudioError(f"no non-silent {seconds:g} s segment in '{self.files[key]}'")
 
 
+def check_implementation(implementation: str) -> str:
+    if implementation not in IMPLEMENTATIONS:
+        raise ParameterError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}, got '{implementation}'")
+    return implementation
+
+
 def dataset_sources(data_root: str | os.PathLike, split: str = "test", instruments: Sequence[str] | None = None,
                     mixtures: bool = True, max_stems: int = 4, min_songs: int = 2,
-                    instrument_wise: bool = False) -> dict[str, ContentSource]:
+                    instrument_wise: bool = False, implementation: str = "fxlens") -> dict[str, ContentSource]:
     """One source per instrument of `split` of a stem dataset (having at least `min_songs` songs), plus mixtures,
     plus with `instrument_wise` one ``inst/<instrument>`` source per instrument with at least 3 songs
-    (`InstrumentMixSource`: the target stem, its mixture, a third song for the audio query)."""
+    (`InstrumentMixSource`: the target stem, its mixture, a third song for the audio query).
+
+    `implementation`: "fxlens" (the above), "pedalboard" (``pedalboard/<instrument>`` and ``pedalboard/mixture``:
+    the same content sources with the chains rendered by pedalboard; no instrument-wise ones) or "both"."""
     from fxlens.data.stems import open_dataset
 
+    check_implementation(implementation)
     ds = open_dataset(data_root, split=split)
     names = ds.instruments() if instruments is None else list(instruments)
-    out: dict[str, ContentSource] = {}
+    plain: dict[str, ContentSource] = {}
     for name in names:
         src = StemSource(ds, name)
         if len(src.keys) >= min_songs:
-            out[name] = src
+            plain[name] = src
     if mixtures and len(ds.songs()) >= min_songs:
-        out[MIXTURE] = MixtureSource(ds, max_stems)
-    if instrument_wise:
+        plain[MIXTURE] = MixtureSource(ds, max_stems)
+    out: dict[str, ContentSource] = dict(plain) if implementation != "pedalboard" else {}
+    if instrument_wise and implementation != "pedalboard":
         for name in names:
             src = InstrumentMixSource(ds, name, max_others=max_stems - 1)
             if len(src.keys) >= max(min_songs, 3):
                 out[INST_PREFIX + name] = src
+    if implementation != "fxlens":
+        for name, src in plain.items():
+            pb = copy.copy(src)
+            pb.implementation = "pedalboard"
+            out[PB_PREFIX + name] = pb
     return out
 
 
@@ -386,11 +423,23 @@ def _group_seed(seed: int, name: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), zlib.crc32(name.encode())])
 
 
-def _to_level(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """`x` scaled to `DRY_LUFS` (clips shorter than a 400 ms BS.1770 gating block: to the same RMS in dBFS)."""
+def _to_level(x: torch.Tensor, sample_rate: int, lufs: float = DRY_LUFS) -> torch.Tensor:
+    """`x` scaled to `lufs` (clips shorter than a 400 ms BS.1770 gating block: to the same RMS in dBFS)."""
     if x.shape[-1] >= 0.4 * sample_rate:
-        return fxaudio.normalize_loudness(x, sample_rate, DRY_LUFS)
-    return x * (10 ** ((DRY_LUFS - _rms_db(x)) / 20.0))
+        return fxaudio.normalize_loudness(x, sample_rate, lufs)
+    return x * (10 ** ((lufs - _rms_db(x)) / 20.0))
+
+
+def normalize_clip(x: torch.Tensor, sample_rate: int, lufs: float | None = EVAL_LUFS) -> torch.Tensor:
+    """A rendered evaluation clip ``(1, C, T)`` brought to `lufs` integrated loudness (BS.1770, as
+    `fxlens.audio.integrated_loudness`, which matches pyloudnorm), so that level is no cue; None: unchanged. A clip
+    that the chain made silent stays as it is (no loudness to normalize)."""
+    if lufs is None or _rms_db(x) == -math.inf:
+        return x
+    try:
+        return _to_level(x, sample_rate, lufs).float()
+    except InvalidAudioError:
+        return x
 
 
 def _draw_clip(source: ContentSource, key: str, seconds: float, sample_rate: int, rng: np.random.Generator,
@@ -424,9 +473,12 @@ def build_group(name: str, source: ContentSource, n_candidates: int, n_queries: 
                 sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, effects: Sequence[str] = DEFAULT_POOL,
                 min_effects: int = 1, max_effects: int = 8,
                 progress: Callable[[str, int, int], None] | None = None,
-                param_ranges: ParamRanges | None = None) -> EvalGroup:
+                param_ranges: ParamRanges | None = None, output_lufs: float | None = EVAL_LUFS) -> EvalGroup:
     """Render one group (see the module docstring); each pair comes from `source.render_pair`. Deterministic under
-    (`seed`, `name`). `param_ranges`: physical sub-ranges of the chains' settings (`RandomChain`)."""
+    (`seed`, `name`); a ``pedalboard/<x>`` group draws exactly the content and chains of group ``<x>`` (seeded by
+    ``<x>``), only rendered by pedalboard. `param_ranges`: physical sub-ranges of the chains' settings
+    (`RandomChain`). `output_lufs`: every rendered clip (queries, candidates, the instrument-wise isolated stems)
+    is brought to this integrated loudness after its chain (`normalize_clip`); None leaves the chains' levels."""
     if len(source.keys) < 2:
         raise FxlensError(f"group '{name}' needs at least 2 songs (target content must differ), has {len(source.keys)}")
     if n_candidates < 1 or n_queries < 1:
@@ -435,7 +487,10 @@ def build_group(name: str, source: ContentSource, n_candidates: int, n_queries: 
     if not 1 <= min_effects <= max_effects:
         raise ParameterError(f"need 1 <= min_effects <= max_effects <= {len(effects)}")
     samplers = _chain_samplers(effects, max_effects, param_ranges)
-    rng = np.random.default_rng(_group_seed(seed, name))
+    rng = np.random.default_rng(_group_seed(seed, name.removeprefix(PB_PREFIX)))
+
+    def level(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else normalize_clip(x, sample_rate, output_lufs)
 
     def draw_chain(r: np.random.Generator) -> tuple[int, dict]:
         k = int(r.integers(min_effects, max_effects + 1))
@@ -450,6 +505,8 @@ def build_group(name: str, source: ContentSource, n_candidates: int, n_queries: 
         for j in range(n_candidates):
             k, preset = draw_chain(rng)
             pair = source.render_pair(preset, rng, seconds, sample_rate, draw_chain)
+            pair.query, pair.target = level(pair.query), level(pair.target)
+            pair.query_stem, pair.target_stem = level(pair.query_stem), level(pair.target_stem)
             pool.append(pair.target)
             pmeta.append({**pair.target_meta, "preset": preset, "n_effects": k})
             pstems.append(pair.target_stem)
@@ -472,7 +529,10 @@ def build_group(name: str, source: ContentSource, n_candidates: int, n_queries: 
 
 
 def _cache_file(cache_dir: Path, name: str, config: dict) -> Path:
-    digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    """The cache file of a group: its name and a digest of its whole configuration (loudness normalization and
+    renderer included) and of `CACHE_VERSION`."""
+    key = {"cache_version": CACHE_VERSION, **config}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     safe = name.replace("/", "_")
     return cache_dir / f"{safe}-{digest}.pt"
 
@@ -519,16 +579,20 @@ def iter_eval_groups(
     progress: Callable[[str, int, int], None] | None = None,
     instrument_wise: bool = False,
     param_ranges: ParamRanges | None = None,
+    implementation: str = "fxlens",
+    output_lufs: float | None = EVAL_LUFS,
 ) -> tuple[dict, Iterator[EvalGroup]]:
     """(config, groups one at a time): what `build_eval_set` builds, without holding every group in memory (a
-    500-candidate group of 2 s stereo clips is ~0.4 GB; an instrument-wise one twice that). Unknown group names
-    and an empty selection are reported before anything is rendered."""
+    500-candidate group of 2 s stereo clips is ~0.4 GB; an instrument-wise one twice that). Unknown group names,
+    an empty selection, a pool effect pedalboard cannot render and a missing pedalboard are reported before anything
+    is rendered."""
+    check_implementation(implementation)
     if sources is None:
         sources = {}
         if data_root is not None:
             sources.update(dataset_sources(data_root, split, mixtures=True, max_stems=max_stems,
-                                           instrument_wise=instrument_wise))
-        if include_real:
+                                           instrument_wise=instrument_wise, implementation=implementation))
+        if include_real and implementation != "pedalboard":
             sources.update(real_sources())
     sources = dict(sources)
     if groups is not None:
@@ -540,22 +604,35 @@ def iter_eval_groups(
         raise FxlensError("no retrieval groups: give a dataset folder or install real recordings")
     max_effects = min(int(max_effects), len(effects))
     _chain_samplers(effects, max_effects, param_ranges)  # unknown effect or parameter names fail here, up front
+    pb_version = None
+    if any(src.implementation == "pedalboard" for src in sources.values()):
+        from fxlens.fx.pedalboard_map import PEDALBOARD_EFFECTS, require_pedalboard
+
+        pb_version = str(getattr(require_pedalboard(), "__version__", "unknown"))
+        unmapped = [e for e in effects if e not in PEDALBOARD_EFFECTS]
+        if unmapped:
+            raise FxlensError(f"pedalboard cannot render {unmapped} (it renders: {', '.join(PEDALBOARD_EFFECTS)})")
     base = {"n_candidates": int(n_candidates), "n_queries": int(n_queries), "seconds": float(seconds),
             "seed": int(seed), "sample_rate": int(sample_rate), "split": split, "max_stems": int(max_stems),
             "effects": list(effects), "min_effects": int(min_effects), "max_effects": max_effects,
             "data_root": str(Path(data_root).expanduser().resolve()) if data_root is not None else None,
-            "dry_lufs": DRY_LUFS}
+            "dry_lufs": DRY_LUFS, "output_lufs": None if output_lufs is None else float(output_lufs),
+            "implementation": implementation}
     if param_ranges:
         base["param_ranges"] = {e: {k: list(v) for k, v in r.items()} for e, r in param_ranges.items() if e in effects}
 
     def generate() -> Iterator[EvalGroup]:
         for name, src in sources.items():
-            config = {**base, "group": name, "songs": list(src.keys)}
+            # the run's `implementation` is no part of a group's key: `bass` is the same group in a "both" run
+            config = {**{k: v for k, v in base.items() if k != "implementation"}, "group": name,
+                      "songs": list(src.keys), "renderer": src.implementation}
+            if src.implementation == "pedalboard":
+                config["pedalboard_version"] = pb_version
             path = _cache_file(Path(cache_dir), name, config) if cache_dir is not None else None
             group = _load_group(path, config) if path is not None and path.is_file() else None
             if group is None:
                 group = build_group(name, src, n_candidates, n_queries, seconds, seed, sample_rate, effects,
-                                    min_effects, max_effects, progress, param_ranges)
+                                    min_effects, max_effects, progress, param_ranges, output_lufs)
                 if path is not None:
                     _save_group(path, group, config)
             yield group
@@ -570,6 +647,9 @@ def build_eval_set(data_root: str | os.PathLike | None = None, n_candidates: int
     Groups: each instrument of `split` of the dataset at `data_root` with at least 2 songs, ``mixture`` (1 to
     `max_stems` stems of a song summed), with `instrument_wise` the ``inst/<instrument>`` groups
     (`InstrumentMixSource`) and, with `include_real`, the installed real recordings (``real/...``).
+    `implementation` "pedalboard" gives instead ``pedalboard/<instrument>`` and ``pedalboard/mixture`` (the same
+    content and chains as the plain groups, rendered by pedalboard: `fxlens.fx.pedalboard_map`), "both" all of
+    them. Every clip is loudness-normalized to `output_lufs` (-18 LUFS) after its chain; None turns that off.
     `groups` keeps only the named ones. `sources` replaces the discovery with explicit {name: ContentSource}.
     Each group has `n_queries` queries with `n_candidates` candidates each (the paper uses 500), clips of
     `seconds` at `sample_rate`, chains of `min_effects`..`max_effects` effects drawn from `effects` (settings in
@@ -691,6 +771,13 @@ def summarize_scores(name: str, scores: Sequence[GroupScores], n_boot: int = 100
     if plain:
         pooled = _summary([s.views[CLIPS] for s in plain], [s.n_effects for s in plain], n_boot, seed)
         out["overall"], out["by_n_effects"] = pooled["overall"], pooled["by_n_effects"]
+    pb = [s for s in plain if s.name.startswith(PB_PREFIX)]
+    if pb:  # the same chains by two renderers: each pooled on its own (fxlens: its groups with a pedalboard twin)
+        twins = {s.name.removeprefix(PB_PREFIX) for s in pb}
+        fx = [s for s in plain if s.name in twins]
+        out["by_implementation"] = {
+            impl: _summary([s.views[CLIPS] for s in group], [s.n_effects for s in group], n_boot, seed)["overall"]
+            for impl, group in (("fxlens", fx), ("pedalboard", pb)) if group}
     if inst:
         views = [v for v in INSTRUMENT_VIEWS if all(v in s.views for s in inst)]
         out["instrument_wise"] = {
@@ -722,10 +809,21 @@ def evaluate(embedder: Embedder, eval_set: EvalSet, batch_size: int = 32, n_boot
 
 
 def _table_columns(groups: Sequence[str]) -> list[str]:
-    """Instrument families (sorted), then mixture, then real collections."""
-    inst = sorted(g for g in groups if g != MIXTURE and not g.startswith(REAL_PREFIX))
-    real = sorted(g for g in groups if g.startswith(REAL_PREFIX))
-    return inst + ([MIXTURE] if MIXTURE in groups else []) + real
+    """Instrument families (sorted), then mixture, then real collections, then the pedalboard-rendered groups in
+    the same order."""
+    def order(names: list[str]) -> list[str]:
+        inst = sorted(g for g in names if g != MIXTURE and not g.startswith(REAL_PREFIX))
+        real = sorted(g for g in names if g.startswith(REAL_PREFIX))
+        return inst + ([MIXTURE] if MIXTURE in names else []) + real
+
+    pb = [g.removeprefix(PB_PREFIX) for g in groups if g.startswith(PB_PREFIX)]
+    return order([g for g in groups if not g.startswith(PB_PREFIX)]) + [PB_PREFIX + g for g in order(pb)]
+
+
+def _column_name(group: str) -> str:
+    if group.startswith(PB_PREFIX):
+        return _column_name(group.removeprefix(PB_PREFIX)) + " (pedalboard)"
+    return group.removeprefix(REAL_PREFIX) + (" (real)" if group.startswith(REAL_PREFIX) else "")
 
 
 def _cell(s: Mapping | None, metric: str, ci: bool = False) -> str:
@@ -755,13 +853,27 @@ def markdown_table(results: Mapping, metric: str = "R@1", ci: bool = False) -> s
     if not groups:
         return ""
     cols = _table_columns(groups)
-    head = "| method | " + " | ".join(c.removeprefix(REAL_PREFIX) + (" (real)" if c.startswith(REAL_PREFIX) else "")
-                                      for c in cols) + " | all |"
+    head = "| method | " + " | ".join(_column_name(c) for c in cols) + " | all |"
     lines = [head, "|" + "---|" * (len(cols) + 2)]
     for name, r in methods.items():
         row = [_cell(r["groups"].get(c, {}).get("overall"), metric, ci) for c in cols]
         row.append(_cell(r["overall"], metric, ci))
         lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def implementation_table(results: Mapping, ci: bool = True) -> str:
+    """Mixture-level R@1, R@10, MRR@10 (%) pooled per renderer: the fxlens-rendered groups that have a pedalboard
+    twin, and the ``pedalboard/...`` groups (same content and chains); "" without pedalboard groups."""
+    methods = {n: r["by_implementation"] for n, r in _methods(results).items() if r.get("by_implementation")}
+    if not methods:
+        return ""
+    impls = [i for i in ("fxlens", "pedalboard") if any(i in r for r in methods.values())]
+    lines = ["| method | " + " | ".join(f"{i} {m}" for i in impls for m in ("R@1", "R@10", "MRR@10")) + " |",
+             "|" + "---|" * (1 + 3 * len(impls))]
+    for name, r in methods.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(r.get(i), m, ci) for i in impls
+                                                 for m in ("R@1", "R@10", "MRR@10")) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -808,6 +920,9 @@ def markdown_report(results: Mapping) -> str:
         parts.append(f"### Mixture-level retrieval, R@1 (%), {cfg.get('n_candidates', '?')} candidates "
                      f"(Table 2)\n\n{t2}")
         parts.append(f"### Mixture-level retrieval, R@10 (%)\n\n{markdown_table(results, 'R@10')}")
+    t_impl = implementation_table(results)
+    if t_impl:
+        parts.append(f"### Same chains, two implementations: fxlens vs pedalboard rendering (%, 95 % CI)\n\n{t_impl}")
     t3 = instrument_table(results)
     if t3:
         parts.append(f"### Instrument-wise retrieval (%), pooled over instruments (Table 3)\n\n{t3}")
@@ -823,10 +938,11 @@ def markdown_report(results: Mapping) -> str:
 def chain_clips(source: ContentSource, n_chains: int = 8, per_chain: int = 12, seconds: float = 2.0, seed: int = 0,
                 sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, effects: Sequence[str] = DEFAULT_POOL,
                 max_effects: int = 8, param_ranges: ParamRanges | None = None,
-                ) -> tuple[torch.Tensor, np.ndarray, list[dict]]:
+                output_lufs: float | None = None) -> tuple[torch.Tensor, np.ndarray, list[dict]]:
     """``(n_chains * per_chain, 2, T)`` clips, the chain index of each and the chain presets: `n_chains` random
     chains of 3..`max_effects` effects (so chains differ clearly), each on `per_chain` dry clips of random songs of
-    `source`. Deterministic under `seed`."""
+    `source`, rendered by the source's implementation and brought to `output_lufs` (None: not normalized).
+    Deterministic under `seed`."""
     lo = min(3, max_effects, len(effects))
     max_effects = min(max_effects, len(effects))
     samplers = _chain_samplers(effects, max_effects, param_ranges)
@@ -837,8 +953,8 @@ def chain_clips(source: ContentSource, n_chains: int = 8, per_chain: int = 12, s
         preset = samplers[k].sample_presets(1, sample_rate, seed=int(rng.integers(2**31 - 1)))[0]
         dry = [_draw_clip(source, source.keys[int(rng.integers(len(source.keys)))], seconds, sample_rate, rng,
                           exclude=set())[0] for _ in range(per_chain)]
-        with torch.no_grad():
-            clips.append(Chain.from_preset(preset)(torch.cat(dry), sample_rate).float())
+        wet = source.render(preset, torch.cat(dry), sample_rate).float()
+        clips.append(torch.cat([normalize_clip(w[None], sample_rate, output_lufs) for w in wet]))
         labels += [c] * per_chain
         presets.append(preset)
     return torch.cat(clips), np.asarray(labels), presets
@@ -868,6 +984,8 @@ def run_retrieval_benchmark(
     tsne_chains: int = 8,
     tsne_per_chain: int = 12,
     split: str = "test",
+    implementation: str = "fxlens",
+    output_lufs: float | None = EVAL_LUFS,
 ) -> dict:
     """Build (or load) the evaluation set group by group and score each embedder on it (default:
     `fxlens.bench.baselines.default_baselines`; add `fxlens.bench.baselines.EncoderEmbedder` for a learned model).
@@ -878,12 +996,18 @@ def run_retrieval_benchmark(
     augmentation, §4.1), None from each parameter's full range, or a mapping. `instrument_wise`: also the
     ``inst/<instrument>`` groups (Table 3). `plots_dir`: also write R@K against the number of effects (Figure 2)
     and a t-SNE of `tsne_chains` chains x `tsne_per_chain` contents per method (`fxlens.bench.plots`).
+    `implementation`: "fxlens" (chains rendered by fxlens's effects, the default), "pedalboard" (only the
+    ``pedalboard/<instrument>`` and ``pedalboard/mixture`` groups: the same content and chains rendered by
+    pedalboard, an implementation never trained on) or "both" (adds ``by_implementation`` to each method's results
+    and a table of the two renderings side by side). `output_lufs`: every clip is loudness-normalized to it after
+    its chain (default -18 LUFS, the training mixtures' level, so level is no cue); None turns it off.
     Prints nothing. Returns ``{"config", "methods": {name: evaluate(...)}, "table": markdown_table(R@1),
     "report": markdown_report(...), "plots": [paths]}`` and, with `out_json`, writes it there atomically (JSON).
     """
     from fxlens.data.pairs import PAIR_POOL, PAIR_RANGES
 
     effects = list(PAIR_POOL if effects is None else effects)
+    check_implementation(implementation)
     if isinstance(param_ranges, str):
         if param_ranges != "training":
             raise ParameterError(f"param_ranges must be 'training', None or a mapping, got '{param_ranges}'")
@@ -899,7 +1023,8 @@ def run_retrieval_benchmark(
     config, stream = iter_eval_groups(data_root, n_candidates, n_queries, seconds, seed, sample_rate=sample_rate,
                                       split=split, groups=groups, include_real=include_real, effects=effects,
                                       max_effects=max_effects, cache_dir=cache_dir, progress=progress,
-                                      instrument_wise=instrument_wise, param_ranges=param_ranges)
+                                      instrument_wise=instrument_wise, param_ranges=param_ranges,
+                                      implementation=implementation, output_lufs=output_lufs)
     scores: dict[str, list[GroupScores]] = {n: [] for n in names}
     info: dict[str, dict] = {}
     for group in stream:  # one group in memory at a time
@@ -920,7 +1045,7 @@ def run_retrieval_benchmark(
                        else None)
         if tsne_source is not None and tsne_chains >= 2:  # the test split's mixtures, as the "mixture" group
             audio, labels, _ = chain_clips(tsne_source, tsne_chains, tsne_per_chain, seconds, seed, sample_rate,
-                                           effects, config["max_effects"], param_ranges)
+                                           effects, config["max_effects"], param_ranges, output_lufs)
             embeddings = {n: _finalized(e, embed_clips(e, audio, sample_rate, batch_size)).numpy()
                           for e, n in zip(embedders, names)}
             paths.append(plots.plot_tsne(embeddings, labels, out_dir / "tsne-chains.png", seed=seed))

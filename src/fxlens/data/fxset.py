@@ -88,6 +88,7 @@ from fxlens.atomic import write_text_atomic
 from fxlens.errors import FxlensError, InvalidAudioError
 from fxlens.fx.chain import Chain
 from fxlens.fx.effect import get_effect
+from fxlens.fx.pedalboard_map import render_pedalboard, require_pedalboard  # shared with the retrieval benchmark
 
 __all__ = [
     "AGGREGATED_CLASSES",
@@ -248,26 +249,6 @@ def render_fxlens(x: torch.Tensor, sample_rate: int, preset: Mapping | None) -> 
         return Chain.from_preset(preset)(x, sample_rate)
 
 
-def _pedalboard():
-    try:
-        import pedalboard
-    except ImportError:
-        raise FxlensError("the pedalboard variant needs pedalboard: pip install 'pedalboard' (GPL, optional)") from None
-    return pedalboard
-
-
-def render_pedalboard(x: torch.Tensor, sample_rate: int, stages: list[dict]) -> torch.Tensor:
-    """Process (1, C, T) audio with pedalboard plugins [{"plugin": name, "params": {...}}], keeping the length."""
-    if not stages:
-        return x
-    pb = _pedalboard()
-    board = pb.Pedalboard([getattr(pb, s["plugin"])(**s["params"]) for s in stages])
-    y = board(np.ascontiguousarray(x[0].numpy(), dtype=np.float32), float(sample_rate), reset=True)
-    y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None]
-    n = x.shape[-1]
-    return y[..., :n] if y.shape[-1] >= n else torch.nn.functional.pad(y, (0, n - y.shape[-1]))
-
-
 def finish_clip(y: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, float]:
     """Output normalization: to `OUTPUT_LUFS`, lowered so the sample peak stays at or below `OUTPUT_PEAK_DB`.
     Returns the clip and the gain applied in dB."""
@@ -383,7 +364,7 @@ def build_fxset(
     if implementation not in ("fxlens", "pedalboard"):
         raise FxlensError(f"unknown implementation '{implementation}' (use fxlens or pedalboard)")
     if implementation == "pedalboard":
-        _pedalboard()
+        require_pedalboard()
     if not seconds >= 0.5:
         raise FxlensError(f"clip length must be at least 0.5 s (loudness needs 400 ms), got {seconds}")
     ds = open_dataset(stems_root)
