@@ -1,13 +1,15 @@
-"""Parameter estimation: masked loss, model layout, `fxlens train estimator` on a tiny fxset, checkpoint kinds."""
+"""Parameter estimation: masked loss, slot layout, the feature MLP and the log-mel ResNet-FiLM, spectral fine-tuning
+through the effects, `fxlens train estimator` and `bench recognition` on a tiny fxset, checkpoint kinds."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from fxlens.data import fxset
-from fxlens.errors import CheckpointError
+from fxlens.errors import CheckpointError, FxlensError
 from fxlens.fx.effect import get_effect
 from fxlens.models.checkpoint import load_checkpoint
 from fxlens.models.estimator import ParameterEstimator, masked_l1, slot_key
@@ -142,7 +144,7 @@ def test_bench_recognition_on_a_tiny_fxset(tiny_fxset, tmp_path, capsys):
     train_estimator(tiny_fxset, tmp_path / "est", epochs=2)
     out, md = tmp_path / "b.json", tmp_path / "b.md"
     code = main(["bench", "recognition", str(tiny_fxset), "--recognizer", str(tmp_path / "rec"), "--estimator",
-                 str(tmp_path / "est"), "--out", str(out), "--markdown", str(md)])
+                 str(tmp_path / "est"), "--out", str(out), "--markdown", str(md), "--mrstft-clips", "1"])
     assert code == 0, capsys.readouterr().err
     res = json.loads(out.read_text())
     test = res["recognition"]["in-domain test"]["aggregated"]
@@ -155,3 +157,210 @@ def test_bench_recognition_on_a_tiny_fxset(tiny_fxset, tmp_path, capsys):
     assert res["estimation"]["test"]["clips"] == 6
     text = md.read_text()
     assert "| in-domain test | 8 |" in text and "Parameter estimation" in text
+    # re-rendered estimates: one clip per class of test and ood, the true controls re-render the clip exactly
+    for split in ("test", "ood"):
+        sc = res["spectral"][split]
+        assert sc["clips"] == 3 and sc["mean"]["truth"] < 0.05 < sc["mean"]["dry"]
+        assert set(sc["mean"]) == {"dry", "random", "class_mean", "truth", "estimate"}
+    assert "Re-rendered estimates, test" in text
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The log-mel ResNet with FiLM conditioning, and spectral fine-tuning through the effects
+# ------------------------------------------------------------------------------------------------------------------
+
+SR = 44100
+
+
+def _resnet(classes=("a", "b", "dry"), seed=0, **kw):
+    from fxlens.models.estimator import MelResNetEstimator
+
+    torch.manual_seed(seed)
+    slots = [("delay", 3), ("tremolo", 3)]
+    return MelResNetEstimator(list(classes), slots, {"a": "delay", "b": "tremolo", "dry": None}, SR,
+                              channels=(4, 8), n_mels=16, n_fft=512, hop=256, hidden=16, **kw)
+
+
+def test_resnet_estimator_shapes_range_and_shared_layout():
+    from fxlens.models.estimator import SlotEstimator
+
+    model = _resnet().eval()
+    mlp = ParameterEstimator(["a", "b", "dry"], model.slots, model.class_slots, n_features=6)
+    assert isinstance(model, SlotEstimator) and isinstance(mlp, SlotEstimator)
+    assert model.input_kind == "audio" and mlp.input_kind == "features"
+    # one layout implementation: same offsets and masks as the MLP's for the same slots
+    assert model.offsets == mlp.offsets and torch.equal(model.class_mask, mlp.class_mask)
+    x = torch.randn(3, 2, SR // 4) * 0.1
+    out = model(x, model.one_hot(["a", "b", "a"]))
+    assert out.shape == (3, 6) and bool(((out >= 0) & (out <= 1)).all())
+    assert model.estimate(x, "b").shape == (3, 3)
+    # audio in, or its log-mel in: the same outputs
+    assert torch.allclose(model(model.log_mel(x), model.one_hot(["a"] * 3)), model(x, model.one_hot(["a"] * 3)))
+    with pytest.raises(FxlensError, match="no effect"):
+        model.estimate(x, "dry")
+    with pytest.raises(FxlensError, match="unknown class"):
+        model.estimate(x, "nope")
+    with pytest.raises(FxlensError, match="audio"):
+        model(torch.randn(3, SR // 4), model.one_hot(["a"] * 3))
+
+
+def test_film_conditioning_changes_the_outputs():
+    model = _resnet().eval()
+    x = torch.randn(2, 2, SR // 4) * 0.1
+    a = model(x, model.one_hot(["a", "a"]))
+    b = model(x, model.one_hot(["b", "b"]))
+    assert (a - b).abs().max() > 1e-3  # the class vector reaches the features (there is no other path)
+    # the FiLM layers are the only way in: zero their maps and the class no longer matters
+    for m in model.modules():
+        if type(m).__name__ == "FiLM":
+            torch.nn.init.zeros_(m.proj.weight)
+            torch.nn.init.zeros_(m.proj.bias)
+    assert torch.allclose(model(x, model.one_hot(["a", "a"])), model(x, model.one_hot(["b", "b"])))
+    # probabilities are accepted as conditioning (as AutoFX conditions on its classifier's output)
+    assert model.estimate(x, "a", class_probs=torch.tensor([[0.5, 0.5, 0.0]] * 2)).shape == (2, 3)
+
+
+def test_resnet_masked_loss_trains_only_the_active_slot():
+    model = _resnet().train()
+    x = torch.randn(4, 2, SR // 4) * 0.1
+    onehot = model.one_hot(["a", "a", "a", "a"])
+    out = model(x, onehot)
+    out.retain_grad()
+    target = torch.rand(4, 6)
+    loss = masked_l1(out, target, model.class_mask[[0, 0, 0, 0]])
+    loss.backward()
+    assert torch.all(out.grad[:, 3:] == 0) and torch.all(out.grad[:, :3] != 0)
+    assert model.out.weight.grad[3:].abs().sum() == 0 and model.out.weight.grad[:3].abs().sum() > 0
+
+
+def test_gradient_reaches_the_estimator_through_the_effect():
+    from fxlens.train.estimator import mrstft_loss, spectral_finetune_loss
+
+    model = _resnet().eval()
+    effect = get_effect("delay")
+    g = torch.Generator().manual_seed(1)
+    dry = torch.randn(2, 2, SR // 4, generator=g) * 0.1
+    with torch.no_grad():
+        wet = effect(dry, SR, torch.tensor([[0.3, 0.5, 0.5], [0.6, 0.2, 0.4]]))
+    loss, out = spectral_finetune_loss(model, wet, "a", dry, wet, effect, mrstft_loss(), SR)
+    assert out.shape == (2, 6) and torch.isfinite(loss)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["out.weight"][:3].abs().sum() > 0  # the delay slot gets a gradient from the audio loss
+    assert grads["out.weight"][3:].abs().sum() == 0  # the tremolo slot does not: it was not rendered
+    assert grads["stem.0.weight"].abs().sum() > 0  # all the way down to the first convolution
+
+
+def test_fixed_class_parameters_are_pinned_when_rendering():
+    from fxlens.train.estimator import render_controls
+
+    effect = get_effect("distortion")
+    g = torch.Generator().manual_seed(2)
+    dry = torch.randn(1, 2, 4096, generator=g) * 0.1
+    ctl = torch.rand(1, effect.n_params, generator=g)
+    pinned = ctl.clone()
+    pinned[0, effect.param_names.index("mix")] = 1.0  # fuzz fixes mix at 1 (the top of its range)
+    assert torch.allclose(render_controls(effect, "fuzz", dry, ctl, SR), effect(dry, SR, pinned))
+
+
+@pytest.fixture(scope="module")
+def tiny_resnet(tiny_fxset, tmp_path_factory):
+    """`train_estimator(model="resnet")` on the tiny fxset: (checkpoint folder, metrics)."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("est-resnet") / "res"
+    metrics = train_estimator(tiny_fxset, out, model="resnet", epochs=1, channels=(4, 8), n_mels=16, seed=0)
+    return out, metrics
+
+
+def test_train_resnet_end_to_end(tiny_resnet):
+    out, metrics = tiny_resnet
+    model, cfg = load_estimator(out)
+    assert type(model).__name__ == "MelResNetEstimator" and cfg["model"] == "resnet"
+    assert cfg["resnet"]["n_mels"] == 16 and cfg["resnet"]["channels"] == [4, 8]
+    assert metrics["splits"]["test"]["clips"] == 6 and metrics["model"] == "resnet"
+    assert (out / "MODEL_CARD.md").read_text().startswith("# estimator: effect settings from the log-mel")
+    assert json.loads((out / "metrics.json").read_text())["model"] == "resnet"
+
+
+def test_spectral_finetune_from_a_checkpoint(tiny_fxset, tiny_resnet, tmp_path):
+    """`--init` + spectral fine-tuning: MAE before/after, MRSTFT of dry / random / class mean / true / estimated
+    controls, and a checkpoint of the same kind."""
+    out, _ = tiny_resnet
+    ft = tmp_path / "ft"
+    m2 = train_estimator(tiny_fxset, ft, init=out, epochs=0, finetune_steps=1, finetune_batch=2, spectral_clips=1)
+    assert m2["model"] == "resnet" and len(m2["finetune"]["history"]) == 1
+    assert set(m2["before_finetune"]) == set(m2["splits"]) == {"val", "test", "ood"}
+    sc = m2["finetune"]["spectral"]["test"]
+    assert sc["clips"] == 3 and set(sc["mean"]) == {"dry", "random", "class_mean", "truth", "before", "after"}
+    # the fxset re-renders exactly from its labels: the true controls are (almost) at distance 0, dry is not
+    assert sc["mean"]["truth"] < 0.05 < sc["mean"]["dry"]
+    assert set(sc["per_class"]["fuzz"]["mean_controls"]) == {"truth", "before", "after"}
+    assert "Spectral fine-tuning" in (ft / "MODEL_CARD.md").read_text()
+    assert type(load_estimator(ft)[0]).__name__ == "MelResNetEstimator"
+    with pytest.raises(FxlensError, match="--init checkpoint holds a 'resnet'"):
+        train_estimator(tiny_fxset, tmp_path / "x", init=out, model="mlp", epochs=0)
+
+
+def test_load_estimator_of_both_kinds_and_a_foreign_model(tiny_fxset, tmp_path):
+    train_estimator(tiny_fxset, tmp_path / "mlp", epochs=1)
+    mlp, cfg = load_estimator(tmp_path / "mlp")
+    assert type(mlp).__name__ == "ParameterEstimator" and cfg["model"] == "mlp"
+    # an MLP config from before the `model` key existed still loads as an MLP (the shipped checkpoint)
+    cfg.pop("model")
+    (tmp_path / "mlp" / "config.json").write_text(json.dumps(cfg))
+    assert type(load_estimator(tmp_path / "mlp")[0]).__name__ == "ParameterEstimator"
+    cfg["model"] = "transformer"
+    (tmp_path / "mlp" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="unknown estimator model 'transformer'"):
+        load_estimator(tmp_path / "mlp")
+
+
+def test_cli_bad_model_is_one_line_and_writes_nothing(tiny_fxset, tmp_path, capsys):
+    from fxlens.cli import main
+
+    out = tmp_path / "never"
+    code = main(["train", "estimator", str(tiny_fxset), "-o", str(out), "--model", "cnn"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error:") and "mlp or resnet" in err
+    assert "Traceback" not in err and not out.exists()
+    with pytest.raises(FxlensError, match="unknown estimator model"):
+        train_estimator(tiny_fxset, out, model="cnn")
+    assert not out.exists()
+
+
+def test_bench_without_the_dry_stems_says_how_to_skip(tiny_fxset, tmp_path, capsys):
+    from fxlens.cli import main
+
+    out = tmp_path / "b.json"
+    code = main(["bench", "recognition", str(tiny_fxset), "--stems", str(tmp_path / "nowhere"), "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code != 0 and len(lines) == 1 and "--mrstft-clips 0" in err and not out.exists()
+
+
+def test_bench_recognition_scores_a_resnet_estimator(tiny_fxset, tiny_resnet, tmp_path, capsys):
+    from fxlens.cli import main
+
+    out = tmp_path / "b.json"
+    code = main(["bench", "recognition", str(tiny_fxset), "--estimator", str(tiny_resnet[0]), "--out", str(out),
+                 "--mrstft-clips", "1"])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads(out.read_text())
+    assert res["estimator"]["model"] == "resnet" and res["estimation"]["test"]["clips"] == 6
+    assert res["spectral"]["ood"]["clips"] == 3
+
+
+def test_analyze_runs_with_a_resnet_estimator(tiny_resnet, monkeypatch):
+    """`fxlens.analyze(..., estimator=<ResNet checkpoint>)` feeds it the windows' audio, not features."""
+    from fxlens.tasks import analyze as analyze_mod
+    from fxlens.tasks.analyze import analyze
+
+    # the tiny estimator knows fuzz, not the shipped recognizer's "distortion": route the detection there
+    monkeypatch.setattr(analyze_mod, "_fine_choice", lambda aggregated, fine: ("fuzz", 1.0))
+
+    t = torch.arange(44100 * 2) / 44100
+    x = torch.tanh(30 * torch.sin(2 * math.pi * 110 * t)).expand(2, -1) * 0.3  # hard-driven: not dry
+    res = analyze(x, 44100, estimator=tiny_resnet[0])
+    assert res.effects and res.effects[0].fine_class == "fuzz"  # the estimator ran
+    assert all(0.0 <= c <= 1.0 for d in res.effects for c in d.controls.values())

@@ -327,19 +327,41 @@ def train_recognizer_command(
 def train_estimator_command(
     fxset: Path = typer.Argument(..., help="An `fxlens data fxset` folder (train/val/test/ood)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write."),
-    feature_set: str = typer.Option("fxlens-406", help="fxlens-406 (AutoFX 163 + effect features) or autofx-163."),
-    epochs: int = typer.Option(100, help="Training epochs."),
+    model: Optional[str] = typer.Option(None, "--model", help="mlp (features + class one-hot; default) or resnet "
+                                        "(log-mel ResNet with FiLM class conditioning)."),
+    feature_set: str = typer.Option("fxlens-406", help="MLP input: fxlens-406 (AutoFX 163 + effect features) or "
+                                    "autofx-163."),
+    epochs: int = typer.Option(100, help="Supervised training epochs (0 allowed with --init)."),
+    train_clips: Optional[int] = typer.Option(None, "--train-clips", help="Use at most this many train clips per "
+                                              "class (default: all)."),
+    hop: int = typer.Option(1024, "--hop", help="ResNet: STFT hop of the log-mel input (FFT 2048, 64 bands)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this estimator checkpoint."),
+    finetune_steps: int = typer.Option(0, "--finetune-steps", help="Spectral fine-tuning steps: render estimates "
+                                       "through fxlens's effects, MRSTFT loss against the wet clip (0: none)."),
+    finetune_lr: float = typer.Option(1e-4, "--finetune-lr", help="Fine-tuning learning rate."),
+    finetune_batch: int = typer.Option(8, "--finetune-batch", help="Clips per fine-tuning step."),
+    param_weight: float = typer.Option(0.1, "--param-weight", help="Weight of the parameter L1 loss kept while "
+                                       "fine-tuning."),
+    spectral_clips: Optional[int] = typer.Option(None, "--spectral-clips", help="Clips per class of test whose "
+                                                 "re-rendered estimates are scored by MRSTFT (default: 10 when "
+                                                 "fine-tuning, else 0)."),
+    stems: Optional[Path] = typer.Option(None, "--stems", help="The dry stem dataset of the fxset (default: where "
+                                         "its labels say)."),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
-    """Effect settings: MLP on features + class one-hot -> normalized controls (loss on the active effect only)."""
+    """Effect settings: MLP on features or ResNet-FiLM on log-mels, class-conditioned -> normalized controls (loss
+    on the active effect only); optional spectral fine-tuning through fxlens's differentiable effects."""
     from rich.progress import Progress
     from rich.table import Table
 
-    from fxlens.train.estimator import results_table, train_estimator
+    from fxlens.train.estimator import results_table, spectral_table, train_estimator
 
     with Progress(console=console) as progress:
         metrics = train_estimator(fxset, out, feature_set=feature_set, epochs=epochs, seed=seed,
-                                  progress=_named_progress(progress))
+                                  progress=_named_progress(progress), model=model, max_train_per_class=train_clips,
+                                  hop=hop, init=init, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
+                                  finetune_batch=finetune_batch, param_weight=param_weight,
+                                  spectral_clips=spectral_clips, stems=stems, log=progress.console.print)
     for split in ("test", "ood"):
         rows = results_table(metrics, split)
         if not rows:
@@ -350,6 +372,10 @@ def train_estimator_command(
         for c, e, n, mo, ra, cm in rows:
             table.add_row(c, e, str(n), f"{mo:.3f}", f"{ra:.3f}", "-" if cm is None else f"{cm:.3f}")
         console.print(table)
+    spectral = (metrics.get("finetune") or {}).get("spectral") or metrics.get("spectral") or {}
+    for split, scores in spectral.items():
+        console.print(f"MRSTFT of re-rendered estimates, {split} (lower is better):")
+        console.print("\n".join(spectral_table(scores)), highlight=False)
     console.print(f"checkpoint, config, model card and metrics.json -> [bold]{out}[/]")
 
 
@@ -420,9 +446,13 @@ def bench_recognition_command(
     estimator: Optional[Path] = typer.Option(None, help="Estimator checkpoint (default: the shipped one)."),
     out: Path = typer.Option(Path("bench-recognition.json"), "--out", help="JSON results."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as Markdown here."),
+    mrstft_clips: int = typer.Option(10, "--mrstft-clips", help="Clips per class of test/ood whose estimates are "
+                                     "re-rendered and scored by MRSTFT against dry/random (0: skip)."),
+    stems: Optional[Path] = typer.Option(None, "--stems", help="The dry stem dataset of the fxset (default: where "
+                                         "its labels say)."),
 ) -> None:
-    """Recognition accuracy, per-class precision/recall, confusion matrices (in-domain, ood, cross-domain) and
-    per-parameter MAE beside random parameters."""
+    """Recognition accuracy, per-class precision/recall, confusion matrices (in-domain, ood, cross-domain),
+    per-parameter MAE beside random parameters, and the MRSTFT of re-rendered estimates beside dry and random."""
     from rich.progress import Progress
 
     from fxlens.atomic import write_text_atomic
@@ -430,7 +460,8 @@ def bench_recognition_command(
 
     with Progress(console=console) as progress:
         results = run_recognition_benchmark(fxset, cross_domain=cross_domain, recognizer=recognizer,
-                                            estimator=estimator, progress=_named_progress(progress))
+                                            estimator=estimator, progress=_named_progress(progress),
+                                            mrstft_clips=mrstft_clips, stems=stems)
     text = markdown_report(results)
     console.print(text)
     write_text_atomic(out, __import__("json").dumps(results, indent=2) + "\n")
@@ -479,7 +510,7 @@ def bench_retrieval_command(
 
     from fxlens.atomic import write_text_atomic
     from fxlens.bench.baselines import default_baselines, encoder_embedders
-    from fxlens.bench.retrieval import run_retrieval_benchmark
+    from fxlens.bench.retrieval import EVAL_LUFS, IMPLEMENTATIONS, run_retrieval_benchmark
     from fxlens.data.pairs import PAIR_POOL
 
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"

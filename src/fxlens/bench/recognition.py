@@ -9,6 +9,12 @@ aggregated class; its fine accuracy is reported too (in-domain only: pedalboard'
 Parameter estimation on the test and ood splits, given the true fine class (as AutoFX §5.3 reports it): mean
 absolute error of the normalized controls per class and parameter, beside uniform random controls (exact
 expectation) and the class's mean train control. Parameters that a class fixes are left out of the averages.
+Either estimator kind (feature MLP or log-mel ResNet-FiLM) is read from its checkpoint.
+
+Re-rendered estimates (``mrstft_clips`` per class of test and ood, 0 to skip): each clip's estimated controls are
+rendered through the class's fxlens effect on the clip's dry source (re-read from the stem dataset) and compared to
+the wet clip with auraloss's multi-resolution STFT distance, level-matched, beside the dry source itself, uniform
+random controls, the class-mean controls and the true controls (`fxlens.train.estimator.spectral_scores`).
 """
 
 from __future__ import annotations
@@ -76,11 +82,29 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
 
 def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.PathLike | None = None,
                               recognizer=None, estimator=None,
-                              progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Evaluate a recognizer and an estimator (default: the shipped ones); returns the JSON-able results."""
+                              progress: Callable[[str, int, int], None] | None = None,
+                              mrstft_clips: int = 0, stems: str | os.PathLike | None = None) -> dict:
+    """Evaluate a recognizer and an estimator (default: the shipped ones); returns the JSON-able results.
+
+    `mrstft_clips`: clips per class of test and ood whose estimates are re-rendered and scored with the MRSTFT
+    distance (0: none); `stems`: the dry stem dataset (default: where the fxset labels say it is)."""
     from fxlens.tasks.analyze import load_estimator, load_recognizer
-    from fxlens.train.estimator import evaluate
+    from fxlens.train.estimator import DrySources, evaluate, spectral_scores, split_inputs
     from fxlens.train.recognizer import split_features
+
+    if mrstft_clips < 0:
+        raise FxlensError("--mrstft-clips must be >= 0")
+    dry = DrySources(stems)
+    if mrstft_clips > 0:  # fail before the long part when the dry stems are not where the labels say
+        from fxlens.data.fxset import read_labels
+
+        try:
+            first = next((r for r in read_labels(fxset, SPLITS_IN_DOMAIN[0]) if len(r.get("fine_labels", [])) == 1
+                          and r.get("preset")), None)
+            if first is not None:
+                dry.load(first)
+        except FxlensError as e:
+            raise FxlensError(f"{e}; or skip the re-rendered estimates: --mrstft-clips 0") from None
 
     t0 = time.perf_counter()
     rec, rcfg = load_recognizer(recognizer)
@@ -111,12 +135,19 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
             continue
         results["recognition"][name] = recognition_scores(rec, list(rcfg["classes"]), torch.cat(fs), ls)
     class_mean = {c: torch.tensor(v) for c, v in ecfg.get("class_mean", {}).items()}
+    results["estimator"] = {"model": ecfg.get("model", "mlp"), "feature_set": ecfg.get("feature_set")}
     for s in SPLITS_IN_DOMAIN:
+        cb = (lambda d, n, s=s: progress(f"estimator inputs {s}", d, n)) if progress else None
         try:
-            f, lab = feats(fxset, s, ecfg["feature_set"])
+            f, lab = split_inputs(est, ecfg, fxset, s, progress=cb)
         except FxlensError:
             continue
         results["estimation"][s] = evaluate(est, f, lab, ecfg["slot_info"], class_mean or None)
+        if mrstft_clips > 0:
+            cb = (lambda d, n, s=s: progress(f"MRSTFT {s}", d, n)) if progress else None
+            results.setdefault("spectral", {})[s] = spectral_scores(
+                {"estimate": est}, f, lab, fxset, ecfg["slot_info"], class_mean or None, mrstft_clips, dry,
+                progress=cb)
     results["seconds"] = time.perf_counter() - t0
     return results
 
@@ -126,7 +157,10 @@ def _pct(v) -> str:
 
 
 def markdown_report(results: dict) -> str:
-    """The benchmark as Markdown: accuracy table, per-class precision/recall, confusion matrices, parameter MAE."""
+    """The benchmark as Markdown: accuracy table, per-class precision/recall, confusion matrices, parameter MAE,
+    MRSTFT of re-rendered estimates."""
+    from fxlens.train.estimator import spectral_table
+
     rec = results["recognition"]
     lines = ["## Effect recognition (aggregated classes)", "", "| set | clips | accuracy % | fine accuracy % |",
              "|---|---|---|---|"]
@@ -184,4 +218,7 @@ def markdown_report(results: dict) -> str:
                         continue
                     cm = "-" if pv["class_mean"] is None else f"{pv['class_mean']:.3f}"
                     lines.append(f"| {c} | {p} | {pv['model']:.3f} | {pv['random']:.3f} | {cm} |")
+    for s, sc in results.get("spectral", {}).items():
+        lines += ["", f"## Re-rendered estimates, {s}: MRSTFT to the wet clip (level-matched; lower is better)", "",
+                  *spectral_table(sc)]
     return "\n".join(lines) + "\n"

@@ -1,10 +1,18 @@
-"""Parameter estimation from features (AutoFX §5.3, the MLP variant): which settings made this effect?
+"""Parameter estimation (AutoFX §5.3): which settings made this effect?
 
-`ParameterEstimator` maps standardized clip features plus a one-hot of the (fine) effect class to the normalized
-controls ([0, 1]) of every effect it knows, laid out in *slots*: one block of outputs per (effect, config) — e.g.
-``delay``, ``modulated_delay`` with a 90 degree stereo phase (chorus), ``parametric_eq`` — whose width is that
-effect's parameter count. A class selects one slot (`class_slots`); only that slot's outputs are trained
-(`masked_l1`) and read. Outputs go through a sigmoid, so every estimate is a valid control.
+Two estimators, one output layout. Each maps its input plus a class-conditioning vector (a one-hot of the fine
+effect class, or a recognizer's class probabilities) to the normalized controls ([0, 1]) of every effect it knows,
+laid out in *slots*: one block of outputs per (effect, config) — e.g. ``delay``, ``modulated_delay`` with a 90
+degree stereo phase (chorus), ``parametric_eq`` — whose width is that effect's parameter count. A class selects one
+slot (`SlotEstimator.class_slots`); only that slot's outputs are trained (`masked_l1`) and read
+(`SlotEstimator.estimate`). Outputs go through a sigmoid, so every estimate is a valid control.
+
+- `ParameterEstimator` (the paper's MLP variant): standardized clip features + the conditioning vector,
+  concatenated, through an MLP. ``input_kind = "features"``.
+- `MelResNetEstimator` (the paper's CNN variant, fig. 5.4): a small ResNet on the clip's log-mel spectrogram
+  (`fxlens.features.mel.log_mel`, one image channel per audio channel), with FiLM layers (Perez et al. 2018) whose
+  scale and shift are computed from the conditioning vector. ``input_kind = "audio"``: it takes (B, C, T) audio
+  at its `sample_rate` (or the log-mel of it, precomputed).
 """
 
 from __future__ import annotations
@@ -24,18 +32,21 @@ def slot_key(effect: str, config: dict | None) -> str:
     return effect if not config else f"{effect}{json.dumps(config, sort_keys=True)}"
 
 
-class ParameterEstimator(nn.Module):
-    """features (B, F) + class one-hot (B, K) -> normalized controls (B, P) in [0, 1], P = sum of slot widths.
+class SlotEstimator(nn.Module):
+    """What every estimator shares: the slot layout, the class masks, the one-hot and `estimate`.
+
+    Subclasses implement ``forward(inputs, class_probs) -> (B, n_outputs)`` controls in [0, 1] and set
+    `input_kind` (what ``inputs`` is: "features" or "audio").
 
     Args:
-        classes: class names, the order of the one-hot.
+        classes: class names, the order of the one-hot / probability vector.
         slots: [(slot key, width)] in output order.
         class_slots: class name -> slot key, or None for classes without an effect (dry).
-        n_features: input feature count (standardized with stored train statistics).
     """
 
-    def __init__(self, classes: list[str], slots: list[tuple[str, int]], class_slots: dict[str, str | None],
-                 n_features: int, hidden: tuple[int, ...] = (512, 512), dropout: float = 0.3) -> None:
+    input_kind = ""
+
+    def __init__(self, classes: list[str], slots: list[tuple[str, int]], class_slots: dict[str, str | None]) -> None:
         super().__init__()
         self.classes = list(classes)
         self.slots = [(str(k), int(w)) for k, w in slots]
@@ -46,6 +57,53 @@ class ParameterEstimator(nn.Module):
             o += w
         self.offsets = offsets
         self.n_outputs = o
+        # output mask of each class: 1 on its slot's outputs
+        mask = torch.zeros(len(self.classes), self.n_outputs)
+        for i, c in enumerate(self.classes):
+            k = self.class_slots.get(c)
+            if k is not None:
+                a, b = self.offsets[k]
+                mask[i, a:b] = 1.0
+        self.register_buffer("class_mask", mask, persistent=False)
+
+    def one_hot(self, names: list[str]) -> torch.Tensor:
+        try:
+            idx = torch.tensor([self.classes.index(n) for n in names], dtype=torch.long)
+        except ValueError:
+            raise FxlensError(f"unknown class in {names} (known: {', '.join(self.classes)})") from None
+        return nn.functional.one_hot(idx, len(self.classes)).float()
+
+    def slot_range(self, class_name: str) -> tuple[int, int]:
+        """(start, end) of `class_name`'s slot in the output vector; FxlensError for dry or unknown classes."""
+        if class_name not in self.class_slots:
+            raise FxlensError(f"unknown class '{class_name}' (known: {', '.join(self.classes)})")
+        k = self.class_slots[class_name]
+        if k is None:
+            raise FxlensError(f"class '{class_name}' has no effect to estimate")
+        return self.offsets[k]
+
+    def estimate(self, inputs: torch.Tensor, class_name: str, class_probs: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Controls (B, width) of `class_name`'s slot. Conditioned on that class (one-hot) unless `class_probs`
+        (B, K) — e.g. a recognizer's probabilities, as AutoFX conditions its CNN — is given."""
+        a, b = self.slot_range(class_name)
+        cond = self.one_hot([class_name] * inputs.shape[0]) if class_probs is None else class_probs
+        return self.forward(inputs, cond)[:, a:b]
+
+
+class ParameterEstimator(SlotEstimator):
+    """features (B, F) + class one-hot (B, K) -> normalized controls (B, P) in [0, 1], P = sum of slot widths.
+
+    Args:
+        classes, slots, class_slots: the slot layout (`SlotEstimator`).
+        n_features: input feature count (standardized with stored train statistics).
+    """
+
+    input_kind = "features"
+
+    def __init__(self, classes: list[str], slots: list[tuple[str, int]], class_slots: dict[str, str | None],
+                 n_features: int, hidden: tuple[int, ...] = (512, 512), dropout: float = 0.3) -> None:
+        super().__init__(classes, slots, class_slots)
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         layers: list[nn.Module] = []
@@ -55,14 +113,6 @@ class ParameterEstimator(nn.Module):
             width = h
         layers.append(nn.Linear(width, self.n_outputs))
         self.net = nn.Sequential(*layers)
-        # output mask of each class: 1 on its slot's outputs
-        mask = torch.zeros(len(self.classes), self.n_outputs)
-        for i, c in enumerate(self.classes):
-            k = self.class_slots.get(c)
-            if k is not None:
-                a, b = self.offsets[k]
-                mask[i, a:b] = 1.0
-        self.register_buffer("class_mask", mask, persistent=False)
 
     def set_standardization(self, features: torch.Tensor) -> None:
         self.feature_mean.copy_(features.mean(0))
@@ -75,21 +125,106 @@ class ParameterEstimator(nn.Module):
         z = ((features - self.feature_mean) / self.feature_std).clamp(-Z_CLIP, Z_CLIP)
         return torch.sigmoid(self.net(torch.cat([z, class_probs.to(z.dtype)], dim=1)))
 
-    def one_hot(self, names: list[str]) -> torch.Tensor:
-        try:
-            idx = torch.tensor([self.classes.index(n) for n in names], dtype=torch.long)
-        except ValueError:
-            raise FxlensError(f"unknown class in {names} (known: {', '.join(self.classes)})") from None
-        return nn.functional.one_hot(idx, len(self.classes)).float()
 
-    def estimate(self, features: torch.Tensor, class_name: str) -> torch.Tensor:
-        """Controls (B, width) of `class_name`'s slot, conditioned on that class."""
-        k = self.class_slots.get(class_name)
-        if k is None:
-            raise FxlensError(f"class '{class_name}' has no effect to estimate")
-        a, b = self.offsets[k]
-        out = self.forward(features, self.one_hot([class_name] * features.shape[0]))
-        return out[:, a:b]
+class FiLM(nn.Module):
+    """Feature-wise linear modulation: ``h * (1 + gamma(c)) + beta(c)``, per channel (dim 1) of ``h``.
+
+    ``gamma`` and ``beta`` are one linear map of the conditioning vector ``c`` (B, K). Written as ``1 + gamma`` so
+    that a zero map is the identity; the default (random) initialization makes every class modulate from the start.
+    """
+
+    def __init__(self, n_cond: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(n_cond, 2 * channels)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.proj(cond.to(h.dtype)).chunk(2, dim=1)
+        shape = (h.shape[0], h.shape[1]) + (1,) * (h.dim() - 2)
+        return h * (1.0 + gamma.reshape(shape)) + beta.reshape(shape)
+
+
+class FiLMResBlock(nn.Module):
+    """Two 3x3 convolutions (the first with `stride`) with batch norm, FiLM before the residual sum, ReLU after;
+    a 1x1 projection on the skip path when the shape changes (He et al. 2016, the paper's fig. 5.3)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, n_cond: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.film = FiLM(n_cond, c_out)
+        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
+                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(h)))
+        y = self.film(self.bn2(self.conv2(y)), cond)
+        return torch.relu(y + self.skip(h))
+
+
+class MelResNetEstimator(SlotEstimator):
+    """log-mel of the clip (B, C, n_mels, frames) + class conditioning (B, K) -> controls (B, P) in [0, 1].
+
+    Architecture: a 3x3 stride-2 stem convolution, one `FiLMResBlock` per entry of `channels` (stride 1, then 2),
+    mean and max pooling over frequency and time, a hidden layer (FiLM-modulated too) and a linear map to every
+    slot, sigmoid. The paper's AutoFx ResNet is larger (fig. C.1); this one is sized to train on a CPU in minutes.
+
+    Args:
+        classes, slots, class_slots: the slot layout (`SlotEstimator`).
+        sample_rate: rate of the audio `forward` accepts (the mel filterbank's).
+        channels: convolution widths per stage.
+        n_mels, n_fft, hop: log-mel settings (`fxlens.features.mel.log_mel`, 50 Hz - 18 kHz, dB in [-80, 40]
+            mapped to [-1, 1]).
+        audio_channels: channels of the input audio (2: stereo, so width and inter-channel cues stay visible).
+    """
+
+    input_kind = "audio"
+
+    def __init__(self, classes: list[str], slots: list[tuple[str, int]], class_slots: dict[str, str | None],
+                 sample_rate: int, channels: tuple[int, ...] = (16, 32, 64), n_mels: int = 64, n_fft: int = 2048,
+                 hop: int = 512, audio_channels: int = 2, hidden: int = 128, dropout: float = 0.1) -> None:
+        super().__init__(classes, slots, class_slots)
+        if not channels:
+            raise FxlensError("the ResNet needs at least one stage (channels)")
+        self.sample_rate = int(sample_rate)
+        self.n_mels, self.n_fft, self.hop, self.audio_channels = int(n_mels), int(n_fft), int(hop), int(audio_channels)
+        k = len(self.classes)
+        self.stem = nn.Sequential(nn.Conv2d(self.audio_channels, channels[0], 3, 2, 1, bias=False),
+                                  nn.BatchNorm2d(channels[0]), nn.ReLU())
+        blocks, c_in = [], channels[0]
+        for i, c in enumerate(channels):
+            blocks.append(FiLMResBlock(c_in, c, 1 if i == 0 else 2, k))
+            c_in = c
+        self.blocks = nn.ModuleList(blocks)
+        self.fc = nn.Linear(2 * c_in, hidden)
+        self.fc_film = FiLM(k, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, self.n_outputs)
+
+    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) audio at `sample_rate` -> the (B, C, n_mels, frames) input of the network."""
+        from fxlens.features.mel import log_mel
+
+        if audio.dim() != 3 or audio.shape[1] != self.audio_channels:
+            raise FxlensError(f"the ResNet estimator takes ({self.audio_channels}-channel) audio (B, C, T), got "
+                              f"shape {tuple(audio.shape)}")
+        return log_mel(audio.float(), self.sample_rate, n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels)
+
+    def forward(self, inputs: torch.Tensor, class_probs: torch.Tensor) -> torch.Tensor:
+        """`inputs`: (B, C, T) audio at `sample_rate`, or its log-mel (B, C, n_mels, frames) precomputed with
+        `log_mel` (training reads cached ones); `class_probs` (B, K) one-hot or probabilities."""
+        m = inputs.float() if inputs.dim() == 4 else self.log_mel(inputs)
+        if m.shape[1] != self.audio_channels or m.shape[2] != self.n_mels:
+            raise FxlensError(f"log-mel input of shape {tuple(m.shape)} does not fit this model "
+                              f"({self.audio_channels} channels, {self.n_mels} mel bands)")
+        cond = class_probs.to(m.dtype)
+        h = self.stem(m)
+        for block in self.blocks:
+            h = block(h, cond)
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        z = self.drop(torch.relu(self.fc_film(self.fc(pooled), cond)))
+        return torch.sigmoid(self.out(z))
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

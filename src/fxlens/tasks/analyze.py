@@ -252,8 +252,12 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
     else:
         top = max(agg, key=agg.get)
         chosen = [] if top == "dry" else [top]
-    efeats = feats if ecfg["feature_set"] == rcfg["feature_set"] else compute_features(
-        segs, fxaudio.WORKING_SAMPLE_RATE, ecfg["feature_set"])
+    if est.input_kind == "audio":  # the ResNet-FiLM estimator reads the windows' audio itself
+        efeats = segs
+    elif ecfg["feature_set"] == rcfg["feature_set"]:
+        efeats = feats
+    else:
+        efeats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, ecfg["feature_set"])
     detected: list[DetectedEffect] = []
     for a in sorted(chosen, key=CHAIN_ORDER.index):
         fine_class, fp = _fine_choice(a, fine)
