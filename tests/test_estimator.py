@@ -14,7 +14,7 @@ from fxlens.fx.effect import get_effect
 from fxlens.models.checkpoint import load_checkpoint
 from fxlens.models.estimator import ParameterEstimator, masked_l1, slot_key
 from fxlens.train.estimator import evaluate, fixed_parameters, load_estimator, train_estimator
-from test_fxset import stems  # noqa: F401  (the tiny synthetic stem dataset fixture)
+from test_fxset import stems, tiny_fxset_of  # noqa: F401  (the tiny synthetic stem dataset fixture)
 
 
 def test_masked_l1_matches_a_plain_reference():
@@ -69,10 +69,7 @@ def test_fixed_parameters_come_from_the_class_ranges():
 
 @pytest.fixture(scope="module")
 def tiny_fxset(stems, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("fxset-est")
-    fxset.build_fxset(stems, out, clips_per_class=2, seed=2, chains=False,
-                      classes=["dry", "feedback_delay", "fuzz", "tremolo"])
-    return out
+    return tiny_fxset_of(stems, tmp_path_factory, "fxset-est", seed=2)
 
 
 def test_train_estimator_end_to_end(tiny_fxset, tmp_path):

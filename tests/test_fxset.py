@@ -55,6 +55,14 @@ def stems(tmp_path_factory):
     return root
 
 
+def tiny_fxset_of(stems, tmp_path_factory, name: str, seed: int):  # noqa: F811
+    """A tiny fxset (2 clips per class of dry, feedback delay, fuzz, tremolo) for the model tests."""
+    out = tmp_path_factory.mktemp(name)
+    fxset.build_fxset(stems, out, clips_per_class=2, seed=seed, chains=False,
+                      classes=["dry", "feedback_delay", "fuzz", "tremolo"])
+    return out
+
+
 @pytest.fixture(scope="module")
 def built(stems, tmp_path_factory):
     out = tmp_path_factory.mktemp("fxset")

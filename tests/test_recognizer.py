@@ -10,15 +10,12 @@ from fxlens.errors import CheckpointError, FxlensError
 from fxlens.models.checkpoint import load_checkpoint
 from fxlens.models.classifier import FeatureClassifier
 from fxlens.train.recognizer import train_recognizer
-from test_fxset import stems  # noqa: F401  (the tiny synthetic stem dataset fixture)
+from test_fxset import stems, tiny_fxset_of  # noqa: F401  (the tiny synthetic stem dataset fixture)
 
 
 @pytest.fixture(scope="module")
 def tiny_fxset(stems, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("fxset-rec")
-    fxset.build_fxset(stems, out, clips_per_class=2, seed=1, chains=False,
-                      classes=["dry", "feedback_delay", "fuzz", "tremolo"])
-    return out
+    return tiny_fxset_of(stems, tmp_path_factory, "fxset-rec", seed=1)
 
 
 def test_train_recognizer_writes_a_loadable_checkpoint(tiny_fxset, tmp_path):

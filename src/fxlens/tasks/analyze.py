@@ -94,32 +94,30 @@ def _resolve(folder, name: str) -> Path:
     return Path(folder)
 
 
-@lru_cache(maxsize=4)
-def _load_recognizer_cached(path: str, mtime: float):
-    from fxlens.train.recognizer import load_recognizer as _load
+@lru_cache(maxsize=8)
+def _load_cached(kind: str, path: str, mtime: float):
+    """One load per (kind, folder, config mtime): analyzing many files reads each checkpoint once."""
+    if kind == "recognizer":
+        from fxlens.train.recognizer import load_recognizer as load
+    else:
+        from fxlens.train.estimator import load_estimator as load
+    return load(path)
 
-    return _load(path)
+
+def _load(kind: str, folder: str | os.PathLike | None):
+    p = _resolve(folder, f"{kind}-small")
+    cfg = p / "config.json"
+    return _load_cached(kind, str(p.resolve()), cfg.stat().st_mtime if cfg.is_file() else 0.0)
 
 
 def load_recognizer(folder: str | os.PathLike | None = None):
     """(FeatureClassifier, config) of a recognizer checkpoint (default: the shipped one)."""
-    p = _resolve(folder, "recognizer-small")
-    cfg = p / "config.json"
-    return _load_recognizer_cached(str(p.resolve()), cfg.stat().st_mtime if cfg.is_file() else 0.0)
-
-
-@lru_cache(maxsize=4)
-def _load_estimator_cached(path: str, mtime: float):
-    from fxlens.train.estimator import load_estimator as _load
-
-    return _load(path)
+    return _load("recognizer", folder)
 
 
 def load_estimator(folder: str | os.PathLike | None = None):
-    """(ParameterEstimator, config) of an estimator checkpoint (default: the shipped one)."""
-    p = _resolve(folder, "estimator-small")
-    cfg = p / "config.json"
-    return _load_estimator_cached(str(p.resolve()), cfg.stat().st_mtime if cfg.is_file() else 0.0)
+    """(estimator, config) of an estimator checkpoint, MLP or ResNet-FiLM (default: the shipped one)."""
+    return _load("estimator", folder)
 
 
 # ------------------------------------------------------------------------------------------------------------------

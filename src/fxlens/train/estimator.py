@@ -144,11 +144,7 @@ def split_log_mels(fxset: str | os.PathLike, split: str, model: MelResNetEstimat
     todo = [i for i in rows if ids[i] not in known]
     for k in range(0, len(todo), batch):
         part = todo[k:k + batch]
-        clips = []
-        for i in part:
-            n = int(round(float(labels[i]["seconds"]) * model.sample_rate))
-            x = audio.load(Path(fxset) / split / f"{ids[i]}.flac", sample_rate=model.sample_rate)
-            clips.append(torch.nn.functional.pad(x, (0, max(n - x.shape[-1], 0)))[..., :n])
+        clips = [_load_clip(fxset, {**labels[i], "split": split}, model.sample_rate) for i in part]
         with torch.no_grad():
             mels = model.log_mel(torch.cat(clips)).to(torch.float16)
         known.update(zip((ids[i] for i in part), mels))
@@ -322,7 +318,8 @@ def _slot_effects(model: SlotEstimator, slot_info: dict) -> dict:
     return {k: get_effect(slot_info[k]["effect"], **slot_info[k]["config"]) for k, _ in model.slots}
 
 
-def _wet(fxset, record: dict, sample_rate: int) -> torch.Tensor:
+def _load_clip(fxset, record: dict, sample_rate: int) -> torch.Tensor:
+    """An fxset clip (1, 2, T), fitted to the length its label records."""
     n = int(round(float(record["seconds"]) * sample_rate))
     x = audio.load(Path(fxset) / record["split"] / f"{record['clip_id']}.flac", sample_rate=sample_rate)
     return torch.nn.functional.pad(x, (0, max(n - x.shape[-1], 0)))[..., :n]
@@ -372,7 +369,7 @@ def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labe
         effect = effects[key]
         a, b = first.offsets[key]
         dry = dry_sources.load(r)
-        wet = _wet(fxset, r, sr)
+        wet = _load_clip(fxset, r, sr)
         truth = torch.tensor([r["controls"][0]["controls"]], dtype=torch.float32)
         cands = {"random": torch.rand(1, b - a, generator=g), "truth": truth}
         if class_mean:
@@ -433,7 +430,7 @@ def finetune_spectral(model: SlotEstimator, inputs: torch.Tensor, labels: list[d
         spec_terms, preds, tgt_rows = [], [], []
         for c, rows in by_class.items():
             dry = torch.cat([dry_sources.load(labels[i]) for i in rows])
-            wet = torch.cat([_wet(fxset, labels[i], sr) for i in rows])
+            wet = torch.cat([_load_clip(fxset, labels[i], sr) for i in rows])
             spec, out = spectral_finetune_loss(model, inputs[rows], c, dry, wet, effects[model.class_slots[c]],
                                                loss_fn, sr)
             spec_terms.append(spec * len(rows))
