@@ -106,7 +106,7 @@ def test_cli_fxset_splits_and_chain_clips(stems, tmp_path, capsys):  # noqa: F81
 def test_feature_cache_grows_with_the_set(stems, tmp_path):  # noqa: F811
     """A set that grows keeps the cached rows of its old clips and computes only the new ones."""
     from fxlens import audio
-    from fxlens.train.recognizer import compute_features, split_features
+    from fxlens.train.inputs import compute_features, split_features
 
     out = tmp_path / "grow"
     fxset.build_fxset(stems, out, clips_per_class=1, seed=5, chains=False, classes=["dry", "fuzz"], splits=["test"])
@@ -123,3 +123,69 @@ def test_feature_cache_grows_with_the_set(stems, tmp_path):  # noqa: F811
     for i in new:
         x = audio.load(out / "test" / f"{ids2[i]}.flac")
         assert torch.allclose(f2[i], compute_features(x, audio.WORKING_SAMPLE_RATE)[0], rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The ResNet recognizer: features fused with a log-mel ResNet
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_resnet_recognizer(tiny_fxset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rec-resnet") / "rec"
+    metrics = train_recognizer(tiny_fxset, out, target="fine", model_kind="resnet", epochs=2, channels=(4, 8),
+                               seed=0)
+    return out, metrics
+
+
+def test_resnet_recognizer_trains_and_loads(tiny_fxset, tiny_resnet_recognizer):
+    from fxlens import audio
+    from fxlens.models.classifier import MelResNetClassifier
+    from fxlens.train.inputs import compute_features
+    from fxlens.train.recognizer import load_recognizer
+
+    out, metrics = tiny_resnet_recognizer
+    for row in metrics["accuracy"].values():
+        assert set(row) == {"resnet", "svm", "knn", "resnet_aggregated", "svm_aggregated", "knn_aggregated"}
+    assert metrics["model"] == "resnet" and metrics["epochs"] == 2
+    model, config = load_recognizer(out)
+    assert isinstance(model, MelResNetClassifier) and config["channels"] == [4, 8]
+    assert "ResNet" in (out / "MODEL_CARD.md").read_text()
+    assert (tiny_fxset / "train" / "logmel-2x64-2048-512.pt").is_file()  # cached beside the clips
+    x = torch.stack([audio.load(tiny_fxset / "test" / f"{r['clip_id']}.flac")[0]
+                     for r in fxset.read_labels(tiny_fxset, "test")[:3]])
+    feats = compute_features(x, audio.WORKING_SAMPLE_RATE)
+    with torch.no_grad():
+        p_audio = model.probabilities(feats, x)
+        p_mel = model.probabilities(feats, model.log_mel(x))
+    assert p_audio.shape == (3, len(config["classes"]))
+    assert torch.allclose(p_audio.sum(1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(p_audio, p_mel, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the audio"):
+        model.probabilities(feats)
+
+
+def test_analyze_and_bench_accept_a_resnet_recognizer(tiny_fxset, tiny_resnet_recognizer, tmp_path):
+    import fxlens
+    from fxlens import audio
+    from fxlens.bench.recognition import run_recognition_benchmark
+
+    out, _ = tiny_resnet_recognizer
+    rec = fxset.read_labels(tiny_fxset, "test")[0]
+    x = audio.load(tiny_fxset / "test" / f"{rec['clip_id']}.flac")
+    result = fxlens.analyze(x, audio.WORKING_SAMPLE_RATE, recognizer=out)
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    res = run_recognition_benchmark(tiny_fxset, recognizer=out)
+    assert res["recognizer"]["model"] == "resnet"
+    assert res["recognition"]["in-domain test"]["aggregated"]["clips"] == 8
+
+
+def test_unknown_recognizer_model_is_one_line(tiny_fxset, tmp_path, capsys):
+    from fxlens.cli import main
+
+    with pytest.raises(FxlensError, match="unknown recognizer model"):
+        train_recognizer(tiny_fxset, tmp_path / "x", model_kind="transformer")
+    code = main(["train", "recognizer", str(tiny_fxset), "-o", str(tmp_path / "y"), "--model", "svm"])
+    err = capsys.readouterr().err
+    assert code == 1 and "unknown recognizer model 'svm'" in err and "Traceback" not in err
+    assert not (tmp_path / "y").exists()

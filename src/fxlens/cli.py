@@ -291,10 +291,12 @@ def train_recognizer_command(
     target: str = typer.Option("aggregated", help="aggregated (8 classes) or fine (14 classes)."),
     feature_set: str = typer.Option("fxlens-406", help="fxlens-406 (AutoFX 163 + effect features) or autofx-163."),
     multilabel: bool = typer.Option(False, "--multilabel", help="One sigmoid per effect class, trained with chains."),
-    epochs: int = typer.Option(200, help="Training epochs."),
+    model: str = typer.Option("mlp", "--model", help="mlp (features) or resnet (features + log-mel ResNet)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: 200 for mlp, 15 for resnet)."),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
-    """Effect recognition: MLP on features, with SVM and k-NN baselines in the same run."""
+    """Effect recognition: an MLP on features, or features + a log-mel ResNet, with SVM and k-NN baselines in the
+    same run."""
     from rich.progress import Progress
     from rich.table import Table
 
@@ -303,7 +305,7 @@ def train_recognizer_command(
     with Progress(console=console) as progress:
         update = _named_progress(progress)
         metrics = train_recognizer(fxset, out, target=target, cross_domain=cross_domain, epochs=epochs, seed=seed,
-                                   progress=update, feature_set=feature_set, multilabel=multilabel)
+                                   progress=update, feature_set=feature_set, multilabel=multilabel, model_kind=model)
     if multilabel:
         table = Table(title="multi-label recognition (7 effect classes; dry = none)")
         for col in ("split", "clips", "exact match", "exact match (chains)", "macro F1"):
@@ -313,9 +315,10 @@ def train_recognizer_command(
             table.add_row(split, str(metrics["counts"][split]), f"{m['exact_match']:.3f}", em_c, f"{m['macro_f1']:.3f}")
     else:
         table = Table(title=f"recognition accuracy ({target} classes: {len(metrics['classes'])})")
-        keys = ["mlp", "svm", "knn"] + (["mlp_aggregated", "svm_aggregated", "knn_aggregated"] if target == "fine" else [])
+        keys = [model, "svm", "knn"]
+        keys += [f"{k}_aggregated" for k in keys] if target == "fine" else []
         for col in ["split", "clips"] + [k.replace("knn", "k-NN").replace("mlp", "MLP").replace("svm", "SVM")
-                                         .replace("_aggregated", " (agg.)") for k in keys]:
+                                         .replace("resnet", "ResNet").replace("_aggregated", " (agg.)") for k in keys]:
             table.add_column(col, justify="right" if col != "split" else "left")
         for split, row in metrics["accuracy"].items():
             table.add_row(split, str(metrics["counts"][split]), *(f"{row[k]:.3f}" for k in keys))

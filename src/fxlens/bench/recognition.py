@@ -53,13 +53,16 @@ def _single(labels: list[dict]) -> list[int]:
     return [i for i, r in enumerate(labels) if len(r.get("fine_labels", [])) == 1]
 
 
-def recognition_scores(model, classes: list[str], features: torch.Tensor, labels: list[dict]) -> dict:
-    """Aggregated (and, for fine recognizers, fine) recognition metrics of single-effect clips."""
+def recognition_scores(model, classes: list[str], features: torch.Tensor, labels: list[dict],
+                       mels: torch.Tensor | None = None) -> dict:
+    """Aggregated (and, for fine recognizers, fine) recognition metrics of single-effect clips. `mels`: the clips'
+    log-mels, for a recognizer that reads them (``input_kind == "features+audio"``)."""
     keep = _single(labels)
     if not keep:
         return {"clips": 0}
     with torch.no_grad():
-        probs = model.probabilities(features[keep]).numpy()
+        probs = torch.cat([model.probabilities(features[rows], None if mels is None else mels[rows].float())
+                           for rows in torch.tensor(keep).split(256)]).numpy()
     fine_model = all(c in FXSET_CLASSES for c in classes) and len(classes) > len(AGGREGATED_CLASSES)
     agg_of = [FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c for c in classes]
     agg_probs = np.zeros((len(keep), len(AGGREGATED_CLASSES)))
@@ -90,7 +93,7 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
     distance (0: none); `stems`: the dry stem dataset (default: where the fxset labels say it is)."""
     from fxlens.tasks.analyze import load_estimator, load_recognizer
     from fxlens.train.estimator import DrySources, evaluate, spectral_scores, split_inputs
-    from fxlens.train.recognizer import split_features
+    from fxlens.train.inputs import split_features, split_log_mels
 
     if mrstft_clips < 0:
         raise FxlensError("--mrstft-clips must be >= 0")
@@ -112,7 +115,8 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
     sets = [("in-domain " + s, fxset, s) for s in SPLITS_IN_DOMAIN]
     if cross_domain is not None:
         sets.append(("cross-domain (pedalboard)", cross_domain, SPLITS_CROSS))
-    results: dict = {"recognizer": {"classes": rcfg["classes"], "feature_set": rcfg["feature_set"],
+    results: dict = {"recognizer": {"model": rcfg.get("model", "mlp"), "classes": rcfg["classes"],
+                                    "feature_set": rcfg["feature_set"],
                                     "multilabel": bool(rcfg.get("multilabel", False))},
                      "fxset": str(fxset), "cross_domain": str(cross_domain) if cross_domain else None,
                      "recognition": {}, "estimation": {}}
@@ -121,9 +125,10 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
         cb = (lambda d, n: progress(f"features {split}", d, n)) if progress else None
         return split_features(root, split, progress=cb, feature_set=fs)
 
+    reads_audio = rec.input_kind == "features+audio"
     for name, root, splits in sets:
         splits = (splits,) if isinstance(splits, str) else splits
-        fs, ls = [], []
+        fs, ms, ls = [], [], []
         for s in splits:
             try:
                 f, lab = feats(root, s, rcfg["feature_set"])
@@ -131,9 +136,13 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
                 continue
             fs.append(f)
             ls += lab
+            if reads_audio:
+                cb = (lambda d, n, s=s: progress(f"log-mels {s}", d, n)) if progress else None
+                ms.append(split_log_mels(root, s, rec, progress=cb)[0])
         if not ls:
             continue
-        results["recognition"][name] = recognition_scores(rec, list(rcfg["classes"]), torch.cat(fs), ls)
+        results["recognition"][name] = recognition_scores(rec, list(rcfg["classes"]), torch.cat(fs), ls,
+                                                          torch.cat(ms) if ms else None)
     class_mean = {c: torch.tensor(v) for c, v in ecfg.get("class_mean", {}).items()}
     results["estimator"] = {"model": ecfg.get("model", "mlp"), "feature_set": ecfg.get("feature_set")}
     for s in SPLITS_IN_DOMAIN:

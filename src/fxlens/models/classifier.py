@@ -1,9 +1,22 @@
-"""Effect recognition from hand-crafted features (AutoFX §5.2): an MLP on standardized AutoFX features."""
+"""Effect recognition (AutoFX §5.2).
+
+- `FeatureClassifier`: an MLP on standardized hand-crafted features (the paper's model; ``input_kind =
+  "features"``).
+- `MelResNetClassifier`: the same features through an MLP branch, fused with a small ResNet on the clip's stereo
+  log-mel spectrogram (`fxlens.models.resnet`), which sees what the summary features average away (reverb tails,
+  tremolo's level dips, echoes). ``input_kind = "features+audio"``: it takes the features and the audio (or its
+  log-mel).
+
+Both return raw logits from ``forward`` and calibrated probabilities from ``probabilities`` (softmax, or one
+sigmoid per class for `multilabel` models), after dividing by a fitted `temperature`.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from fxlens.models.resnet import MelInput, resnet_stages, run_stages
 
 
 class FeatureClassifier(nn.Module):
@@ -13,6 +26,8 @@ class FeatureClassifier(nn.Module):
     divides the logits in `probabilities` (fitted on validation data after training, so that a 0.9 means right
     about 9 times in 10; `forward` returns the raw logits).
     """
+
+    input_kind = "features"
 
     def __init__(self, classes: list[str], n_features: int = 163, hidden: tuple[int, ...] = (256, 128),
                  dropout: float = 0.2, multilabel: bool = False, temperature: float = 1.0) -> None:
@@ -37,9 +52,74 @@ class FeatureClassifier(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net((features - self.feature_mean) / self.feature_std)
 
-    def probabilities(self, features: torch.Tensor) -> torch.Tensor:
-        logits = self.forward(features) / self.temperature
-        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
+    def probabilities(self, features: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+        """Calibrated class probabilities (B, K); `audio` is accepted (and unused) so that every recognizer is
+        called the same way."""
+        return calibrated_probabilities(self, self.forward(features))
+
+
+class MelResNetClassifier(MelInput, nn.Module):
+    """Standardized features (B, F) and the clip's log-mel -> class logits (B, K).
+
+    Two branches, concatenated before the head: the ResNet (`resnet_stages`, no FiLM) pooled to 2 x its last
+    width, and the features (standardized with stored train statistics, clipped at +-5 standard deviations)
+    through Linear-LayerNorm-GELU to `feature_width`; then a hidden layer of `hidden` units and the class layer.
+
+    Args:
+        classes: class names, in output order.
+        n_features: features per clip (0: the ResNet alone).
+        sample_rate, n_mels, n_fft, hop, audio_channels: the log-mel front end (`MelInput`).
+        channels: convolution widths per ResNet stage.
+    """
+
+    input_kind = "features+audio"
+
+    def __init__(self, classes: list[str], n_features: int, sample_rate: int, channels: tuple[int, ...] = (16, 32, 64),
+                 n_mels: int = 64, n_fft: int = 2048, hop: int = 512, audio_channels: int = 2,
+                 feature_width: int = 256, hidden: int = 256, dropout: float = 0.2, multilabel: bool = False,
+                 temperature: float = 1.0) -> None:
+        nn.Module.__init__(self)
+        self.set_mel_input(sample_rate, n_mels, n_fft, hop, audio_channels)
+        self.classes = list(classes)
+        self.multilabel = multilabel
+        self.temperature = float(temperature)
+        self.n_features = int(n_features)
+        self.register_buffer("feature_mean", torch.zeros(self.n_features))
+        self.register_buffer("feature_std", torch.ones(self.n_features))
+        self.stem, self.blocks = resnet_stages(self.audio_channels, tuple(channels), 0)
+        width = 2 * channels[-1]
+        self.feature_branch = None
+        if self.n_features:
+            self.feature_branch = nn.Sequential(nn.Linear(self.n_features, feature_width), nn.LayerNorm(feature_width),
+                                                nn.GELU(), nn.Dropout(dropout))
+            width += feature_width
+        self.head = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
+                                  nn.Linear(hidden, len(self.classes)))
+
+    def set_standardization(self, features: torch.Tensor) -> None:
+        if self.n_features:
+            self.feature_mean.copy_(features.mean(0))
+            self.feature_std.copy_(features.std(0).clamp_min(1e-8))
+
+    def forward(self, features: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """`features` (B, F); `audio` (B, C, T) at `sample_rate`, or its log-mel (B, C, n_mels, frames)."""
+        z = run_stages(self.stem, self.blocks, self.mel_of(audio))
+        if self.feature_branch is not None:
+            f = ((features.float() - self.feature_mean) / self.feature_std).clamp(-5.0, 5.0)
+            z = torch.cat([z, self.feature_branch(f)], dim=1)
+        return self.head(z)
+
+    def probabilities(self, features: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+        if audio is None:
+            raise ValueError("the ResNet recognizer needs the audio (or its log-mel) beside the features")
+        return calibrated_probabilities(self, self.forward(features, audio))
+
+
+def calibrated_probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities from a recognizer's raw `logits`: divided by its temperature, then softmax (or sigmoid for a
+    multi-label model)."""
+    logits = logits / model.temperature
+    return torch.sigmoid(logits) if model.multilabel else torch.softmax(logits, dim=-1)
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool = False) -> float:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fxlens.errors import FxlensError
+from fxlens.models.resnet import FiLM, MelInput, resnet_stages, run_stages
 
 Z_CLIP = 5.0
 
@@ -126,44 +127,7 @@ class ParameterEstimator(SlotEstimator):
         return torch.sigmoid(self.net(torch.cat([z, class_probs.to(z.dtype)], dim=1)))
 
 
-class FiLM(nn.Module):
-    """Feature-wise linear modulation: ``h * (1 + gamma(c)) + beta(c)``, per channel (dim 1) of ``h``.
-
-    ``gamma`` and ``beta`` are one linear map of the conditioning vector ``c`` (B, K). Written as ``1 + gamma`` so
-    that a zero map is the identity; the default (random) initialization makes every class modulate from the start.
-    """
-
-    def __init__(self, n_cond: int, channels: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(n_cond, 2 * channels)
-
-    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.proj(cond.to(h.dtype)).chunk(2, dim=1)
-        shape = (h.shape[0], h.shape[1]) + (1,) * (h.dim() - 2)
-        return h * (1.0 + gamma.reshape(shape)) + beta.reshape(shape)
-
-
-class FiLMResBlock(nn.Module):
-    """Two 3x3 convolutions (the first with `stride`) with batch norm, FiLM before the residual sum, ReLU after;
-    a 1x1 projection on the skip path when the shape changes (He et al. 2016, the paper's fig. 5.3)."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int, n_cond: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.film = FiLM(n_cond, c_out)
-        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
-                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
-
-    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(h)))
-        y = self.film(self.bn2(self.conv2(y)), cond)
-        return torch.relu(y + self.skip(h))
-
-
-class MelResNetEstimator(SlotEstimator):
+class MelResNetEstimator(MelInput, SlotEstimator):
     """log-mel of the clip (B, C, n_mels, frames) + class conditioning (B, K) -> controls (B, P) in [0, 1].
 
     Architecture: a 3x3 stride-2 stem convolution, one `FiLMResBlock` per entry of `channels` (stride 1, then 2),
@@ -184,45 +148,21 @@ class MelResNetEstimator(SlotEstimator):
     def __init__(self, classes: list[str], slots: list[tuple[str, int]], class_slots: dict[str, str | None],
                  sample_rate: int, channels: tuple[int, ...] = (16, 32, 64), n_mels: int = 64, n_fft: int = 2048,
                  hop: int = 512, audio_channels: int = 2, hidden: int = 128, dropout: float = 0.1) -> None:
-        super().__init__(classes, slots, class_slots)
-        if not channels:
-            raise FxlensError("the ResNet needs at least one stage (channels)")
-        self.sample_rate = int(sample_rate)
-        self.n_mels, self.n_fft, self.hop, self.audio_channels = int(n_mels), int(n_fft), int(hop), int(audio_channels)
+        SlotEstimator.__init__(self, classes, slots, class_slots)
+        self.set_mel_input(sample_rate, n_mels, n_fft, hop, audio_channels)
         k = len(self.classes)
-        self.stem = nn.Sequential(nn.Conv2d(self.audio_channels, channels[0], 3, 2, 1, bias=False),
-                                  nn.BatchNorm2d(channels[0]), nn.ReLU())
-        blocks, c_in = [], channels[0]
-        for i, c in enumerate(channels):
-            blocks.append(FiLMResBlock(c_in, c, 1 if i == 0 else 2, k))
-            c_in = c
-        self.blocks = nn.ModuleList(blocks)
-        self.fc = nn.Linear(2 * c_in, hidden)
+        self.stem, self.blocks = resnet_stages(self.audio_channels, channels, k)
+        self.fc = nn.Linear(2 * channels[-1], hidden)
         self.fc_film = FiLM(k, hidden)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, self.n_outputs)
 
-    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, C, T) audio at `sample_rate` -> the (B, C, n_mels, frames) input of the network."""
-        from fxlens.features.mel import log_mel
-
-        if audio.dim() != 3 or audio.shape[1] != self.audio_channels:
-            raise FxlensError(f"the ResNet estimator takes ({self.audio_channels}-channel) audio (B, C, T), got "
-                              f"shape {tuple(audio.shape)}")
-        return log_mel(audio.float(), self.sample_rate, n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels)
-
     def forward(self, inputs: torch.Tensor, class_probs: torch.Tensor) -> torch.Tensor:
         """`inputs`: (B, C, T) audio at `sample_rate`, or its log-mel (B, C, n_mels, frames) precomputed with
         `log_mel` (training reads cached ones); `class_probs` (B, K) one-hot or probabilities."""
-        m = inputs.float() if inputs.dim() == 4 else self.log_mel(inputs)
-        if m.shape[1] != self.audio_channels or m.shape[2] != self.n_mels:
-            raise FxlensError(f"log-mel input of shape {tuple(m.shape)} does not fit this model "
-                              f"({self.audio_channels} channels, {self.n_mels} mel bands)")
+        m = self.mel_of(inputs)
         cond = class_probs.to(m.dtype)
-        h = self.stem(m)
-        for block in self.blocks:
-            h = block(h, cond)
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        pooled = run_stages(self.stem, self.blocks, m, cond)
         z = self.drop(torch.relu(self.fc_film(self.fc(pooled), cond)))
         return torch.sigmoid(self.out(z))
 

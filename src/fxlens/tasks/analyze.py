@@ -231,7 +231,7 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
         InvalidAudioError: NaN/inf samples, silence, shorter than 0.5 s, a bad shape; CheckpointError: a missing
         or wrong-kind checkpoint.
     """
-    from fxlens.train.recognizer import compute_features
+    from fxlens.train.inputs import compute_features
 
     if not 0.0 < float(threshold) < 1.0:
         raise ParameterError(f"threshold must be between 0 and 1, got {threshold}")
@@ -241,8 +241,8 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
     duration = x.shape[-1] / fxaudio.WORKING_SAMPLE_RATE
     segs = windows(x)
     feats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, rcfg["feature_set"])
-    with torch.no_grad():
-        probs = rec.probabilities(feats).mean(0).numpy()
+    with torch.no_grad():  # a ResNet recognizer reads the windows' audio too
+        probs = rec.probabilities(feats, segs if rec.input_kind == "features+audio" else None).mean(0).numpy()
     agg, fine = _aggregate(list(rcfg["classes"]), probs)
     multilabel = bool(rcfg.get("multilabel", False))
     if multilabel:

@@ -2,9 +2,9 @@
 
 Two models (`--model`), one layout and one loss (`fxlens.models.estimator`):
 
-- ``mlp`` (default; the shipped ``estimator-small``): the clip's features (`fxlens.train.recognizer.split_features`,
+- ``mlp`` (default; the shipped ``estimator-small``): the clip's features (`fxlens.train.inputs.split_features`,
   cached) and a one-hot of its fine class, through an MLP;
-- ``resnet``: the clip's stereo log-mel spectrogram (`split_log_mels`, cached beside the clips) through a small
+- ``resnet``: the clip's stereo log-mel spectrogram (`fxlens.train.inputs.split_log_mels`, cached) through a small
   ResNet whose FiLM layers are driven by the class vector (one-hot in training; a recognizer's probabilities can
   be given at inference, as AutoFX does).
 
@@ -43,14 +43,13 @@ import numpy as np
 import torch
 
 from fxlens import audio
-from fxlens.atomic import atomic_path
 from fxlens.data.fxset import FXSET_CLASSES, INPUT_LUFS, read_labels
 from fxlens.errors import CheckpointError, FxlensError
 from fxlens.fx.effect import get_effect
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.estimator import (MelResNetEstimator, ParameterEstimator, SlotEstimator, masked_l1,
                                      slot_key)
-from fxlens.train.recognizer import FEATURE_SET, FEATURE_SETS, split_features
+from fxlens.train.inputs import FEATURE_SET, FEATURE_SETS, load_clip, split_features, split_log_mels
 from fxlens.train import command_line
 
 MODELS = ("mlp", "resnet")
@@ -116,49 +115,6 @@ def _param_names(model: SlotEstimator, slot_info: dict) -> dict[str, list[str]]:
 # ------------------------------------------------------------------------------------------------------------------
 # Inputs: features (MLP) or log-mel spectrograms (ResNet), one row per label
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def split_log_mels(fxset: str | os.PathLike, split: str, model: MelResNetEstimator, rows: list[int] | None = None,
-                   batch: int = 32, progress: Callable[[int, int], None] | None = None
-                   ) -> tuple[torch.Tensor, list[dict]]:
-    """Log-mels (N, C, n_mels, frames), float16, of the clips of a split as `model` computes them; one row per label.
-
-    Only the clips `rows` (label indices; default all) are computed, the other rows are zero. Cached beside the
-    clips (``logmel-<C>x<n_mels>-<n_fft>-<hop>.pt``, float16: the mels are in [-1, 1]); a clip file newer than the
-    cache is recomputed. Clips are fitted to the length their label records.
-    """
-    labels = read_labels(fxset, split)
-    if not labels:
-        return torch.zeros(0, model.audio_channels, model.n_mels, 1, dtype=torch.float16), []
-    ids = [r["clip_id"] for r in labels]
-    rows = list(range(len(labels))) if rows is None else list(rows)
-    cache = Path(fxset) / split / f"logmel-{model.audio_channels}x{model.n_mels}-{model.n_fft}-{model.hop}.pt"
-    known: dict[str, torch.Tensor] = {}
-    if cache.is_file():
-        cached = torch.load(cache, weights_only=True)
-        stamp = cache.stat().st_mtime
-        for cid, row in zip(cached.get("clip_ids", []), cached.get("mels", [])):
-            wav = Path(fxset) / split / f"{cid}.flac"
-            if wav.is_file() and wav.stat().st_mtime <= stamp:
-                known[cid] = row
-    todo = [i for i in rows if ids[i] not in known]
-    for k in range(0, len(todo), batch):
-        part = todo[k:k + batch]
-        clips = [_load_clip(fxset, {**labels[i], "split": split}, model.sample_rate) for i in part]
-        with torch.no_grad():
-            mels = model.log_mel(torch.cat(clips)).to(torch.float16)
-        known.update(zip((ids[i] for i in part), mels))
-        if progress:
-            progress(min(k + batch, len(todo)), len(todo))
-    if todo:
-        with atomic_path(cache) as tmp:
-            kept = [cid for cid in ids if cid in known]
-            torch.save({"clip_ids": kept, "mels": torch.stack([known[c] for c in kept])}, tmp)
-    shape = next(iter(known.values())).shape if known else (model.audio_channels, model.n_mels, 1)
-    out = torch.zeros((len(labels),) + tuple(shape), dtype=torch.float16)
-    for i in rows:
-        out[i] = known[ids[i]]
-    return out, labels
 
 
 def split_inputs(model: SlotEstimator, config: dict, fxset: str | os.PathLike, split: str,
@@ -318,13 +274,6 @@ def _slot_effects(model: SlotEstimator, slot_info: dict) -> dict:
     return {k: get_effect(slot_info[k]["effect"], **slot_info[k]["config"]) for k, _ in model.slots}
 
 
-def _load_clip(fxset, record: dict, sample_rate: int) -> torch.Tensor:
-    """An fxset clip (1, 2, T), fitted to the length its label records."""
-    n = int(round(float(record["seconds"]) * sample_rate))
-    x = audio.load(Path(fxset) / record["split"] / f"{record['clip_id']}.flac", sample_rate=sample_rate)
-    return torch.nn.functional.pad(x, (0, max(n - x.shape[-1], 0)))[..., :n]
-
-
 def _clips_per_class(labels: list[dict], model: SlotEstimator, per_class: int) -> list[int]:
     """The first `per_class` single-effect clips of every class the model estimates, in label order."""
     taken: dict[str, int] = {}
@@ -369,7 +318,7 @@ def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labe
         effect = effects[key]
         a, b = first.offsets[key]
         dry = dry_sources.load(r)
-        wet = _load_clip(fxset, r, sr)
+        wet = load_clip(fxset, r, sr)
         truth = torch.tensor([r["controls"][0]["controls"]], dtype=torch.float32)
         cands = {"random": torch.rand(1, b - a, generator=g), "truth": truth}
         if class_mean:
@@ -430,7 +379,7 @@ def finetune_spectral(model: SlotEstimator, inputs: torch.Tensor, labels: list[d
         spec_terms, preds, tgt_rows = [], [], []
         for c, rows in by_class.items():
             dry = torch.cat([dry_sources.load(labels[i]) for i in rows])
-            wet = torch.cat([_load_clip(fxset, labels[i], sr) for i in rows])
+            wet = torch.cat([load_clip(fxset, labels[i], sr) for i in rows])
             spec, out = spectral_finetune_loss(model, inputs[rows], c, dry, wet, effects[model.class_slots[c]],
                                                loss_fn, sr)
             spec_terms.append(spec * len(rows))

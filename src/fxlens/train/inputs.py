@@ -1,0 +1,128 @@
+"""What the recognition and estimation models read from an `fxlens data fxset` folder, one row per clip label.
+
+- `split_features`: a hand-crafted feature set (`FEATURE_SETS`: the 163 AutoFX features or fxlens's 406) of
+  every clip, cached beside the clips as ``features-<set>.pt``;
+- `split_log_mels`: stereo log-mel spectrograms as a model computes them (`model.log_mel`), cached as float16
+  ``logmel-<C>x<n_mels>-<n_fft>-<hop>.pt``;
+- `load_clip`: one clip, fitted to the length its label records.
+
+A clip file newer than its cache is recomputed; rows of unchanged clips are reused when a set grows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from fxlens import audio
+from fxlens.atomic import atomic_path
+from fxlens.data.fxset import read_labels
+from fxlens.errors import FxlensError
+from fxlens.features.recognition import RECOGNITION_FEATURE_NAMES, recognition_features
+from fxlens.features.spectral import FEATURE_NAMES, autofx_features
+
+#: feature sets by name: (function (B, C, T), sample_rate -> (B, n), column names)
+FEATURE_SETS = {
+    "autofx-163": (autofx_features, FEATURE_NAMES),
+    "fxlens-406": (recognition_features, RECOGNITION_FEATURE_NAMES),
+}
+FEATURE_SET = "fxlens-406"
+
+
+def compute_features(x: torch.Tensor, sample_rate: int, feature_set: str = FEATURE_SET) -> torch.Tensor:
+    """Features of ``x`` ``(B, C, T)`` by feature-set name (`FEATURE_SETS`): ``(B, n)`` float32."""
+    if feature_set not in FEATURE_SETS:
+        raise FxlensError(f"unknown feature set '{feature_set}' (known: {', '.join(FEATURE_SETS)})")
+    with torch.no_grad():
+        return FEATURE_SETS[feature_set][0](x, sample_rate).float()
+
+
+def split_features(fxset: str | os.PathLike, split: str, batch: int = 64,
+                   progress: Callable[[int, int], None] | None = None,
+                   feature_set: str = FEATURE_SET) -> tuple[torch.Tensor, list[dict]]:
+    """Features (N, n) of every clip of a split, cached beside the clips (recomputed if clips change)."""
+    if feature_set not in FEATURE_SETS:
+        raise FxlensError(f"unknown feature set '{feature_set}' (known: {', '.join(FEATURE_SETS)})")
+    labels = read_labels(fxset, split)
+    if not labels:
+        return torch.zeros(0, len(FEATURE_SETS[feature_set][1])), []
+    ids = [r["clip_id"] for r in labels]
+    cache = Path(fxset) / split / f"features-{feature_set}.pt"
+    known: dict[str, torch.Tensor] = {}
+    if cache.is_file():
+        cached = torch.load(cache, weights_only=True)
+        if cached.get("clip_ids") == ids:
+            return cached["features"], labels
+        # reuse the rows of clips that are still there (a set that grew, or was partly re-rendered, keeps its ids
+        # only for clips that are unchanged: a clip file newer than the cache is recomputed)
+        stamp = cache.stat().st_mtime
+        for cid, row in zip(cached.get("clip_ids", []), cached.get("features", [])):
+            wav = Path(fxset) / split / f"{cid}.flac"
+            if wav.is_file() and wav.stat().st_mtime <= stamp:
+                known[cid] = row
+    todo = [cid for cid in ids if cid not in known]
+    for i in range(0, len(todo), batch):
+        part = todo[i:i + batch]
+        clips = [audio.load(Path(fxset) / split / f"{cid}.flac") for cid in part]
+        T = min(c.shape[-1] for c in clips)
+        rows = compute_features(torch.cat([c[..., :T] for c in clips]), audio.WORKING_SAMPLE_RATE, feature_set)
+        known.update(zip(part, rows))
+        if progress:
+            progress(min(i + batch, len(todo)), len(todo))
+    features = torch.stack([known[cid] for cid in ids]).float()
+    with atomic_path(cache) as tmp:
+        torch.save({"clip_ids": ids, "features": features}, tmp)
+    return features, labels
+
+
+def split_log_mels(fxset: str | os.PathLike, split: str, model, rows: list[int] | None = None,
+                   batch: int = 32, progress: Callable[[int, int], None] | None = None
+                   ) -> tuple[torch.Tensor, list[dict]]:
+    """Log-mels (N, C, n_mels, frames), float16, of the clips of a split as `model` computes them; one row per label.
+
+    Only the clips `rows` (label indices; default all) are computed, the other rows are zero. Cached beside the
+    clips (``logmel-<C>x<n_mels>-<n_fft>-<hop>.pt``, float16: the mels are in [-1, 1]); a clip file newer than the
+    cache is recomputed. Clips are fitted to the length their label records.
+    """
+    labels = read_labels(fxset, split)
+    if not labels:
+        return torch.zeros(0, model.audio_channels, model.n_mels, 1, dtype=torch.float16), []
+    ids = [r["clip_id"] for r in labels]
+    rows = list(range(len(labels))) if rows is None else list(rows)
+    cache = Path(fxset) / split / f"logmel-{model.audio_channels}x{model.n_mels}-{model.n_fft}-{model.hop}.pt"
+    known: dict[str, torch.Tensor] = {}
+    if cache.is_file():
+        cached = torch.load(cache, weights_only=True)
+        stamp = cache.stat().st_mtime
+        for cid, row in zip(cached.get("clip_ids", []), cached.get("mels", [])):
+            wav = Path(fxset) / split / f"{cid}.flac"
+            if wav.is_file() and wav.stat().st_mtime <= stamp:
+                known[cid] = row
+    todo = [i for i in rows if ids[i] not in known]
+    for k in range(0, len(todo), batch):
+        part = todo[k:k + batch]
+        clips = [load_clip(fxset, {**labels[i], "split": split}, model.sample_rate) for i in part]
+        with torch.no_grad():
+            mels = model.log_mel(torch.cat(clips)).to(torch.float16)
+        known.update(zip((ids[i] for i in part), mels))
+        if progress:
+            progress(min(k + batch, len(todo)), len(todo))
+    if todo:
+        with atomic_path(cache) as tmp:
+            kept = [cid for cid in ids if cid in known]
+            torch.save({"clip_ids": kept, "mels": torch.stack([known[c] for c in kept])}, tmp)
+    shape = next(iter(known.values())).shape if known else (model.audio_channels, model.n_mels, 1)
+    out = torch.zeros((len(labels),) + tuple(shape), dtype=torch.float16)
+    for i in rows:
+        out[i] = known[ids[i]]
+    return out, labels
+
+
+def load_clip(fxset, record: dict, sample_rate: int) -> torch.Tensor:
+    """An fxset clip (1, 2, T), fitted to the length its label records."""
+    n = int(round(float(record["seconds"]) * sample_rate))
+    x = audio.load(Path(fxset) / record["split"] / f"{record['clip_id']}.flac", sample_rate=sample_rate)
+    return torch.nn.functional.pad(x, (0, max(n - x.shape[-1], 0)))[..., :n]
