@@ -483,7 +483,7 @@ def bench_retrieval_command(
     seed: int = typer.Option(0, help="Decides the evaluation set (cached)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where to cache evaluation sets (default: <data-dir>/bench-cache)."),
     group: Optional[list[str]] = typer.Option(None, "--group", help="Only these groups (repeatable; e.g. bass, "
-                                              "mixture, inst/bass, real/wesnoth)."),
+                                              "mixture, inst/bass, real/wesnoth, pedalboard/inst/bass)."),
     no_real: bool = typer.Option(False, "--no-real", help="Leave out the real recordings."),
     no_instrument_wise: bool = typer.Option(False, "--no-instrument-wise",
                                             help="Leave out the instrument-wise groups (inst/<instrument>, Table 3)."),
@@ -499,9 +499,10 @@ def bench_retrieval_command(
     split: str = typer.Option("test", help="Dataset split the content comes from: test, or ood (held-out soundfont "
                               "and instruments)."),
     implementation: str = typer.Option("fxlens", "--implementation", help="Who renders the chains: fxlens (its own "
-                                       "effects), pedalboard (groups pedalboard/<instrument> and pedalboard/mixture: "
-                                       "the same content and chains, an implementation never trained on; needs "
-                                       "pedalboard installed) or both."),
+                                       "effects), pedalboard (the twin pedalboard/<group> of each group: "
+                                       "pedalboard/<instrument>, pedalboard/mixture, pedalboard/inst/<instrument>, "
+                                       "pedalboard/real/<name>; the same content and chains, an implementation "
+                                       "never trained on; needs pedalboard installed) or both."),
     no_loudness_norm: bool = typer.Option(False, "--no-loudness-norm", help="Leave the clips at the level their "
                                           "chains give (default: every clip at -18 LUFS after its chain, as the "
                                           "encoder's training mixtures)."),

@@ -24,10 +24,16 @@ Loudness: every dry clip is at `DRY_LUFS` before its chain, and every rendered c
 stem) is brought to `EVAL_LUFS` (-18 LUFS integrated, the encoder's training mixtures' level) after it, so that
 level alone is no cue (``output_lufs=None`` turns that off).
 
-Another implementation (the out-of-domain scenario "chains rendered by another implementation"): groups
-``pedalboard/<instrument>`` and ``pedalboard/mixture`` (``implementation="pedalboard"`` or ``"both"``) hold exactly
-the content and chain presets of ``<instrument>`` / ``mixture``, each chain rendered by pedalboard with the same
+Another implementation (the out-of-domain scenario "chains rendered by another implementation"): with
+``implementation="pedalboard"`` or ``"both"`` every group ``<x>`` has a twin ``pedalboard/<x>``:
+``pedalboard/<instrument>``, ``pedalboard/mixture``, the instrument-wise ``pedalboard/inst/<instrument>`` (with
+`instrument_wise`) and ``pedalboard/real/<name>`` (with the real recordings). A twin holds exactly the songs,
+segments and chain presets of ``<x>`` (it is seeded by ``<x>``'s name; an instrument-wise twin also has the same
+accompanying stems, their chains and the same audio-query clips), each chain rendered by pedalboard with the same
 settings in physical units (`fxlens.fx.pedalboard_map`, which documents the mapping and where it departs).
+Twins are scored and reported as their own groups (mixture-level ones in Table 2, ``pedalboard/inst/...`` ones in
+Table 3 and its per-instrument table, pooled in the "all"/"overall" figures), and each renderer is also pooled
+apart (``by_implementation``, mixture-level and instrument-wise) for the fxlens-vs-pedalboard tables.
 
 Everything is deterministic under the seed (segments, chain counts, chain settings) and is cached to a folder:
 `build_eval_set(..., cache_dir=...)` renders once, later calls with the same configuration load the rendered audio.
@@ -66,7 +72,7 @@ CACHE_VERSION = 3  # 2: instrument-wise groups; 3: clips loudness-normalized aft
 MIXTURE = "mixture"
 REAL_PREFIX = "real/"
 INST_PREFIX = "inst/"  # instrument-wise groups (Table 3): "inst/<instrument>"
-PB_PREFIX = "pedalboard/"  # the same chains rendered by pedalboard: "pedalboard/<instrument>", "pedalboard/mixture"
+PB_PREFIX = "pedalboard/"  # the twin of group <x> rendered by pedalboard: "pedalboard/<x>" (<x>: any group name)
 IMPLEMENTATIONS = ("fxlens", "pedalboard", "both")  # which renderer's groups a run holds
 DRY_LUFS = -18.0  # every dry clip is brought to this loudness before its chain (Fx-Encoder++ stems: -18..-14 LUFS)
 EVAL_LUFS = -18.0  # every evaluation clip is brought to this loudness after its chain (the training mixtures' level)
@@ -301,8 +307,9 @@ def dataset_sources(data_root: str | os.PathLike, split: str = "test", instrumen
     plus with `instrument_wise` one ``inst/<instrument>`` source per instrument with at least 3 songs
     (`InstrumentMixSource`: the target stem, its mixture, a third song for the audio query).
 
-    `implementation`: "fxlens" (the above), "pedalboard" (``pedalboard/<instrument>`` and ``pedalboard/mixture``:
-    the same content sources with the chains rendered by pedalboard; no instrument-wise ones) or "both"."""
+    `implementation`: "fxlens" (the above), "pedalboard" (only their twins ``pedalboard/<instrument>``,
+    ``pedalboard/mixture`` and, with `instrument_wise`, ``pedalboard/inst/<instrument>``: the same content sources
+    with the chains rendered by pedalboard, `pedalboard_twins`) or "both" (all of them)."""
     from fxlens.data.stems import open_dataset
 
     check_implementation(implementation)
@@ -315,26 +322,47 @@ def dataset_sources(data_root: str | os.PathLike, split: str = "test", instrumen
             plain[name] = src
     if mixtures and len(ds.songs()) >= min_songs:
         plain[MIXTURE] = MixtureSource(ds, max_stems)
-    out: dict[str, ContentSource] = dict(plain) if implementation != "pedalboard" else {}
-    if instrument_wise and implementation != "pedalboard":
+    inst: dict[str, ContentSource] = {}
+    if instrument_wise:
         for name in names:
             src = InstrumentMixSource(ds, name, max_others=max_stems - 1)
             if len(src.keys) >= max(min_songs, 3):
-                out[INST_PREFIX + name] = src
-    if implementation != "fxlens":
-        for name, src in plain.items():
-            pb = copy.copy(src)
-            pb.implementation = "pedalboard"
-            out[PB_PREFIX + name] = pb
+                inst[INST_PREFIX + name] = src
+    return _with_implementation({**plain, **inst}, implementation)
+
+
+def pedalboard_twins(sources: Mapping[str, ContentSource]) -> dict[str, ContentSource]:
+    """``{"pedalboard/<x>": twin}`` for each fxlens-rendered source ``<x>``: a shallow copy (the same songs and
+    dataset) whose chains are rendered by pedalboard. `build_group` seeds ``pedalboard/<x>`` by ``<x>``, so the twin
+    draws exactly the content and chains of ``<x>``."""
+    out: dict[str, ContentSource] = {}
+    for name, src in sources.items():
+        if name.startswith(PB_PREFIX) or src.implementation == "pedalboard":
+            continue
+        pb = copy.copy(src)
+        pb.implementation = "pedalboard"
+        out[PB_PREFIX + name] = pb
     return out
 
 
-def real_sources(min_songs: int = 2, roots: Mapping[str, str | os.PathLike] | None = None) -> dict[str, ContentSource]:
+def _with_implementation(sources: Mapping[str, ContentSource], implementation: str) -> dict[str, ContentSource]:
+    """The fxlens-rendered `sources` ("fxlens"), their pedalboard twins ("pedalboard"), or both, in that order."""
+    check_implementation(implementation)
+    out: dict[str, ContentSource] = dict(sources) if implementation != "pedalboard" else {}
+    if implementation != "fxlens":
+        out.update(pedalboard_twins(sources))
+    return out
+
+
+def real_sources(min_songs: int = 2, roots: Mapping[str, str | os.PathLike] | None = None,
+                 implementation: str = "fxlens") -> dict[str, ContentSource]:
     """Real recordings installed from Debian packages (see `fxlens.data.real`): Frets on Fire guitar stems
     (``real/fof_guitar``), Frets on Fire backing mixes (``real/fof_backing``), Wesnoth tracks (``real/wesnoth``).
-    Empty when none is installed."""
+    Empty when none is installed. `implementation`: "fxlens" (those), "pedalboard" (only their twins
+    ``pedalboard/real/<name>``, the same segments and chains rendered by pedalboard) or "both"."""
     from fxlens.data.real import list_real_recordings
 
+    check_implementation(implementation)
     try:
         recs = list_real_recordings(roots=roots)
     except FxlensError:
@@ -352,7 +380,8 @@ def real_sources(min_songs: int = 2, roots: Mapping[str, str | os.PathLike] | No
                 files, durs, _ = groups.setdefault(REAL_PREFIX + group, ({}, {}, stem))
                 files[key] = Path(r.stems[stem])
                 durs[key] = float(r.duration_s)
-    return {g: FileSource(f, s, d) for g, (f, d, s) in sorted(groups.items()) if len(f) >= min_songs}
+    found = {g: FileSource(f, s, d) for g, (f, d, s) in sorted(groups.items()) if len(f) >= min_songs}
+    return _with_implementation(found, implementation)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -475,8 +504,9 @@ def build_group(name: str, source: ContentSource, n_candidates: int, n_queries: 
                 progress: Callable[[str, int, int], None] | None = None,
                 param_ranges: ParamRanges | None = None, output_lufs: float | None = EVAL_LUFS) -> EvalGroup:
     """Render one group (see the module docstring); each pair comes from `source.render_pair`. Deterministic under
-    (`seed`, `name`); a ``pedalboard/<x>`` group draws exactly the content and chains of group ``<x>`` (seeded by
-    ``<x>``), only rendered by pedalboard. `param_ranges`: physical sub-ranges of the chains' settings
+    (`seed`, `name`); a ``pedalboard/<x>`` group (``<x>`` an instrument, ``mixture``, ``inst/<instrument>`` or
+    ``real/<name>``) draws exactly the content, chains and audio queries of group ``<x>`` (seeded by ``<x>``), only
+    rendered by pedalboard. `param_ranges`: physical sub-ranges of the chains' settings
     (`RandomChain`). `output_lufs`: every rendered clip (queries, candidates, the instrument-wise isolated stems)
     is brought to this integrated loudness after its chain (`normalize_clip`); None leaves the chains' levels."""
     if len(source.keys) < 2:
@@ -487,7 +517,8 @@ def build_group(name: str, source: ContentSource, n_candidates: int, n_queries: 
     if not 1 <= min_effects <= max_effects:
         raise ParameterError(f"need 1 <= min_effects <= max_effects <= {len(effects)}")
     samplers = _chain_samplers(effects, max_effects, param_ranges)
-    rng = np.random.default_rng(_group_seed(seed, name.removeprefix(PB_PREFIX)))
+    seed_name = name.removeprefix(PB_PREFIX)  # a pedalboard twin draws what its fxlens group draws
+    rng = np.random.default_rng(_group_seed(seed, seed_name))
 
     def level(x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else normalize_clip(x, sample_rate, output_lufs)
@@ -525,7 +556,8 @@ def build_group(name: str, source: ContentSource, n_candidates: int, n_queries: 
                       torch.tensor(counts, dtype=torch.long), qmeta, pmeta)
     if pstems[0] is not None:
         group.query_stems, group.pool_stems = torch.cat(qstems).float(), torch.cat(pstems).float()
-    return source.attach_queries(group, seconds, sample_rate, np.random.default_rng(_group_seed(seed, name + "#q")))
+    return source.attach_queries(group, seconds, sample_rate,
+                                 np.random.default_rng(_group_seed(seed, seed_name + "#q")))
 
 
 def _cache_file(cache_dir: Path, name: str, config: dict) -> Path:
@@ -587,18 +619,32 @@ def iter_eval_groups(
     an empty selection, a pool effect pedalboard cannot render and a missing pedalboard are reported before anything
     is rendered."""
     check_implementation(implementation)
+    discovered = sources is None
     if sources is None:
         sources = {}
         if data_root is not None:
             sources.update(dataset_sources(data_root, split, mixtures=True, max_stems=max_stems,
                                            instrument_wise=instrument_wise, implementation=implementation))
-        if include_real and implementation != "pedalboard":
-            sources.update(real_sources())
+        if include_real:
+            sources.update(real_sources(implementation=implementation))
     sources = dict(sources)
     if groups is not None:
         missing = [g for g in groups if g not in sources]
         if missing:
-            raise FxlensError(f"unknown retrieval group(s) {missing} (available: {', '.join(sources)})")
+            hints = []
+            if discovered:  # why a well-formed name may be missing from this run
+                bases = [g.removeprefix(PB_PREFIX) for g in missing]
+                if any(g.startswith(PB_PREFIX) for g in missing) and implementation == "fxlens":
+                    hints.append("pedalboard/... groups need implementation 'pedalboard' or 'both'")
+                if any(not g.startswith(PB_PREFIX) for g in missing) and implementation == "pedalboard":
+                    hints.append("implementation 'pedalboard' has only pedalboard/... groups")
+                if any(b.startswith(INST_PREFIX) for b in bases) and not instrument_wise:
+                    hints.append("inst/... groups need the instrument-wise evaluation")
+                if any(b.startswith(REAL_PREFIX) for b in bases) and not include_real:
+                    hints.append("real/... groups need the real recordings")
+            hint = f"; {'; '.join(hints)}" if hints else ""
+            raise FxlensError(f"unknown retrieval group(s) {missing} (available: {', '.join(sources) or 'none'}"
+                              f"{hint})")
         sources = {g: sources[g] for g in groups}
     if not sources:
         raise FxlensError("no retrieval groups: give a dataset folder or install real recordings")
@@ -647,10 +693,11 @@ def build_eval_set(data_root: str | os.PathLike | None = None, n_candidates: int
     Groups: each instrument of `split` of the dataset at `data_root` with at least 2 songs, ``mixture`` (1 to
     `max_stems` stems of a song summed), with `instrument_wise` the ``inst/<instrument>`` groups
     (`InstrumentMixSource`) and, with `include_real`, the installed real recordings (``real/...``).
-    `implementation` "pedalboard" gives instead ``pedalboard/<instrument>`` and ``pedalboard/mixture`` (the same
-    content and chains as the plain groups, rendered by pedalboard: `fxlens.fx.pedalboard_map`), "both" all of
-    them. Every clip is loudness-normalized to `output_lufs` (-18 LUFS) after its chain; None turns that off.
-    `groups` keeps only the named ones. `sources` replaces the discovery with explicit {name: ContentSource}.
+    `implementation` "pedalboard" gives instead the twin ``pedalboard/<x>`` of each of those groups
+    (``pedalboard/<instrument>``, ``pedalboard/mixture``, ``pedalboard/inst/<instrument>``,
+    ``pedalboard/real/<name>``: the same content and chains, rendered by pedalboard: `fxlens.fx.pedalboard_map`),
+    "both" all of them. Every clip is loudness-normalized to `output_lufs` (-18 LUFS) after its chain; None turns
+    that off. `groups` keeps only the named ones. `sources` replaces the discovery with explicit {name: ContentSource}.
     Each group has `n_queries` queries with `n_candidates` candidates each (the paper uses 500), clips of
     `seconds` at `sample_rate`, chains of `min_effects`..`max_effects` effects drawn from `effects` (settings in
     `param_ranges` when given). Options: those of `iter_eval_groups`.
@@ -771,13 +818,11 @@ def summarize_scores(name: str, scores: Sequence[GroupScores], n_boot: int = 100
     if plain:
         pooled = _summary([s.views[CLIPS] for s in plain], [s.n_effects for s in plain], n_boot, seed)
         out["overall"], out["by_n_effects"] = pooled["overall"], pooled["by_n_effects"]
-    pb = [s for s in plain if s.name.startswith(PB_PREFIX)]
-    if pb:  # the same chains by two renderers: each pooled on its own (fxlens: its groups with a pedalboard twin)
-        twins = {s.name.removeprefix(PB_PREFIX) for s in pb}
-        fx = [s for s in plain if s.name in twins]
+    split = _by_renderer(plain)
+    if split:
         out["by_implementation"] = {
             impl: _summary([s.views[CLIPS] for s in group], [s.n_effects for s in group], n_boot, seed)["overall"]
-            for impl, group in (("fxlens", fx), ("pedalboard", pb)) if group}
+            for impl, group in split.items()}
     if inst:
         views = [v for v in INSTRUMENT_VIEWS if all(v in s.views for s in inst)]
         out["instrument_wise"] = {
@@ -786,7 +831,24 @@ def summarize_scores(name: str, scores: Sequence[GroupScores], n_boot: int = 100
             "overall": {v: _summary([s.views[v] for s in inst], [s.n_effects for s in inst], n_boot, seed)
                         for v in views},
         }
+        split = _by_renderer(inst)
+        if split:
+            out["instrument_wise"]["by_implementation"] = {
+                impl: {v: _summary([s.views[v] for s in group], [s.n_effects for s in group], n_boot, seed)["overall"]
+                       for v in views}
+                for impl, group in split.items()}
     return out
+
+
+def _by_renderer(scores: Sequence[GroupScores]) -> dict[str, list[GroupScores]]:
+    """The same chains by two renderers, each pooled on its own: {"fxlens": the groups with a pedalboard twin,
+    "pedalboard": the ``pedalboard/...`` groups} (a renderer without groups left out); {} without pedalboard groups."""
+    pb = [s for s in scores if s.name.startswith(PB_PREFIX)]
+    if not pb:
+        return {}
+    twins = {s.name.removeprefix(PB_PREFIX) for s in pb}
+    fx = [s for s in scores if s.name in twins]
+    return {impl: group for impl, group in (("fxlens", fx), ("pedalboard", pb)) if group}
 
 
 def evaluate(embedder: Embedder, eval_set: EvalSet, batch_size: int = 32, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -798,6 +860,9 @@ def evaluate(embedder: Embedder, eval_set: EvalSet, batch_size: int = 32, n_boot
     intervals over queries, seeded); "overall" pools the queries of all mixture-level groups (None without any).
     With instrument-wise groups also ``"instrument_wise": {"groups": {"inst/...": {view: {"overall", "by_n_effects"}}},
     "overall": {view: ...}}`` for each view of `group_views` (pooled over the instruments).
+    With ``pedalboard/...`` groups also ``"by_implementation": {"fxlens": S, "pedalboard": S}`` (mixture-level: the
+    fxlens groups that have a twin, and the twins, pooled apart; "overall" pools both) and, with
+    ``pedalboard/inst/...`` groups, ``"instrument_wise": {..., "by_implementation": {renderer: {view: S}}}``.
     """
     return summarize_scores(embedder_name(embedder), [score_group(embedder, g, batch_size) for g in eval_set],
                             n_boot, seed)
@@ -878,7 +943,9 @@ def implementation_table(results: Mapping, ci: bool = True) -> str:
 
 
 def instrument_table(results: Mapping, ci: bool = False) -> str:
-    """A Markdown table shaped like Fx-Encoder++ Table 3 (pooled over the ``inst/...`` groups): one row per method;
+    """A Markdown table shaped like Fx-Encoder++ Table 3 (pooled over the instrument-wise groups, the
+    ``pedalboard/inst/...`` twins included as the "all" column of Table 2 includes the mixture-level twins;
+    `instrument_implementation_table` shows the two renderers apart): one row per method;
     R@1, R@5, R@10 and MRR@10 in percent for each protocol: "oracle" = the target instrument's processed stem
     isolated, "mixture" = the mixture without a query (the reference the extractor must beat), "q_audio" /
     "q_text" = the extractor on the mixture with an audio / a text query ("-" where a method has no extractor)."""
@@ -894,13 +961,21 @@ def instrument_table(results: Mapping, ci: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _inst_column_name(group: str) -> str:
+    if group.startswith(PB_PREFIX):
+        return _inst_column_name(group.removeprefix(PB_PREFIX)) + " (pedalboard)"
+    return group.removeprefix(INST_PREFIX)
+
+
 def instrument_detail_table(results: Mapping, metric: str = "R@10") -> str:
-    """`metric` per instrument-wise group: one row per (method, protocol), one column per instrument, plus "all"."""
+    """`metric` per instrument-wise group: one row per (method, protocol), one column per instrument (fxlens-rendered
+    groups, then the ``pedalboard/inst/...`` twins), plus "all" (every instrument-wise group pooled)."""
     methods = {n: r["instrument_wise"] for n, r in _methods(results).items() if "instrument_wise" in r}
     if not methods:
         return ""
-    cols = sorted({g for r in methods.values() for g in r["groups"]})
-    lines = ["| method | protocol | " + " | ".join(c.removeprefix(INST_PREFIX) for c in cols) + " | all |",
+    names = {g for r in methods.values() for g in r["groups"]}
+    cols = sorted(g for g in names if not g.startswith(PB_PREFIX)) + sorted(g for g in names if g.startswith(PB_PREFIX))
+    lines = ["| method | protocol | " + " | ".join(_inst_column_name(c) for c in cols) + " | all |",
              "|" + "---|" * (len(cols) + 3)]
     for name, r in methods.items():
         for v in INSTRUMENT_VIEWS:
@@ -908,6 +983,25 @@ def instrument_detail_table(results: Mapping, metric: str = "R@10") -> str:
                 continue
             row = [_cell(r["groups"].get(c, {}).get(v, {}).get("overall"), metric) for c in cols]
             lines.append(f"| {name} | {v} | " + " | ".join(row + [_cell(r["overall"][v]["overall"], metric)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def instrument_implementation_table(results: Mapping, ci: bool = True) -> str:
+    """Instrument-wise R@1, R@10, MRR@10 (%) pooled per renderer, one row per (method, protocol): the ``inst/...``
+    groups that have a pedalboard twin, and the ``pedalboard/inst/...`` twins; "" without such twins."""
+    methods = {n: r["instrument_wise"]["by_implementation"] for n, r in _methods(results).items()
+               if r.get("instrument_wise", {}).get("by_implementation")}
+    if not methods:
+        return ""
+    impls = [i for i in ("fxlens", "pedalboard") if any(i in r for r in methods.values())]
+    lines = ["| method | protocol | " + " | ".join(f"{i} {m}" for i in impls for m in ("R@1", "R@10", "MRR@10"))
+             + " |", "|" + "---|" * (2 + 3 * len(impls))]
+    for name, r in methods.items():
+        for v in INSTRUMENT_VIEWS:
+            if not any(v in r.get(i, {}) for i in impls):
+                continue
+            lines.append(f"| {name} | {v} | " + " | ".join(_cell(r.get(i, {}).get(v), m, ci) for i in impls
+                                                           for m in ("R@1", "R@10", "MRR@10")) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -927,6 +1021,10 @@ def markdown_report(results: Mapping) -> str:
     if t3:
         parts.append(f"### Instrument-wise retrieval (%), pooled over instruments (Table 3)\n\n{t3}")
         parts.append(f"### Instrument-wise retrieval, R@10 (%) per instrument\n\n{instrument_detail_table(results)}")
+    t_inst_impl = instrument_implementation_table(results)
+    if t_inst_impl:
+        parts.append("### Instrument-wise, same chains, two implementations: fxlens vs pedalboard rendering "
+                     f"(%, 95 % CI)\n\n{t_inst_impl}")
     return "\n".join(parts)
 
 
@@ -996,11 +1094,13 @@ def run_retrieval_benchmark(
     augmentation, §4.1), None from each parameter's full range, or a mapping. `instrument_wise`: also the
     ``inst/<instrument>`` groups (Table 3). `plots_dir`: also write R@K against the number of effects (Figure 2)
     and a t-SNE of `tsne_chains` chains x `tsne_per_chain` contents per method (`fxlens.bench.plots`).
-    `implementation`: "fxlens" (chains rendered by fxlens's effects, the default), "pedalboard" (only the
-    ``pedalboard/<instrument>`` and ``pedalboard/mixture`` groups: the same content and chains rendered by
-    pedalboard, an implementation never trained on) or "both" (adds ``by_implementation`` to each method's results
-    and a table of the two renderings side by side). `output_lufs`: every clip is loudness-normalized to it after
-    its chain (default -18 LUFS, the training mixtures' level, so level is no cue); None turns it off.
+    `implementation`: "fxlens" (chains rendered by fxlens's effects, the default), "pedalboard" (only the twins
+    ``pedalboard/<x>`` of the groups above: ``pedalboard/<instrument>``, ``pedalboard/mixture``,
+    ``pedalboard/inst/<instrument>``, ``pedalboard/real/<name>``, the same content and chains rendered by
+    pedalboard, an implementation never trained on) or "both" (adds ``by_implementation`` to each method's results,
+    and to its ``instrument_wise`` results, and tables of the two renderings side by side). `output_lufs`: every
+    clip is loudness-normalized to it after its chain (default -18 LUFS, the training mixtures' level, so level is
+    no cue); None turns it off.
     Prints nothing. Returns ``{"config", "methods": {name: evaluate(...)}, "table": markdown_table(R@1),
     "report": markdown_report(...), "plots": [paths]}`` and, with `out_json`, writes it there atomically (JSON).
     """
