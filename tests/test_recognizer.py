@@ -161,7 +161,7 @@ def test_resnet_recognizer_trains_and_loads(tiny_fxset, tiny_resnet_recognizer):
     assert p_audio.shape == (3, len(config["classes"]))
     assert torch.allclose(p_audio.sum(1), torch.ones(3), atol=1e-5)
     assert torch.allclose(p_audio, p_mel, atol=1e-6)
-    with pytest.raises(ValueError, match="needs the audio"):
+    with pytest.raises(FxlensError, match="needs the audio"):
         model.probabilities(feats)
 
 

@@ -136,7 +136,7 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
                 continue
             fs.append(f)
             ls += lab
-            if reads_audio:
+            if reads_audio and lab:
                 cb = (lambda d, n, s=s: progress(f"log-mels {s}", d, n)) if progress else None
                 ms.append(split_log_mels(root, s, rec, progress=cb)[0])
         if not ls:

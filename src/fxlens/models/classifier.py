@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fxlens.errors import ParameterError
 from fxlens.models.resnet import MelInput, resnet_stages, run_stages
 
 
@@ -111,7 +112,7 @@ class MelResNetClassifier(MelInput, nn.Module):
 
     def probabilities(self, features: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
         if audio is None:
-            raise ValueError("the ResNet recognizer needs the audio (or its log-mel) beside the features")
+            raise ParameterError("the ResNet recognizer needs the audio (or its log-mel) beside the features")
         return calibrated_probabilities(self, self.forward(features, audio))
 
 

@@ -2,9 +2,8 @@
 
 An MLP on hand-crafted features (AutoFX §5.2: its 163, or fxlens's 406) — or, with ``model_kind="resnet"``, those
 features fused with a ResNet on the clip's log-mel spectrogram — is trained on the train split, selected on val, and
-reported on test,
-on the out-of-domain split (held-out soundfont and instruments) and, when given, on a cross-domain set rendered by
-another implementation (pedalboard). SVM and k-NN (scikit-learn) on the same features are fitted in the same run
+reported on test, on the out-of-domain split (held-out soundfont and instruments) and, when given, on a
+cross-domain set rendered by another implementation (pedalboard). SVM and k-NN (scikit-learn) on the same features are fitted in the same run
 as baselines. Only single-effect clips are used (one class per clip); chains are for multi-label work.
 """
 
@@ -25,6 +24,7 @@ from fxlens.models.classifier import (FeatureClassifier, MelResNetClassifier, ca
                                       fit_temperature)
 from fxlens.train import command_line
 from fxlens.train.inputs import FEATURE_SET, FEATURE_SETS, split_features, split_log_mels
+
 
 def _targets(labels: list[dict], target: str) -> list[str | None]:
     key = "aggregated_class" if target == "aggregated" else "fine_class"
@@ -93,10 +93,13 @@ def _log_mels(model: MelResNetClassifier, fxset, cross_domain, name: str, keep: 
     for split in parts:
         cb = (lambda d, n, s=split: progress(f"log-mels {s}", d, n)) if progress else None
         try:
-            mels.append(split_log_mels(root, split, model, progress=cb)[0])
+            m = split_log_mels(root, split, model, progress=cb)[0]
         except FxlensError:
             if name == "train":
                 raise
+            continue
+        if len(m):  # a split without clips has no frames to concatenate
+            mels.append(m)
     if not mels or not keep:
         return torch.zeros(0, model.audio_channels, model.n_mels, 1, dtype=torch.float16)
     return torch.cat(mels)[keep]
@@ -152,8 +155,7 @@ def train_recognizer(
                 raise
             return torch.zeros(0, len(FEATURE_SETS[feature_set][1])), []
 
-    roots = {s: fxset for s in ("train", "val", "test", "ood")}
-    data = {s: feats(fxset, s) for s in roots}
+    data = {s: feats(fxset, s) for s in ("train", "val", "test", "ood")}
     if not data["train"][1]:
         raise FxlensError(f"{fxset} has no train clips: run `fxlens data fxset` first")
     if multilabel:
