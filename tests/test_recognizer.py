@@ -189,3 +189,16 @@ def test_unknown_recognizer_model_is_one_line(tiny_fxset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "unknown recognizer model 'svm'" in err and "Traceback" not in err
     assert not (tmp_path / "y").exists()
+
+
+def test_multilabel_resnet_recognizer_on_chains(tiny_chains, tmp_path):
+    from fxlens.train.recognizer import load_recognizer
+
+    metrics = train_recognizer(tiny_chains, tmp_path / "mlr", multilabel=True, model_kind="resnet", epochs=1,
+                               channels=(4, 8), seed=0)
+    model, config = load_recognizer(tmp_path / "mlr")
+    assert config["multilabel"] is True and config["model"] == "resnet"
+    assert metrics["multilabel"]["train"]["exact_match_chains"] is not None
+    x = torch.randn(2, 2, 44100)
+    p = model.probabilities(torch.randn(2, config["n_features"]), x)
+    assert p.shape == (2, 7) and bool(((p > 0) & (p < 1)).all())
