@@ -160,6 +160,7 @@ class EncoderEmbedder:
                 kind = training_style(Path(model))
                 if label == "model":  # a run's model/ folder: name it after the run
                     label = Path(model).resolve().parent.name
+        self.kind = kind  # how it was trained (`training_style`)
         self.name = name or f"{kind} ({label})"
         self.batch_size = batch_size
 
@@ -199,6 +200,6 @@ def encoder_embedders(paths: list[str | os.PathLike] | None, device: str | torch
     for p in paths:
         emb = EncoderEmbedder(p, device=device)
         if emb.name in {e.name for e in out}:
-            emb.name = f"Fx-Encoder++ ({p})"
+            emb.name = f"{emb.kind} ({p})"
         out.append(emb)
     return out

@@ -346,8 +346,8 @@ def pedalboard_twins(sources: Mapping[str, ContentSource]) -> dict[str, ContentS
 
 
 def _with_implementation(sources: Mapping[str, ContentSource], implementation: str) -> dict[str, ContentSource]:
-    """The fxlens-rendered `sources` ("fxlens"), their pedalboard twins ("pedalboard"), or both, in that order."""
-    check_implementation(implementation)
+    """The fxlens-rendered `sources` ("fxlens"), their pedalboard twins ("pedalboard"), or both, in that order
+    (`implementation` checked by the callers)."""
     out: dict[str, ContentSource] = dict(sources) if implementation != "pedalboard" else {}
     if implementation != "fxlens":
         out.update(pedalboard_twins(sources))
@@ -804,7 +804,12 @@ def _summary(per_query: Sequence[Mapping[str, np.ndarray]], counts: Sequence[np.
     allc = np.concatenate(list(counts))
     by = {str(k): summarize({m: v[allc == k] for m, v in allq.items()}, METRICS, n_boot, seed)
           for k in sorted(set(allc.tolist()))}
-    return {"overall": summarize(allq, METRICS, n_boot, seed), "by_n_effects": by}
+    return {"overall": _pooled(per_query, n_boot, seed), "by_n_effects": by}
+
+
+def _pooled(per_query: Sequence[Mapping[str, np.ndarray]], n_boot: int, seed: int) -> dict:
+    """`_summary`'s "overall" alone (no per-effect-count bootstraps): S over the pooled queries."""
+    return summarize({m: np.concatenate([pq[m] for pq in per_query]) for m in METRICS}, METRICS, n_boot, seed)
 
 
 def summarize_scores(name: str, scores: Sequence[GroupScores], n_boot: int = 1000, seed: int = 0) -> dict:
@@ -821,7 +826,7 @@ def summarize_scores(name: str, scores: Sequence[GroupScores], n_boot: int = 100
     split = _by_renderer(plain)
     if split:
         out["by_implementation"] = {
-            impl: _summary([s.views[CLIPS] for s in group], [s.n_effects for s in group], n_boot, seed)["overall"]
+            impl: _pooled([s.views[CLIPS] for s in group], n_boot, seed)
             for impl, group in split.items()}
     if inst:
         views = [v for v in INSTRUMENT_VIEWS if all(v in s.views for s in inst)]
@@ -834,7 +839,7 @@ def summarize_scores(name: str, scores: Sequence[GroupScores], n_boot: int = 100
         split = _by_renderer(inst)
         if split:
             out["instrument_wise"]["by_implementation"] = {
-                impl: {v: _summary([s.views[v] for s in group], [s.n_effects for s in group], n_boot, seed)["overall"]
+                impl: {v: _pooled([s.views[v] for s in group], n_boot, seed)
                        for v in views}
                 for impl, group in split.items()}
     return out

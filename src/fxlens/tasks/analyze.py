@@ -111,7 +111,8 @@ def _load(kind: str, folder: str | os.PathLike | None):
 
 
 def load_recognizer(folder: str | os.PathLike | None = None):
-    """(FeatureClassifier, config) of a recognizer checkpoint (default: the shipped one)."""
+    """(recognizer, config) of a recognizer checkpoint, feature MLP or features + log-mel ResNet (default: the
+    shipped one)."""
     return _load("recognizer", folder)
 
 
@@ -241,8 +242,8 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
     duration = x.shape[-1] / fxaudio.WORKING_SAMPLE_RATE
     segs = windows(x)
     feats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, rcfg["feature_set"])
-    with torch.no_grad():  # a ResNet recognizer reads the windows' audio too
-        probs = rec.probabilities(feats, segs if rec.input_kind == "features+audio" else None).mean(0).numpy()
+    with torch.no_grad():  # a ResNet recognizer reads the windows' audio too; the MLP ignores it
+        probs = rec.probabilities(feats, segs).mean(0).numpy()
     agg, fine = _aggregate(list(rcfg["classes"]), probs)
     multilabel = bool(rcfg.get("multilabel", False))
     if multilabel:

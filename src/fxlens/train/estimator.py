@@ -217,12 +217,14 @@ class DrySources:
 
 
 def _fixed_controls(class_name: str, effect) -> dict[int, float]:
-    """{control index: normalized value} of the parameters that `class_name` pins (low == high)."""
+    """{control index: normalized value} of the parameters that `class_name` pins (`fixed_parameters`)."""
+    if class_name not in FXSET_CLASSES:
+        return {}
+    ranges = FXSET_CLASSES[class_name].ranges
     out = {}
-    for k, (lo, hi) in FXSET_CLASSES[class_name].ranges.items() if class_name in FXSET_CLASSES else ():
-        if lo == hi:
-            i = effect.param_names.index(k)
-            out[i] = float(effect.specs[i].to_normalized(torch.tensor(float(lo), dtype=torch.float64)))
+    for k in fixed_parameters(class_name):
+        i = effect.param_names.index(k)
+        out[i] = float(effect.specs[i].to_normalized(torch.tensor(float(ranges[k][0]), dtype=torch.float64)))
     return out
 
 
@@ -276,15 +278,12 @@ def _slot_effects(model: SlotEstimator, slot_info: dict) -> dict:
 
 def _clips_per_class(labels: list[dict], model: SlotEstimator, per_class: int) -> list[int]:
     """The first `per_class` single-effect clips of every class the model estimates, in label order."""
-    taken: dict[str, int] = {}
-    out = []
-    for i in _single_effect(labels):
-        c = labels[i]["fine_class"]
-        if model.class_slots.get(c) is None or taken.get(c, 0) >= per_class:
-            continue
-        taken[c] = taken.get(c, 0) + 1
-        out.append(i)
-    return out
+    return _subset_per_class(labels, _estimated_clips(labels, model), per_class)
+
+
+def _estimated_clips(labels: list[dict], model: SlotEstimator) -> list[int]:
+    """The single-effect clips of the classes that `model` estimates (an effect slot), in label order."""
+    return [i for i in _single_effect(labels) if model.class_slots.get(labels[i]["fine_class"]) is not None]
 
 
 def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labels: list[dict], fxset,
@@ -361,11 +360,11 @@ def finetune_spectral(model: SlotEstimator, inputs: torch.Tensor, labels: list[d
     effects = _slot_effects(model, slot_info)
     loss_fn = mrstft_loss()
     sr = audio.WORKING_SAMPLE_RATE
-    pool = [i for i in _single_effect(labels) if model.class_slots.get(labels[i]["fine_class"]) is not None]
+    pool = _estimated_clips(labels, model)
     if not pool:
         raise FxlensError("no single-effect train clips to fine-tune on")
-    t_all, m_all, _, names_all, keep = targets(model, labels, pool)
-    row_of = {i: j for j, i in enumerate(keep)}
+    t_all, m_all, *_ = targets(model, labels, pool)  # one row per clip of `pool`, in its order
+    row_of = {i: j for j, i in enumerate(pool)}
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
@@ -525,14 +524,9 @@ def train_estimator(
             raise FxlensError("no single-effect clips in the train split")
         dry_sources.load(lab_tr[first[0]])
 
-    def inputs(split, rows=None):
+    def inputs(split, rows=None):  # a missing val/test/ood split is skipped by the caller; bad clips raise
         cb = (lambda d, n: progress(f"inputs {split}", d, n)) if progress else None
-        try:
-            return split_inputs(net, config, fxset, split, rows=rows, progress=cb)
-        except FxlensError:
-            if split == "train":
-                raise
-            return torch.zeros(0), []
+        return split_inputs(net, config, fxset, split, rows=rows, progress=cb)
 
     idx_tr = _subset_per_class(lab_tr, _single_effect(lab_tr), max_train_per_class)
     t_tr, m_tr, oh_tr, names_tr, keep_tr = targets(net, lab_tr, idx_tr)

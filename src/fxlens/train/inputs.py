@@ -40,6 +40,21 @@ def compute_features(x: torch.Tensor, sample_rate: int, feature_set: str = FEATU
         return FEATURE_SETS[feature_set][0](x, sample_rate).float()
 
 
+def _reusable_rows(cache: Path, key: str) -> dict[str, torch.Tensor]:
+    """{clip id: cached row} of a split cache (`key`: its tensor) for the clips still there and unchanged: a set
+    that grew, or was partly re-rendered, keeps the rows of clips whose file is not newer than the cache."""
+    if not cache.is_file():
+        return {}
+    cached = torch.load(cache, weights_only=True)
+    stamp = cache.stat().st_mtime
+    known = {}
+    for cid, row in zip(cached.get("clip_ids", []), cached.get(key, [])):
+        wav = cache.parent / f"{cid}.flac"
+        if wav.is_file() and wav.stat().st_mtime <= stamp:
+            known[cid] = row
+    return known
+
+
 def split_features(fxset: str | os.PathLike, split: str, batch: int = 64,
                    progress: Callable[[int, int], None] | None = None,
                    feature_set: str = FEATURE_SET) -> tuple[torch.Tensor, list[dict]]:
@@ -51,18 +66,11 @@ def split_features(fxset: str | os.PathLike, split: str, batch: int = 64,
         return torch.zeros(0, len(FEATURE_SETS[feature_set][1])), []
     ids = [r["clip_id"] for r in labels]
     cache = Path(fxset) / split / f"features-{feature_set}.pt"
-    known: dict[str, torch.Tensor] = {}
     if cache.is_file():
         cached = torch.load(cache, weights_only=True)
         if cached.get("clip_ids") == ids:
             return cached["features"], labels
-        # reuse the rows of clips that are still there (a set that grew, or was partly re-rendered, keeps its ids
-        # only for clips that are unchanged: a clip file newer than the cache is recomputed)
-        stamp = cache.stat().st_mtime
-        for cid, row in zip(cached.get("clip_ids", []), cached.get("features", [])):
-            wav = Path(fxset) / split / f"{cid}.flac"
-            if wav.is_file() and wav.stat().st_mtime <= stamp:
-                known[cid] = row
+    known = _reusable_rows(cache, "features")
     todo = [cid for cid in ids if cid not in known]
     for i in range(0, len(todo), batch):
         part = todo[i:i + batch]
@@ -93,14 +101,7 @@ def split_log_mels(fxset: str | os.PathLike, split: str, model, rows: list[int] 
     ids = [r["clip_id"] for r in labels]
     rows = list(range(len(labels))) if rows is None else list(rows)
     cache = Path(fxset) / split / f"logmel-{model.audio_channels}x{model.n_mels}-{model.n_fft}-{model.hop}.pt"
-    known: dict[str, torch.Tensor] = {}
-    if cache.is_file():
-        cached = torch.load(cache, weights_only=True)
-        stamp = cache.stat().st_mtime
-        for cid, row in zip(cached.get("clip_ids", []), cached.get("mels", [])):
-            wav = Path(fxset) / split / f"{cid}.flac"
-            if wav.is_file() and wav.stat().st_mtime <= stamp:
-                known[cid] = row
+    known = _reusable_rows(cache, "mels")
     todo = [i for i in rows if ids[i] not in known]
     for k in range(0, len(todo), batch):
         part = todo[k:k + batch]
