@@ -102,10 +102,7 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
         from fxlens.data.fxset import read_labels
 
         try:
-            first = next((r for r in read_labels(fxset, SPLITS_IN_DOMAIN[0]) if len(r.get("fine_labels", [])) == 1
-                          and r.get("preset")), None)
-            if first is not None:
-                dry.load(first)
+            dry.check(read_labels(fxset, SPLITS_IN_DOMAIN[0]), f"the {SPLITS_IN_DOMAIN[0]} split")
         except FxlensError as e:
             raise FxlensError(f"{e}; or skip the re-rendered estimates: --mrstft-clips 0") from None
 

@@ -932,19 +932,30 @@ def markdown_table(results: Mapping, metric: str = "R@1", ci: bool = False) -> s
     return "\n".join(lines) + "\n"
 
 
+def _renderer_table(methods: Mapping[str, Mapping], views: Sequence[str | None], ci: bool) -> str:
+    """R@1, R@10, MRR@10 (%) of each method's ``by_implementation`` pools, fxlens-rendered beside pedalboard-rendered
+    columns; one row per (method, view) when `views` names protocols, one per method for ``(None,)``."""
+    impls = [i for i in ("fxlens", "pedalboard") if any(i in r for r in methods.values())]
+    protocol = views != (None,)
+    head = "| method | " + ("protocol | " if protocol else "")
+    lines = [head + " | ".join(f"{i} {m}" for i in impls for m in ("R@1", "R@10", "MRR@10")) + " |",
+             "|" + "---|" * (1 + protocol + 3 * len(impls))]
+    for name, r in methods.items():
+        for v in views:
+            pools = {i: r.get(i) if v is None else r.get(i, {}).get(v) for i in impls}
+            if not any(pools.values()):
+                continue
+            label = f"| {name} | " + (f"{v} | " if protocol else "")
+            lines.append(label + " | ".join(_cell(pools[i], m, ci) for i in impls for m in ("R@1", "R@10", "MRR@10"))
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
 def implementation_table(results: Mapping, ci: bool = True) -> str:
     """Mixture-level R@1, R@10, MRR@10 (%) pooled per renderer: the fxlens-rendered groups that have a pedalboard
     twin, and the ``pedalboard/...`` groups (same content and chains); "" without pedalboard groups."""
     methods = {n: r["by_implementation"] for n, r in _methods(results).items() if r.get("by_implementation")}
-    if not methods:
-        return ""
-    impls = [i for i in ("fxlens", "pedalboard") if any(i in r for r in methods.values())]
-    lines = ["| method | " + " | ".join(f"{i} {m}" for i in impls for m in ("R@1", "R@10", "MRR@10")) + " |",
-             "|" + "---|" * (1 + 3 * len(impls))]
-    for name, r in methods.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(r.get(i), m, ci) for i in impls
-                                                 for m in ("R@1", "R@10", "MRR@10")) + " |")
-    return "\n".join(lines) + "\n"
+    return _renderer_table(methods, (None,), ci) if methods else ""
 
 
 def instrument_table(results: Mapping, ci: bool = False) -> str:
@@ -996,18 +1007,7 @@ def instrument_implementation_table(results: Mapping, ci: bool = True) -> str:
     groups that have a pedalboard twin, and the ``pedalboard/inst/...`` twins; "" without such twins."""
     methods = {n: r["instrument_wise"]["by_implementation"] for n, r in _methods(results).items()
                if r.get("instrument_wise", {}).get("by_implementation")}
-    if not methods:
-        return ""
-    impls = [i for i in ("fxlens", "pedalboard") if any(i in r for r in methods.values())]
-    lines = ["| method | protocol | " + " | ".join(f"{i} {m}" for i in impls for m in ("R@1", "R@10", "MRR@10"))
-             + " |", "|" + "---|" * (2 + 3 * len(impls))]
-    for name, r in methods.items():
-        for v in INSTRUMENT_VIEWS:
-            if not any(v in r.get(i, {}) for i in impls):
-                continue
-            lines.append(f"| {name} | {v} | " + " | ".join(_cell(r.get(i, {}).get(v), m, ci) for i in impls
-                                                           for m in ("R@1", "R@10", "MRR@10")) + " |")
-    return "\n".join(lines) + "\n"
+    return _renderer_table(methods, tuple(INSTRUMENT_VIEWS), ci) if methods else ""
 
 
 def markdown_report(results: Mapping) -> str:

@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from fxlens.errors import FxlensError, ParameterError
+from fxlens.fx.preset import stages_from_preset  # validates names, units and ranges as `fx apply` does
 
 __all__ = [
     "JUCE_TIME_FACTOR",
@@ -227,12 +228,11 @@ def preset_to_stages(preset: Mapping[str, Any], sample_rate: int) -> list[dict]:
     Raises FxlensError for an effect pedalboard cannot render (see `PEDALBOARD_EFFECTS`) or when pedalboard is
     missing (the reverb's wet gain is measured with pedalboard itself)."""
     stages: list[dict] = []
-    for fx in preset.get("effects", []):
-        name = fx["name"]
-        if name not in _MAPPERS:
-            raise FxlensError(f"no pedalboard mapping for effect '{name}' (mapped: {', '.join(PEDALBOARD_EFFECTS)})")
-        params = {k: float(v["value"] if isinstance(v, Mapping) else v) for k, v in fx["params"].items()}
-        stages += _MAPPERS[name](params, int(sample_rate), fx.get("config", {}))
+    for effect, values in stages_from_preset(preset):
+        if effect.name not in _MAPPERS:
+            raise FxlensError(f"no pedalboard mapping for effect '{effect.name}' "
+                              f"(mapped: {', '.join(PEDALBOARD_EFFECTS)})")
+        stages += _MAPPERS[effect.name](values, int(sample_rate), effect.config())
     return stages
 
 
@@ -242,7 +242,11 @@ def preset_to_stages(preset: Mapping[str, Any], sample_rate: int) -> list[dict]:
 
 
 def _lr4_bands(x: np.ndarray, sample_rate: int, f1: float, f2: float) -> list[np.ndarray]:
-    """Low, mid and high bands (each like x, (C, T) float64) of a Linkwitz-Riley 4th-order 3-way crossover."""
+    """Low, mid and high bands (each like x, (C, T) float64) of a Linkwitz-Riley 4th-order 3-way crossover.
+
+    Deliberately not `fxlens.fx.dynamics.split_bands`: pedalboard has no crossover, and the cross-domain renderer
+    must not share fxlens's DSP where it can avoid it (scipy's Butterworth design and `sosfilt` instead of
+    fxlens's biquad formulas and torchlpc/FFT filtering), so an error in one shows up as a difference."""
     from scipy import signal
 
     def butter(kind: str, f: float) -> np.ndarray:

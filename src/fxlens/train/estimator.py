@@ -215,6 +215,14 @@ class DrySources:
                          float(record["seconds"]))
         return audio.normalize_loudness(x, self.sample_rate, INPUT_LUFS)
 
+    def check(self, records: list[dict], what: str = "these labels") -> None:
+        """Load the first single-effect clip's source: fails before a long run when the stems are not where the
+        labels say (or `records` has no single-effect clip)."""
+        first = _single_effect(records)
+        if not first:
+            raise FxlensError(f"no single-effect clips in {what}")
+        self.load(records[first[0]])
+
 
 def _fixed_controls(class_name: str, effect) -> dict[int, float]:
     """{control index: normalized value} of the parameters that `class_name` pins (`fixed_parameters`)."""
@@ -519,10 +527,7 @@ def train_estimator(
     batch_size = batch_size or (128 if kind == "mlp" else 64)
     dry_sources = DrySources(stems)
     if finetune_steps > 0 or spectral_clips > 0:  # fail before training, not after
-        first = _single_effect(lab_tr)
-        if not first:
-            raise FxlensError("no single-effect clips in the train split")
-        dry_sources.load(lab_tr[first[0]])
+        dry_sources.check(lab_tr, "the train split")
 
     def inputs(split, rows=None):  # a missing val/test/ood split is skipped by the caller; bad clips raise
         cb = (lambda d, n: progress(f"inputs {split}", d, n)) if progress else None
