@@ -630,6 +630,13 @@ def test_pedalboard_mapping_errors(tiny_root):
 
     with pytest.raises(FxlensError, match="tremolo"):
         preset_to_stages(_preset("tremolo"), SR)
+    # presets are read by the same validator as `fx apply`: units and ranges are checked, not trusted
+    bad_unit = _preset("delay", time_ms=120.0)
+    bad_unit["effects"][0]["params"]["time_ms"] = {"value": 0.12, "unit": "s"}
+    with pytest.raises(FxlensError, match="time_ms"):
+        preset_to_stages(bad_unit, SR)
+    with pytest.raises(FxlensError, match="not an fxlens preset"):
+        preset_to_stages({"effects": []}, SR)
     pytest.importorskip("pedalboard")
     with pytest.raises(FxlensError, match="pedalboard cannot render"):
         rt.build_eval_set(tiny_root, n_candidates=2, n_queries=2, seconds=SECONDS, sample_rate=SR, include_real=False,
