@@ -61,6 +61,31 @@ def test_detects_clear_effects(dry, effect, params, expected):
         assert spec.min <= d.settings[spec.name] <= spec.max and d.units[spec.name] == spec.unit
 
 
+def test_multilabel_reports_each_effect_over_threshold_and_dry_as_none_on(dry, monkeypatch):
+    """A multi-label recognizer has no "dry" sigmoid: a window is dry when none of its effects is on, so
+    P(dry) = mean over windows of prod(1 - p_k) (independent sigmoids) — checked against that closed form."""
+    import fxlens.tasks.analyze as an
+
+    classes = ["delay", "reverb", "modulation", "tremolo", "distortion", "compression", "eq"]
+    per_window = torch.tensor([[0.9, 0.7, 0.1, 0.0, 0.2, 0.0, 0.1], [0.8, 0.5, 0.3, 0.0, 0.0, 0.1, 0.1]])
+
+    class Fixed:
+        def probabilities(self, features, audio=None):
+            return per_window[torch.arange(features.shape[0]) % 2]
+
+    _, ecfg = an.load_estimator()
+    monkeypatch.setattr(an, "load_recognizer", lambda folder=None: (
+        Fixed(), {"classes": classes, "multilabel": True, "feature_set": ecfg["feature_set"]}))
+    x = dry[..., : int(3.0 * SR)]  # two 1.5 s windows: one of each row
+    result = fxlens.analyze(x, SR, threshold=0.5)
+    mean = per_window.double().mean(0)
+    dry_p = (1 - per_window.double()).prod(1).mean()
+    assert result.probabilities["dry"] == pytest.approx(float(dry_p), abs=1e-6)
+    for c, m in zip(classes, mean):
+        assert result.probabilities[c] == pytest.approx(float(m), abs=1e-6)
+    assert [d.aggregated_class for d in result.effects] == ["delay", "reverb"]  # 0.85 and 0.6; the rest below
+
+
 def test_delay_time_estimate_is_near_the_applied_time(dry):
     result = fxlens.analyze(_wet(dry, "delay", {"time_ms": 400.0, "feedback": 0.6, "mix": 0.5}), SR)
     assert result.effects[0].settings["time_ms"] == pytest.approx(400.0, rel=0.25)

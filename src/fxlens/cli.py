@@ -417,8 +417,7 @@ def analyze(
     for col in ("effect", "probability", "class", "setting", "value", "unit"):
         table.add_column(col, justify="right" if col in ("probability", "value") else "left")
     if not result.effects:
-        top = max(result.probabilities, key=result.probabilities.get)
-        table.add_row("(none: dry)", f"{result.probabilities['dry']:.2f}", top, "", "", "")
+        table.add_row("(none: dry)", f"{result.probabilities['dry']:.2f}", "dry", "", "", "")
     for k, d in enumerate(result.effects):
         for j, (name, value) in enumerate(d.settings.items()):
             table.add_row(d.effect if j == 0 else "", f"{d.probability:.2f}" if j == 0 else "",

@@ -242,10 +242,15 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
     duration = x.shape[-1] / fxaudio.WORKING_SAMPLE_RATE
     segs = windows(x)
     feats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, rcfg["feature_set"])
-    with torch.no_grad():  # a ResNet recognizer reads the windows' audio too; the MLP ignores it
-        probs = rec.probabilities(feats, segs).mean(0).numpy()
-    agg, fine = _aggregate(list(rcfg["classes"]), probs)
     multilabel = bool(rcfg.get("multilabel", False))
+    classes = list(rcfg["classes"])
+    with torch.no_grad():  # a ResNet recognizer reads the windows' audio too; the MLP ignores it
+        p = rec.probabilities(feats, segs)
+    if multilabel and "dry" not in classes:
+        # no sigmoid for "dry": a window is dry when none of its (independent) effects is on
+        p = torch.cat([p, (1.0 - p).prod(1, keepdim=True)], 1)
+        classes.append("dry")
+    agg, fine = _aggregate(classes, p.mean(0).numpy())
     if multilabel:
         chosen = [a for a in AGGREGATED_CLASSES if a != "dry" and agg[a] >= threshold]
     else:
