@@ -40,12 +40,17 @@ def compute_features(x: torch.Tensor, sample_rate: int, feature_set: str = FEATU
         return FEATURE_SETS[feature_set][0](x, sample_rate).float()
 
 
-def _reusable_rows(cache: Path, key: str) -> dict[str, torch.Tensor]:
-    """{clip id: cached row} of a split cache (`key`: its tensor) for the clips still there and unchanged: a set
-    that grew, or was partly re-rendered, keeps the rows of clips whose file is not newer than the cache."""
-    if not cache.is_file():
+def _load_cache(cache: Path) -> dict:
+    """A split cache's contents ({} when there is none)."""
+    return torch.load(cache, weights_only=True) if cache.is_file() else {}
+
+
+def _reusable_rows(cache: Path, cached: dict, key: str) -> dict[str, torch.Tensor]:
+    """{clip id: cached row} of a split cache loaded from `cache` (`key`: its tensor) for the clips still there and
+    unchanged: a set that grew, or was partly re-rendered, keeps the rows of clips whose file is not newer than the
+    cache."""
+    if not cached:
         return {}
-    cached = torch.load(cache, weights_only=True)
     stamp = cache.stat().st_mtime
     known = {}
     for cid, row in zip(cached.get("clip_ids", []), cached.get(key, [])):
@@ -66,11 +71,10 @@ def split_features(fxset: str | os.PathLike, split: str, batch: int = 64,
         return torch.zeros(0, len(FEATURE_SETS[feature_set][1])), []
     ids = [r["clip_id"] for r in labels]
     cache = Path(fxset) / split / f"features-{feature_set}.pt"
-    if cache.is_file():
-        cached = torch.load(cache, weights_only=True)
-        if cached.get("clip_ids") == ids:
-            return cached["features"], labels
-    known = _reusable_rows(cache, "features")
+    cached = _load_cache(cache)
+    if cached.get("clip_ids") == ids:
+        return cached["features"], labels
+    known = _reusable_rows(cache, cached, "features")
     todo = [cid for cid in ids if cid not in known]
     for i in range(0, len(todo), batch):
         part = todo[i:i + batch]
@@ -101,7 +105,7 @@ def split_log_mels(fxset: str | os.PathLike, split: str, model, rows: list[int] 
     ids = [r["clip_id"] for r in labels]
     rows = list(range(len(labels))) if rows is None else list(rows)
     cache = Path(fxset) / split / f"logmel-{model.audio_channels}x{model.n_mels}-{model.n_fft}-{model.hop}.pt"
-    known = _reusable_rows(cache, "mels")
+    known = _reusable_rows(cache, _load_cache(cache), "mels")
     todo = [i for i in rows if ids[i] not in known]
     for k in range(0, len(todo), batch):
         part = todo[k:k + batch]

@@ -3,8 +3,8 @@
 An MLP on hand-crafted features (AutoFX §5.2: its 163, or fxlens's 406) — or, with ``model_kind="resnet"``, those
 features fused with a ResNet on the clip's log-mel spectrogram — is trained on the train split, selected on val, and
 reported on test, on the out-of-domain split (held-out soundfont and instruments) and, when given, on a
-cross-domain set rendered by another implementation (pedalboard). SVM and k-NN (scikit-learn) on the same features are fitted in the same run
-as baselines. Only single-effect clips are used (one class per clip); chains are for multi-label work.
+cross-domain set rendered by another implementation (pedalboard). SVM and k-NN (scikit-learn) on the same features
+are fitted in the same run as baselines. Only single-effect clips are used (one class per clip); chains are for multi-label work.
 """
 
 from __future__ import annotations
