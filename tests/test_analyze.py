@@ -86,6 +86,39 @@ def test_multilabel_reports_each_effect_over_threshold_and_dry_as_none_on(dry, m
     assert [d.aggregated_class for d in result.effects] == ["delay", "reverb"]  # 0.85 and 0.6; the rest below
 
 
+def test_aggregate_probabilities_closed_forms():
+    from fxlens.data.fxset import AGGREGATED_CLASSES, aggregate_probabilities
+
+    classes = ["chorus", "phaser", "reverb"]
+    p = np.array([[0.4, 0.5, 0.1]])
+    ml = dict(zip(AGGREGATED_CLASSES, aggregate_probabilities(classes, p, multilabel=True)[0]))
+    assert ml["modulation"] == pytest.approx(1 - 0.6 * 0.5) and ml["reverb"] == pytest.approx(0.1)
+    assert ml["dry"] == pytest.approx(0.6 * 0.5 * 0.9) and ml["delay"] == 0.0
+    soft = dict(zip(AGGREGATED_CLASSES, aggregate_probabilities(classes + ["dry"], np.array([[0.2, 0.3, 0.1, 0.4]]))[0]))
+    assert soft["modulation"] == pytest.approx(0.5) and soft["dry"] == pytest.approx(0.4)
+
+
+def test_fine_multilabel_reports_a_group_and_its_most_probable_member(dry, monkeypatch):
+    """Over fine classes, a group is on when any member is (1 - prod(1 - p)): chorus 0.4 and phaser 0.5 give
+    modulation 0.7, reported as its most probable member, the phaser."""
+    import fxlens.tasks.analyze as an
+
+    classes = ["chorus", "phaser", "reverb", "fuzz"]
+
+    class Fixed:
+        def probabilities(self, features, audio=None):
+            return torch.tensor([[0.4, 0.5, 0.1, 0.3]]).expand(features.shape[0], -1)
+
+    _, ecfg = an.load_estimator()
+    monkeypatch.setattr(an, "load_recognizer", lambda folder=None: (
+        Fixed(), {"classes": classes, "multilabel": True, "feature_set": ecfg["feature_set"]}))
+    result = fxlens.analyze(dry[..., : int(3.0 * SR)], SR, threshold=0.5)
+    assert result.probabilities["modulation"] == pytest.approx(0.7, abs=1e-6)
+    assert result.probabilities["dry"] == pytest.approx(0.6 * 0.5 * 0.9 * 0.7, abs=1e-6)
+    assert [(d.aggregated_class, d.fine_class, d.effect) for d in result.effects] == [
+        ("modulation", "phaser", "phaser")]
+
+
 def test_delay_time_estimate_is_near_the_applied_time(dry):
     result = fxlens.analyze(_wet(dry, "delay", {"time_ms": 400.0, "feedback": 0.6, "mix": 0.5}), SR)
     assert result.effects[0].settings["time_ms"] == pytest.approx(400.0, rel=0.25)

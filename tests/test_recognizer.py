@@ -91,6 +91,18 @@ def test_multilabel_recognizer_on_chains(tiny_chains, tmp_path):
     assert train["exact_match_chains"] is not None and 0.0 <= train["exact_match"] <= 1.0
 
 
+def test_fine_multilabel_recognizer_has_a_sigmoid_per_fine_effect(tiny_chains, tmp_path):
+    metrics = train_recognizer(tiny_chains, tmp_path / "mlf", target="fine", multilabel=True, epochs=3, seed=0)
+    _, config = load_checkpoint(tmp_path / "mlf", "recognizer")
+    assert config["classes"] == [c for c in fxset.FINE_CLASSES if c != "dry"]
+    train = metrics["multilabel"]["train"]
+    assert set(train["per_class"]) == set(config["classes"])
+    # the sets of effect groups, as `analyze` reports them, are scored too
+    assert 0.0 <= train["aggregated"]["exact_match"] <= 1.0 and train["aggregated"]["exact_match_chains"] is not None
+    card = (tmp_path / "mlf" / "MODEL_CARD.md").read_text()
+    assert "exact match (chains, aggregated)" in card
+
+
 def test_cli_fxset_splits_and_chain_clips(stems, tmp_path, capsys):  # noqa: F811
     from fxlens.cli import main
 
@@ -202,3 +214,25 @@ def test_multilabel_resnet_recognizer_on_chains(tiny_chains, tmp_path):
     x = torch.randn(2, 2, 44100)
     p = model.probabilities(torch.randn(2, config["n_features"]), x)
     assert p.shape == (2, 7) and bool(((p > 0) & (p < 1)).all())
+
+
+def test_bench_scores_a_fine_multilabel_model_as_analyze_decides():
+    """Single-effect scoring of a fine multi-label model: "dry" when no group reaches 0.5, else the most probable
+    group (1 - prod(1 - p)) and, inside it, its most probable member."""
+    from fxlens.bench.recognition import recognition_scores
+
+    classes = ["chorus", "phaser", "reverb"]
+    probs = torch.tensor([[0.4, 0.45, 0.6],    # modulation 0.67 > reverb 0.6: phaser
+                          [0.1, 0.2, 0.3],     # nothing reaches 0.5: dry
+                          [0.0, 0.1, 0.9]])    # reverb
+
+    class Fixed:
+        multilabel = True
+
+        def probabilities(self, features, audio=None):
+            return probs[features[:, 0].long()]
+
+    labels = [{"fine_class": c, "aggregated_class": a, "fine_labels": [c]}
+              for c, a in (("phaser", "modulation"), ("dry", "dry"), ("reverb", "reverb"))]
+    out = recognition_scores(Fixed(), classes, torch.arange(3.0)[:, None], labels)
+    assert out["aggregated"]["accuracy"] == 1.0 and out["fine"]["accuracy"] == 1.0

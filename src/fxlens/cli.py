@@ -290,7 +290,7 @@ def train_recognizer_command(
     cross_domain: Optional[Path] = typer.Option(None, help="A pedalboard fxset, evaluated only (cross-domain)."),
     target: str = typer.Option("aggregated", help="aggregated (8 classes) or fine (14 classes)."),
     feature_set: str = typer.Option("fxlens-406", help="fxlens-406 (AutoFX 163 + effect features) or autofx-163."),
-    multilabel: bool = typer.Option(False, "--multilabel", help="One sigmoid per effect class, trained with chains."),
+    multilabel: bool = typer.Option(False, "--multilabel", help="One sigmoid per effect class (of --target), trained with chains."),
     model: str = typer.Option("mlp", "--model", help="mlp (features) or resnet (features + log-mel ResNet)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: 200 for mlp, 15 for resnet)."),
     seed: int = typer.Option(0, help="Seed."),
@@ -307,12 +307,21 @@ def train_recognizer_command(
         metrics = train_recognizer(fxset, out, target=target, cross_domain=cross_domain, epochs=epochs, seed=seed,
                                    progress=update, feature_set=feature_set, multilabel=multilabel, model_kind=model)
     if multilabel:
-        table = Table(title="multi-label recognition (7 effect classes; dry = none)")
-        for col in ("split", "clips", "exact match", "exact match (chains)", "macro F1"):
+        fine = target == "fine"
+        table = Table(title=f"multi-label recognition ({len(metrics['classes'])} {target} effect classes; "
+                            "dry = none)")
+        cols = ["split", "clips", "exact match", "exact match (chains)", "macro F1"]
+        for col in cols + (["exact match (agg.)", "exact match (chains, agg.)"] if fine else []):
             table.add_column(col, justify="right" if col != "split" else "left")
+
+        def rate(v):
+            return "-" if v is None else f"{v:.3f}"
         for split, m in metrics["multilabel"].items():
-            em_c = "-" if m["exact_match_chains"] is None else f"{m['exact_match_chains']:.3f}"
-            table.add_row(split, str(metrics["counts"][split]), f"{m['exact_match']:.3f}", em_c, f"{m['macro_f1']:.3f}")
+            row = [split, str(metrics["counts"][split]), rate(m["exact_match"]), rate(m["exact_match_chains"]),
+                   rate(m["macro_f1"])]
+            if fine:
+                row += [rate(m["aggregated"]["exact_match"]), rate(m["aggregated"]["exact_match_chains"])]
+            table.add_row(*row)
     else:
         table = Table(title=f"recognition accuracy ({target} classes: {len(metrics['classes'])})")
         keys = [model, "svm", "knn"]

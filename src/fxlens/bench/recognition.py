@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fxlens.data.fxset import AGGREGATED_CLASSES, FXSET_CLASSES
+from fxlens.data.fxset import AGGREGATED_CLASSES, FXSET_CLASSES, aggregate_probabilities
 from fxlens.errors import FxlensError
 
 SPLITS_IN_DOMAIN = ("test", "ood")
@@ -63,14 +63,11 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
     with torch.no_grad():
         probs = torch.cat([model.probabilities(features[rows], None if mels is None else mels[rows].float())
                            for rows in torch.tensor(keep).split(256)]).numpy()
-    fine_model = all(c in FXSET_CLASSES for c in classes) and len(classes) > len(AGGREGATED_CLASSES)
+    fine_model = all(c in FXSET_CLASSES for c in classes) and any(c not in AGGREGATED_CLASSES for c in classes)
     agg_of = [FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c for c in classes]
-    agg_probs = np.zeros((len(keep), len(AGGREGATED_CLASSES)))
-    for j, a in enumerate(agg_of):
-        if a in AGGREGATED_CLASSES:
-            agg_probs[:, AGGREGATED_CLASSES.index(a)] += probs[:, j]
-    if getattr(model, "multilabel", False):
-        # independent sigmoids: a clip is "dry" when no effect passes 0.5, else its most probable effect
+    multilabel = getattr(model, "multilabel", False)
+    agg_probs = aggregate_probabilities(classes, probs, multilabel)
+    if multilabel:  # as `analyze` reports a single effect: the most probable group if it passes 0.5, else "dry"
         agg_probs[:, AGGREGATED_CLASSES.index("dry")] = 0.5
     truth = [labels[i]["aggregated_class"] for i in keep]
     present = [a for a in AGGREGATED_CLASSES if a in set(truth) or a in agg_of or a == "dry"]
@@ -78,8 +75,13 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
     out = {"aggregated": confusion_metrics(truth, pred, present)}
     if fine_model:
         ft = [labels[i]["fine_class"] for i in keep]
-        fp = [classes[k] for k in probs.argmax(1)]
-        out["fine"] = confusion_metrics(ft, fp, [c for c in classes if c in set(ft) or c in fp])
+        if multilabel:  # the most probable member of the group chosen above (as `analyze`), "dry" for none
+            fp = ["dry" if a == "dry" else classes[max((j for j, g in enumerate(agg_of) if g == a),
+                                                       key=lambda j: row[j])] for row, a in zip(probs, pred)]
+        else:
+            fp = [classes[k] for k in probs.argmax(1)]
+        fine_names = classes + (["dry"] if multilabel and "dry" not in classes else [])
+        out["fine"] = confusion_metrics(ft, fp, [c for c in fine_names if c in set(ft) or c in fp])
     return out
 
 

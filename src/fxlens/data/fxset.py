@@ -99,6 +99,7 @@ __all__ = [
     "OUTPUT_LUFS",
     "OUTPUT_PEAK_DB",
     "FxClass",
+    "aggregate_probabilities",
     "build_fxset",
     "class_table",
     "finish_clip",
@@ -193,6 +194,28 @@ FXSET_CLASSES: dict[str, FxClass] = {c.name: c for c in [
                         ("HighShelfFilter", {"cutoff_frequency_hz": (5000.0, 10000.0), "gain_db": (-12.0, 12.0)}))),
 ]}
 FINE_CLASSES = tuple(FXSET_CLASSES)
+
+
+def aggregate_probabilities(classes: list[str], probs: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """(N, 8) probabilities of the `AGGREGATED_CLASSES` from a recognizer's (N, K) probabilities over `classes`
+    (fine or aggregated class names; other names are ignored).
+
+    A softmax recognizer's fine probabilities add up within their group. A multi-label recognizer's are independent
+    sigmoids over effects (no "dry" output): a group is on when any of its members is, 1 - prod(1 - p), and "dry"
+    is the probability that no effect is on, prod(1 - p) over every class.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    out = np.zeros((probs.shape[0], len(AGGREGATED_CLASSES)))
+    agg_of = [FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c for c in classes]
+    for a_idx, a in enumerate(AGGREGATED_CLASSES):
+        cols = [j for j, g in enumerate(agg_of) if g == a]
+        if not cols:
+            continue
+        out[:, a_idx] = (1.0 - np.prod(1.0 - probs[:, cols], axis=1)) if multilabel else probs[:, cols].sum(1)
+    if multilabel:
+        effects = [j for j, g in enumerate(agg_of) if g in AGGREGATED_CLASSES and g != "dry"]
+        out[:, AGGREGATED_CLASSES.index("dry")] = np.prod(1.0 - probs[:, effects], axis=1)
+    return out
 
 
 def class_table() -> str:

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from fxlens import audio as fxaudio
-from fxlens.data.fxset import AGGREGATED_CLASSES, CHAIN_ORDER, FXSET_CLASSES, OUTPUT_LUFS, OUTPUT_PEAK_DB
+from fxlens.data.fxset import (AGGREGATED_CLASSES, CHAIN_ORDER, FXSET_CLASSES, OUTPUT_LUFS, OUTPUT_PEAK_DB,
+                               aggregate_probabilities)
 from fxlens.errors import CheckpointError, InvalidAudioError, ParameterError
 from fxlens.fx.effect import get_effect
 from fxlens.fx.preset import preset_from_stages
@@ -193,17 +194,6 @@ def windows(x: torch.Tensor, sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, sec
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _aggregate(classes: list[str], probs: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
-    """(aggregated probabilities, fine probabilities) from a recognizer over fine or aggregated classes."""
-    fine = {c: float(p) for c, p in zip(classes, probs)}
-    agg = {a: 0.0 for a in AGGREGATED_CLASSES}
-    for c, p in fine.items():
-        a = FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c
-        if a in agg:
-            agg[a] += p
-    return agg, fine
-
-
 def _fine_choice(aggregated: str, fine: dict[str, float]) -> tuple[str, float]:
     members = {c: p for c, p in fine.items() if c in FXSET_CLASSES and FXSET_CLASSES[c].aggregated == aggregated}
     if members:
@@ -246,11 +236,10 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
     classes = list(rcfg["classes"])
     with torch.no_grad():  # a ResNet recognizer reads the windows' audio too; the MLP ignores it
         p = rec.probabilities(feats, segs)
-    if multilabel and "dry" not in classes:
-        # no sigmoid for "dry": a window is dry when none of its (independent) effects is on
-        p = torch.cat([p, (1.0 - p).prod(1, keepdim=True)], 1)
-        classes.append("dry")
-    agg, fine = _aggregate(classes, p.mean(0).numpy())
+    # per window, then averaged: a multi-label model's groups and "dry" (no effect on) are not linear in p
+    agg = dict(zip(AGGREGATED_CLASSES, aggregate_probabilities(classes, p.numpy(), multilabel).mean(0).tolist()))
+    fine = dict(zip(classes, p.mean(0).tolist()))
+    fine.setdefault("dry", agg["dry"])
     if multilabel:
         chosen = [a for a in AGGREGATED_CLASSES if a != "dry" and agg[a] >= threshold]
     else:

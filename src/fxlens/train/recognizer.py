@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fxlens import audio
-from fxlens.data.fxset import FXSET_CLASSES
+from fxlens.data.fxset import AGGREGATED_CLASSES, FINE_CLASSES, FXSET_CLASSES, aggregate_probabilities
 from fxlens.errors import FxlensError
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.classifier import (FeatureClassifier, MelResNetClassifier, calibrated_probabilities,
@@ -48,12 +48,18 @@ MODEL_KINDS = {"mlp": {"batch": 128, "epochs": 200}, "resnet": {"batch": 64, "ep
 MULTILABEL_CLASSES = ("delay", "reverb", "modulation", "tremolo", "distortion", "compression", "eq")
 
 
+def multilabel_classes(target: str) -> list[str]:
+    """The sigmoids of a multi-label recognizer: the aggregated effect classes, or the fine ones; never "dry"."""
+    return list(MULTILABEL_CLASSES) if target == "aggregated" else [c for c in FINE_CLASSES if c != "dry"]
+
+
 def _multilabel_select(features: torch.Tensor, labels: list[dict], classes: list[str]):
-    """Every clip (single effects, dry and chains): (features, (N, K) 0/1 targets over aggregated effect classes,
-    the rows kept: all)."""
+    """Every clip (single effects, dry and chains): (features, (N, K) 0/1 targets over `classes` — aggregated or
+    fine effect classes, from a label's ``labels`` or ``fine_labels`` — the rows kept: all)."""
+    key = "labels" if set(classes) <= set(MULTILABEL_CLASSES) else "fine_labels"
     y = torch.zeros(len(labels), len(classes))
     for i, r in enumerate(labels):
-        for a in r.get("labels", []):
+        for a in r.get(key, []):
             if a in classes:
                 y[i, classes.index(a)] = 1.0
     return features, y, list(range(len(labels)))
@@ -80,6 +86,15 @@ def _multilabel_scores(prob: np.ndarray, y: np.ndarray, classes: list[str], labe
         if f1 is not None:
             f1s.append(f1)
     out["macro_f1"] = float(np.mean(f1s)) if f1s else None
+    if set(classes) - set(MULTILABEL_CLASSES):  # a fine model: its sets of effect groups too, as `analyze` forms them
+        effects = [a for a in AGGREGATED_CLASSES if a != "dry"]
+        cols = [AGGREGATED_CLASSES.index(a) for a in effects]
+        agg_pred = aggregate_probabilities(classes, prob, multilabel=True)[:, cols] >= threshold
+        agg_truth = np.array([[a in r.get("labels", []) for a in effects] for r in labels], dtype=bool)
+        hit = (agg_pred == agg_truth).all(1)
+        out["aggregated"] = {"exact_match": float(hit.mean()) if len(y) else None,
+                             "exact_match_chains": float(hit[chain].mean()) if chain.any() else None,
+                             "exact_match_single": float(hit[~chain].mean()) if (~chain).any() else None}
     return out
 
 
@@ -126,9 +141,9 @@ def train_recognizer(
     """Train, select on val, evaluate everywhere, save `out/` (weights, config, model card). Returns the metrics.
 
     ``target``: "aggregated" (8 classes) or "fine" (14; accuracy is also reported on the aggregated classes by
-    summing fine probabilities). ``multilabel``: one sigmoid per aggregated effect class (dry = none), trained on
-    single-effect, dry and chain clips with binary cross-entropy; reported as exact-match rate and per-class F1
-    (no SVM / k-NN baselines then). ``feature_set``: a key of `FEATURE_SETS`.
+    summing fine probabilities). ``multilabel``: one sigmoid per effect class of `target` (aggregated or fine; dry =
+    none on), trained on single-effect, dry and chain clips with binary cross-entropy; reported as exact-match rate
+    and per-class F1 (no SVM / k-NN baselines then). ``feature_set``: a key of `FEATURE_SETS`.
 
     ``model_kind``: "mlp" (`FeatureClassifier`: batches of 128, cosine schedule per epoch; default 200 epochs) or
     "resnet" (`MelResNetClassifier`, the features fused with a ResNet of width `channels` on the clips' log-mels,
@@ -159,7 +174,7 @@ def train_recognizer(
     if not data["train"][1]:
         raise FxlensError(f"{fxset} has no train clips: run `fxlens data fxset` first")
     if multilabel:
-        classes = list(MULTILABEL_CLASSES)
+        classes = multilabel_classes(target)
         sets = {s: _multilabel_select(f, lab, classes) for s, (f, lab) in data.items()}
     else:
         classes = sorted({y for y in _targets(data["train"][1], target) if y is not None})
@@ -349,10 +364,18 @@ def model_card(metrics: dict, fxset, cross_domain, command: str | None) -> str:
         "",
     ]
     if metrics["target"] == "multilabel":
-        lines += ["| split | exact match | exact match (chains) | macro F1 |", "|---|---|---|---|"]
+        fine = any("aggregated" in m for m in metrics["multilabel"].values())
+
+        def rate(v):
+            return "-" if v is None else f"{v:.3f}"
+        head = ["exact match", "exact match (chains)", "macro F1"]
+        head += ["exact match (aggregated)", "exact match (chains, aggregated)"] if fine else []
+        lines += ["| split | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
         for split, m in metrics["multilabel"].items():
-            em_c = "-" if m["exact_match_chains"] is None else f"{m['exact_match_chains']:.3f}"
-            lines.append(f"| {split} | {m['exact_match']:.3f} | {em_c} | {m['macro_f1']:.3f} |")
+            cells = [rate(m["exact_match"]), rate(m["exact_match_chains"]), rate(m["macro_f1"])]
+            if fine:
+                cells += [rate(m["aggregated"]["exact_match"]), rate(m["aggregated"]["exact_match_chains"])]
+            lines.append(f"| {split} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
     keys = [k for k in (*MODEL_KINDS, "svm", "knn") if any(k in r for r in acc.values())]
     agg = metrics["target"] == "fine"
