@@ -94,7 +94,8 @@ def test_aggregate_probabilities_closed_forms():
     ml = dict(zip(AGGREGATED_CLASSES, aggregate_probabilities(classes, p, multilabel=True)[0]))
     assert ml["modulation"] == pytest.approx(1 - 0.6 * 0.5) and ml["reverb"] == pytest.approx(0.1)
     assert ml["dry"] == pytest.approx(0.6 * 0.5 * 0.9) and ml["delay"] == 0.0
-    soft = dict(zip(AGGREGATED_CLASSES, aggregate_probabilities(classes + ["dry"], np.array([[0.2, 0.3, 0.1, 0.4]]))[0]))
+    soft = aggregate_probabilities(classes + ["dry"], np.array([[0.2, 0.3, 0.1, 0.4]]))[0]
+    soft = dict(zip(AGGREGATED_CLASSES, soft))
     assert soft["modulation"] == pytest.approx(0.5) and soft["dry"] == pytest.approx(0.4)
 
 

@@ -290,7 +290,8 @@ def train_recognizer_command(
     cross_domain: Optional[Path] = typer.Option(None, help="A pedalboard fxset, evaluated only (cross-domain)."),
     target: str = typer.Option("aggregated", help="aggregated (8 classes) or fine (14 classes)."),
     feature_set: str = typer.Option("fxlens-406", help="fxlens-406 (AutoFX 163 + effect features) or autofx-163."),
-    multilabel: bool = typer.Option(False, "--multilabel", help="One sigmoid per effect class (of --target), trained with chains."),
+    multilabel: bool = typer.Option(False, "--multilabel",
+                                    help="One sigmoid per effect class (of --target), trained with chains."),
     model: str = typer.Option("mlp", "--model", help="mlp (features) or resnet (features + log-mel ResNet)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: 200 for mlp, 15 for resnet)."),
     seed: int = typer.Option(0, help="Seed."),
@@ -300,7 +301,7 @@ def train_recognizer_command(
     from rich.progress import Progress
     from rich.table import Table
 
-    from fxlens.train.recognizer import train_recognizer
+    from fxlens.train.recognizer import rate_cell, train_recognizer
 
     with Progress(console=console) as progress:
         update = _named_progress(progress)
@@ -313,14 +314,11 @@ def train_recognizer_command(
         cols = ["split", "clips", "exact match", "exact match (chains)", "macro F1"]
         for col in cols + (["exact match (agg.)", "exact match (chains, agg.)"] if fine else []):
             table.add_column(col, justify="right" if col != "split" else "left")
-
-        def rate(v):
-            return "-" if v is None else f"{v:.3f}"
         for split, m in metrics["multilabel"].items():
-            row = [split, str(metrics["counts"][split]), rate(m["exact_match"]), rate(m["exact_match_chains"]),
-                   rate(m["macro_f1"])]
+            row = [split, str(metrics["counts"][split]), rate_cell(m["exact_match"]),
+                   rate_cell(m["exact_match_chains"]), rate_cell(m["macro_f1"])]
             if fine:
-                row += [rate(m["aggregated"]["exact_match"]), rate(m["aggregated"]["exact_match_chains"])]
+                row += [rate_cell(m["aggregated"]["exact_match"]), rate_cell(m["aggregated"]["exact_match_chains"])]
             table.add_row(*row)
     else:
         table = Table(title=f"recognition accuracy ({target} classes: {len(metrics['classes'])})")

@@ -339,6 +339,11 @@ def load_recognizer(folder: str | os.PathLike) -> tuple[FeatureClassifier | MelR
     return load_model(folder, "recognizer", build)
 
 
+def rate_cell(v: float | None) -> str:
+    """A rate for a table: three decimals, "-" when there is none (e.g. no chains in a split)."""
+    return "-" if v is None else f"{v:.3f}"
+
+
 def model_card(metrics: dict, fxset, cross_domain, command: str | None) -> str:
     acc = metrics["accuracy"]
     n_in = {"autofx-163": 163, "fxlens-406": 406}.get(metrics.get("feature_set", ""), "n")
@@ -365,16 +370,13 @@ def model_card(metrics: dict, fxset, cross_domain, command: str | None) -> str:
     ]
     if metrics["target"] == "multilabel":
         fine = any("aggregated" in m for m in metrics["multilabel"].values())
-
-        def rate(v):
-            return "-" if v is None else f"{v:.3f}"
         head = ["exact match", "exact match (chains)", "macro F1"]
         head += ["exact match (aggregated)", "exact match (chains, aggregated)"] if fine else []
         lines += ["| split | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
         for split, m in metrics["multilabel"].items():
-            cells = [rate(m["exact_match"]), rate(m["exact_match_chains"]), rate(m["macro_f1"])]
+            cells = [rate_cell(m["exact_match"]), rate_cell(m["exact_match_chains"]), rate_cell(m["macro_f1"])]
             if fine:
-                cells += [rate(m["aggregated"]["exact_match"]), rate(m["aggregated"]["exact_match_chains"])]
+                cells += [rate_cell(m["aggregated"]["exact_match"]), rate_cell(m["aggregated"]["exact_match_chains"])]
             lines.append(f"| {split} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
     keys = [k for k in (*MODEL_KINDS, "svm", "knn") if any(k in r for r in acc.values())]
