@@ -232,7 +232,11 @@ def test_bench_scores_a_fine_multilabel_model_as_analyze_decides():
         def probabilities(self, features, audio=None):
             return probs[features[:, 0].long()]
 
-    labels = [{"fine_class": c, "aggregated_class": a, "fine_labels": [c]}
+    labels = [{"fine_class": c, "aggregated_class": a, "fine_labels": [c], "labels": [a]}
               for c, a in (("phaser", "modulation"), ("dry", "dry"), ("reverb", "reverb"))]
     out = recognition_scores(Fixed(), classes, torch.arange(3.0)[:, None], labels)
     assert out["aggregated"]["accuracy"] == 1.0 and out["fine"]["accuracy"] == 1.0
+    # the set metrics at 0.5: the phaser clip's set is {reverb} (fine) or {modulation, reverb} (groups): wrong;
+    # the dry clip's (empty) and the reverb clip's are right
+    assert out["multilabel"]["exact_match"] == pytest.approx(2 / 3)
+    assert out["multilabel"]["aggregated"]["exact_match"] == pytest.approx(2 / 3)

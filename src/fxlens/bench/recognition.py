@@ -55,17 +55,26 @@ def _single(labels: list[dict]) -> list[int]:
 
 def recognition_scores(model, classes: list[str], features: torch.Tensor, labels: list[dict],
                        mels: torch.Tensor | None = None) -> dict:
-    """Aggregated (and, for fine recognizers, fine) recognition metrics of single-effect clips. `mels`: the clips'
-    log-mels, for a recognizer that reads them (``input_kind == "features+audio"``)."""
+    """Aggregated (and, for fine recognizers, fine) recognition metrics of single-effect clips; for a multi-label
+    recognizer also its set metrics over every clip, chains included (``"multilabel"``: exact match, per-class F1;
+    `fxlens.train.recognizer.multilabel_scores`). `mels`: the clips' log-mels, for a recognizer that reads them
+    (``input_kind == "features+audio"``)."""
     keep = _single(labels)
     if not keep:
         return {"clips": 0}
+    multilabel = getattr(model, "multilabel", False)
+    rows_scored = list(range(len(labels))) if multilabel else keep  # a multi-label model is scored on chains too
     with torch.no_grad():
         probs = torch.cat([model.probabilities(features[rows], None if mels is None else mels[rows].float())
-                           for rows in torch.tensor(keep).split(256)]).numpy()
+                           for rows in torch.tensor(rows_scored).split(256)]).numpy()
+    chains = None
+    if multilabel:
+        from fxlens.train.recognizer import multilabel_scores, multilabel_select
+
+        chains = multilabel_scores(probs, multilabel_select(features, labels, classes)[1].numpy(), classes, labels)
+        probs = probs[keep]
     fine_model = all(c in FXSET_CLASSES for c in classes) and any(c not in AGGREGATED_CLASSES for c in classes)
     agg_of = [FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c for c in classes]
-    multilabel = getattr(model, "multilabel", False)
     agg_probs = aggregate_probabilities(classes, probs, multilabel)
     if multilabel:  # as `analyze` reports a single effect: the most probable group if it passes 0.5, else "dry"
         agg_probs[:, AGGREGATED_CLASSES.index("dry")] = 0.5
@@ -82,6 +91,8 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
             fp = [classes[k] for k in probs.argmax(1)]
         fine_names = classes + (["dry"] if multilabel and "dry" not in classes else [])
         out["fine"] = confusion_metrics(ft, fp, [c for c in fine_names if c in set(ft) or c in fp])
+    if chains is not None:
+        out["multilabel"] = chains
     return out
 
 
@@ -193,6 +204,19 @@ def markdown_report(results: dict) -> str:
                   "| | " + " | ".join(m["classes"]) + " |", "|---|" + "---|" * len(m["classes"])]
         for c, row in zip(m["classes"], m["confusion"]):
             lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    ml = {n: r["multilabel"] for n, r in rec.items() if "multilabel" in r}
+    if ml:
+        fine = any("aggregated" in m for m in ml.values())
+        head = ["exact match %", "chains: exact match %", "macro F1"]
+        head += ["aggregated: exact match %", "aggregated, chains: exact match %"] if fine else []
+        lines += ["", "## Multi-label recognition, every clip (chains included)", "",
+                  "| set | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+        for n, m in ml.items():
+            cells = [_pct(m["exact_match"]), _pct(m["exact_match_chains"]),
+                     "-" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"]
+            if fine:
+                cells += [_pct(m["aggregated"]["exact_match"]), _pct(m["aggregated"]["exact_match_chains"])]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     est = results.get("estimation", {})
     if est:
         lines += ["", "## Parameter estimation (MAE of normalized controls, true class given)", ""]

@@ -53,7 +53,7 @@ def multilabel_classes(target: str) -> list[str]:
     return list(MULTILABEL_CLASSES) if target == "aggregated" else [c for c in FINE_CLASSES if c != "dry"]
 
 
-def _multilabel_select(features: torch.Tensor, labels: list[dict], classes: list[str]):
+def multilabel_select(features: torch.Tensor, labels: list[dict], classes: list[str]):
     """Every clip (single effects, dry and chains): (features, (N, K) 0/1 targets over `classes` — aggregated or
     fine effect classes, from a label's ``labels`` or ``fine_labels`` — the rows kept: all)."""
     key = "labels" if set(classes) <= set(MULTILABEL_CLASSES) else "fine_labels"
@@ -65,7 +65,7 @@ def _multilabel_select(features: torch.Tensor, labels: list[dict], classes: list
     return features, y, list(range(len(labels)))
 
 
-def _multilabel_scores(prob: np.ndarray, y: np.ndarray, classes: list[str], labels: list[dict],
+def multilabel_scores(prob: np.ndarray, y: np.ndarray, classes: list[str], labels: list[dict],
                        threshold: float = 0.5) -> dict:
     pred = prob >= threshold
     truth = y > 0.5
@@ -175,7 +175,7 @@ def train_recognizer(
         raise FxlensError(f"{fxset} has no train clips: run `fxlens data fxset` first")
     if multilabel:
         classes = multilabel_classes(target)
-        sets = {s: _multilabel_select(f, lab, classes) for s, (f, lab) in data.items()}
+        sets = {s: multilabel_select(f, lab, classes) for s, (f, lab) in data.items()}
     else:
         classes = sorted({y for y in _targets(data["train"][1], target) if y is not None})
         sets = {s: _select(f, lab, target, classes) for s, (f, lab) in data.items()}
@@ -184,7 +184,7 @@ def train_recognizer(
         xs = [feats(cross_domain, s) for s in ("train", "val", "test", "ood")]
         f = torch.cat([x[0] for x in xs])
         lab = [r for x in xs for r in x[1]]
-        sets["cross_domain"] = (_multilabel_select(f, lab, classes) if multilabel
+        sets["cross_domain"] = (multilabel_select(f, lab, classes) if multilabel
                                 else _select(f, lab, target, classes))
         set_labels["cross_domain"] = lab
 
@@ -276,7 +276,7 @@ def train_recognizer(
                 continue
             with torch.no_grad():
                 prob = calibrated_probabilities(model, logits(name)).numpy()
-            metrics["multilabel"][name] = _multilabel_scores(prob, y.numpy(), classes, set_labels[name])
+            metrics["multilabel"][name] = multilabel_scores(prob, y.numpy(), classes, set_labels[name])
             metrics["accuracy"][name] = {model_kind: metrics["multilabel"][name]["exact_match"]}
     else:
         from sklearn.neighbors import KNeighborsClassifier
