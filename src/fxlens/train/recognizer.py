@@ -66,7 +66,10 @@ def multilabel_select(features: torch.Tensor, labels: list[dict], classes: list[
 
 
 def multilabel_scores(prob: np.ndarray, y: np.ndarray, classes: list[str], labels: list[dict],
-                       threshold: float = 0.5) -> dict:
+                      threshold: float = 0.5) -> dict:
+    """Set metrics of sigmoid outputs `prob` (N, K) against 0/1 targets `y`: exact match (all clips, chains,
+    single effects), per-class precision / recall / F1, macro F1; for a fine model also the exact match of its sets
+    of effect groups (``"aggregated"``), formed as `analyze` forms them."""
     pred = prob >= threshold
     truth = y > 0.5
     chain = np.array([len(r.get("fine_labels", [])) > 1 for r in labels], dtype=bool)
