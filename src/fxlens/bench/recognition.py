@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fxlens.data.fxset import AGGREGATED_CLASSES, FXSET_CLASSES, aggregate_probabilities
+from fxlens.data.fxset import AGGREGATED_CLASSES, FXSET_CLASSES, aggregate_probabilities, aggregated_of
 from fxlens.errors import FxlensError
 
 SPLITS_IN_DOMAIN = ("test", "ood")
@@ -74,7 +74,7 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
         chains = multilabel_scores(probs, multilabel_select(features, labels, classes)[1].numpy(), classes, labels)
         probs = probs[keep]
     fine_model = all(c in FXSET_CLASSES for c in classes) and any(c not in AGGREGATED_CLASSES for c in classes)
-    agg_of = [FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c for c in classes]
+    agg_of = aggregated_of(classes)
     agg_probs = aggregate_probabilities(classes, probs, multilabel)
     if multilabel:  # as `analyze` reports a single effect: the most probable group if it passes 0.5, else "dry"
         agg_probs[:, AGGREGATED_CLASSES.index("dry")] = 0.5

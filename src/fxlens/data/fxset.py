@@ -100,6 +100,7 @@ __all__ = [
     "OUTPUT_PEAK_DB",
     "FxClass",
     "aggregate_probabilities",
+    "aggregated_of",
     "build_fxset",
     "class_table",
     "finish_clip",
@@ -196,6 +197,12 @@ FXSET_CLASSES: dict[str, FxClass] = {c.name: c for c in [
 FINE_CLASSES = tuple(FXSET_CLASSES)
 
 
+def aggregated_of(classes: list[str]) -> list[str]:
+    """The aggregated class of each of a recognizer's classes (fine class names map to their group; aggregated or
+    unknown names stay as they are)."""
+    return [FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c for c in classes]
+
+
 def aggregate_probabilities(classes: list[str], probs: np.ndarray, multilabel: bool = False) -> np.ndarray:
     """(N, 8) probabilities of the `AGGREGATED_CLASSES` from a recognizer's (N, K) probabilities over `classes`
     (fine or aggregated class names; other names are ignored).
@@ -206,7 +213,7 @@ def aggregate_probabilities(classes: list[str], probs: np.ndarray, multilabel: b
     """
     probs = np.asarray(probs, dtype=np.float64)
     out = np.zeros((probs.shape[0], len(AGGREGATED_CLASSES)))
-    agg_of = [FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c for c in classes]
+    agg_of = aggregated_of(classes)
     for a_idx, a in enumerate(AGGREGATED_CLASSES):
         cols = [j for j, g in enumerate(agg_of) if g == a]
         if not cols:

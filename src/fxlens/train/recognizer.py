@@ -4,7 +4,8 @@ An MLP on hand-crafted features (AutoFX §5.2: its 163, or fxlens's 406) — or,
 features fused with a ResNet on the clip's log-mel spectrogram — is trained on the train split, selected on val, and
 reported on test, on the out-of-domain split (held-out soundfont and instruments) and, when given, on a
 cross-domain set rendered by another implementation (pedalboard). SVM and k-NN (scikit-learn) on the same features
-are fitted in the same run as baselines. Only single-effect clips are used (one class per clip); chains are for multi-label work.
+are fitted in the same run as baselines. Only single-effect clips are used (one class per clip); chains are for
+multi-label work.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from fxlens import audio
-from fxlens.data.fxset import AGGREGATED_CLASSES, FINE_CLASSES, FXSET_CLASSES, aggregate_probabilities
+from fxlens.data.fxset import AGGREGATED_CLASSES, FINE_CLASSES, aggregate_probabilities, aggregated_of
 from fxlens.errors import FxlensError
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.classifier import (FeatureClassifier, MelResNetClassifier, calibrated_probabilities,
@@ -265,7 +266,8 @@ def train_recognizer(
         val_logits = logits("val")
     model.temperature = fit_temperature(val_logits, y_val, multilabel)
 
-    metrics: dict = {"temperature": model.temperature, "classes": classes, "target": "multilabel" if multilabel else target,
+    metrics: dict = {"temperature": model.temperature, "classes": classes,
+                     "target": "multilabel" if multilabel else target,
                      "feature_set": feature_set, "best_epoch": best[2], "accuracy": {}, "counts": {},
                      "hidden": list(hidden), "model": model_kind, "epochs": epochs}
     if model_kind == "resnet":
@@ -290,7 +292,7 @@ def train_recognizer(
         if baselines:
             fitted = {"svm": SVC(C=10.0, gamma="scale").fit(z_tr, y_tr.numpy()),
                       "knn": KNeighborsClassifier(n_neighbors=5).fit(z_tr, y_tr.numpy())}
-        agg_of = np.array([FXSET_CLASSES[c].aggregated if c in FXSET_CLASSES else c for c in classes])
+        agg_of = np.array(aggregated_of(classes))
         for name, (x, y, *_) in sets.items():
             metrics["counts"][name] = int(len(y))
             if not len(y):
