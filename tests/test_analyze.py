@@ -62,6 +62,8 @@ def test_detects_clear_effects(dry, effect, params, expected):
     # settings are physical values inside each parameter's declared range, with units
     for spec in get_effect(effect).specs:
         assert spec.min <= d.settings[spec.name] <= spec.max and d.units[spec.name] == spec.unit
+    if effect == "tremolo":  # the rate is re-read from the level envelope: within 2 % of the one applied
+        assert d.settings["rate_hz"] == pytest.approx(params["rate_hz"], rel=0.02)
 
 
 def test_multilabel_reports_each_effect_over_threshold_and_dry_as_none_on(dry, monkeypatch):

@@ -158,7 +158,11 @@ def test_bench_recognition_on_a_tiny_fxset(tiny_fxset, tmp_path, capsys):
     for split in ("test", "ood"):
         sc = res["spectral"][split]
         assert sc["clips"] == 3 and sc["mean"]["truth"] < 0.05 < sc["mean"]["dry"]
-        assert set(sc["mean"]) == {"dry", "random", "class_mean", "truth", "estimate"}
+        assert set(sc["mean"]) == {"dry", "random", "class_mean", "truth", "estimate", "estimate refined"}
+        for c, v in sc["per_class"].items():  # only a tremolo's rate is refined
+            if v["effect"] != "tremolo":
+                assert v["mrstft"]["estimate refined"] == v["mrstft"]["estimate"]
+            assert set(v["control_mae"]) == {"estimate", "estimate refined"}
     assert "Re-rendered estimates, test" in text
 
 

@@ -14,7 +14,9 @@ Either estimator kind (feature MLP or log-mel ResNet-FiLM) is read from its chec
 Re-rendered estimates (``mrstft_clips`` per class of test and ood, 0 to skip): each clip's estimated controls are
 rendered through the class's fxlens effect on the clip's dry source (re-read from the stem dataset) and compared to
 the wet clip with auraloss's multi-resolution STFT distance, level-matched, beside the dry source itself, uniform
-random controls, the class-mean controls and the true controls (`fxlens.train.estimator.spectral_scores`).
+random controls, the class-mean controls and the true controls (`fxlens.train.estimator.spectral_scores`); the
+estimate is scored as the model gives it and as `fxlens analyze` reports it, with the rates of
+`fxlens.models.estimator.REFINED_RATES` re-read from the wet clip's envelope ("estimate refined").
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from fxlens.data.fxset import AGGREGATED_CLASSES, FXSET_CLASSES, aggregate_probabilities, aggregated_of
 from fxlens.errors import FxlensError
+from fxlens.models.estimator import REFINED_RATES
 
 SPLITS_IN_DOMAIN = ("test", "ood")
 SPLITS_CROSS = ("train", "val", "test", "ood")
@@ -166,7 +169,7 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
             cb = (lambda d, n, s=s: progress(f"MRSTFT {s}", d, n)) if progress else None
             results.setdefault("spectral", {})[s] = spectral_scores(
                 {"estimate": est}, f, lab, fxset, ecfg["slot_info"], class_mean or None, mrstft_clips, dry,
-                progress=cb)
+                progress=cb, refine=True)
     results["seconds"] = time.perf_counter() - t0
     return results
 
@@ -253,4 +256,11 @@ def markdown_report(results: dict) -> str:
     for s, sc in results.get("spectral", {}).items():
         lines += ["", f"## Re-rendered estimates, {s}: MRSTFT to the wet clip (level-matched; lower is better)", "",
                   *spectral_table(sc)]
+        refined = [(c, p, v["control_mae"]) for c, v in sc["per_class"].items()
+                   if v["effect"] in REFINED_RATES for p in [REFINED_RATES[v["effect"]]]
+                   if "estimate refined" in v.get("control_mae", {})]
+        if refined:
+            lines += ["", f"Refined from the envelope ({s}, the same clips): MAE of the normalized control", "",
+                      "| class | parameter | estimate | estimate refined |", "|---|---|---|---|"]
+            lines += [f"| {c} | {p} | {m['estimate'][p]:.3f} | {m['estimate refined'][p]:.3f} |" for c, p, m in refined]
     return "\n".join(lines) + "\n"

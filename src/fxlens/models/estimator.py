@@ -23,9 +23,18 @@ import torch
 from torch import nn
 
 from fxlens.errors import FxlensError
+from fxlens.features.modulation import envelope_modulation_power, search_frequencies
 from fxlens.models.resnet import FiLM, MelInput, resnet_stages, run_stages
 
 Z_CLIP = 5.0
+
+# Rates that the audio's own envelope pins down better than a regression from clip features: a tremolo's gain dips
+# are periodic, and the estimators' rate is off by about 15 % (median), enough to move the dips a whole cycle out of
+# place within 1.5 s. `refine_controls` replaces it with the envelope periodogram's peak within a factor
+# `RATE_SEARCH_FACTOR` of the estimate; wider bands catch the music's rhythm or the LFO's harmonics (chosen on the
+# val split: median rate error 0.6 %, 18 % of clips still off by more than 10 %).
+REFINED_RATES = {"tremolo": "rate_hz"}
+RATE_SEARCH_FACTOR = 1.4
 
 
 def slot_key(effect: str, config: dict | None) -> str:
@@ -165,6 +174,30 @@ class MelResNetEstimator(MelInput, SlotEstimator):
         pooled = run_stages(self.stem, self.blocks, m, cond)
         z = self.drop(torch.relu(self.fc_film(self.fc(pooled), cond)))
         return torch.sigmoid(self.out(z))
+
+
+def refine_controls(effect, controls: torch.Tensor, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """`controls` (B, P) of `effect` estimated for the items of `audio` (B, C, T), with the parameters of
+    `REFINED_RATES` re-read from the audio's envelope periodogram (`fxlens.features.modulation`): its peak within
+    `RATE_SEARCH_FACTOR` of the estimate and the effect's range. With one row of controls and N > 1 items (the
+    windows of one recording, as `fxlens analyze` cuts it) the N periodograms are summed. Other effects come back
+    unchanged (a copy)."""
+    out = controls.detach().clone()
+    name = REFINED_RATES.get(effect.name)
+    if name is None:
+        return out
+    if out.shape[0] not in (1, audio.shape[0]):
+        raise FxlensError(f"{out.shape[0]} rows of controls for {audio.shape[0]} audio items")
+    pooled = out.shape[0] == 1
+    i = effect.param_names.index(name)
+    spec = effect.specs[i]
+    for b in range(out.shape[0]):
+        guess = float(spec.to_physical(out[b, i].double()))
+        lo, hi = max(guess / RATE_SEARCH_FACTOR, spec.min), min(guess * RATE_SEARCH_FACTOR, spec.max)
+        freqs = search_frequencies(lo, hi)
+        power = envelope_modulation_power(audio if pooled else audio[b:b + 1], sample_rate, freqs).sum(0)
+        out[b, i] = spec.to_normalized(freqs[power.argmax()]).to(out.dtype)
+    return out
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ from fxlens.data.fxset import FXSET_CLASSES, INPUT_LUFS, read_labels
 from fxlens.errors import CheckpointError, FxlensError
 from fxlens.fx.effect import get_effect
 from fxlens.models.checkpoint import save_checkpoint
-from fxlens.models.estimator import (MelResNetEstimator, ParameterEstimator, SlotEstimator, masked_l1,
+from fxlens.models.estimator import (MelResNetEstimator, ParameterEstimator, SlotEstimator, masked_l1, refine_controls,
                                      slot_key)
 from fxlens.train.inputs import FEATURE_SET, FEATURE_SETS, load_clip, split_features, split_log_mels
 from fxlens.train import command_line
@@ -297,15 +297,18 @@ def _estimated_clips(labels: list[dict], model: SlotEstimator) -> list[int]:
 def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labels: list[dict], fxset,
                     slot_info: dict, class_mean: dict[str, torch.Tensor] | None = None, per_class: int = 10,
                     dry_sources: DrySources | None = None, seed: int = 0,
-                    progress: Callable[[int, int], None] | None = None) -> dict:
+                    progress: Callable[[int, int], None] | None = None, refine: bool = False) -> dict:
     """MRSTFT distance to the wet clip of audio re-rendered from each model's estimate, on the first `per_class`
     clips of each class of a split, beside references: the dry source, uniform random controls (one seeded draw
     per clip), the class-mean controls and the true controls (about 0: the set re-renders exactly). Every render
     is level-matched to the wet clip. Also the mean estimated controls per class and model, with the true mean (to
-    see a collapse toward the dry sound: mix, depth, drive going to 0).
+    see a collapse toward the dry sound: mix, depth, drive going to 0), and each model's mean absolute control
+    error per parameter on these clips.
 
     `models`: {name: estimator} sharing one slot layout (e.g. {"before": ..., "after": ...}); `inputs`: their
-    inputs, one row per label.
+    inputs, one row per label. `refine`: also score each model's estimate after `refine_controls` on the wet clip
+    (as ``"<name> refined"``; the same controls as the model's except for the effects it refines), as `fxlens
+    analyze` reports them.
     """
     first = next(iter(models.values()))
     dry_sources = dry_sources or DrySources()
@@ -316,6 +319,7 @@ def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labe
     idx = _clips_per_class(labels, first, per_class)
     g = torch.Generator().manual_seed(seed)
     refs = ["dry", "random"] + (["class_mean"] if class_mean else []) + ["truth"]
+    estimates = [m for name in models for m in ([name, f"{name} refined"] if refine else [name])]
     scores: dict[str, dict[str, list[float]]] = {}
     controls: dict[str, dict[str, list[torch.Tensor]]] = {}
     for n, i in enumerate(idx):
@@ -333,27 +337,38 @@ def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labe
         cond = first.one_hot([c])
         for name, model in models.items():
             cands[name] = predict(model, inputs[i:i + 1], cond)[:, a:b]
+            if refine:
+                cands[f"{name} refined"] = refine_controls(effect, cands[name], wet, sr)
         row = scores.setdefault(c, {})
         with torch.no_grad():
             row.setdefault("dry", []).append(float(mrstft_per_clip(loss, dry, wet)[0]))
+            rendered: list[tuple[torch.Tensor, float]] = []
             for name, ctl in cands.items():
-                y = render_controls(effect, c, dry, ctl, sr)
-                row.setdefault(name, []).append(float(mrstft_per_clip(loss, y, wet)[0]))
+                # a refinement that changed nothing renders the same audio: reuse its score
+                d = next((v for prev, v in rendered if torch.equal(prev, ctl)), None)
+                if d is None:
+                    d = float(mrstft_per_clip(loss, render_controls(effect, c, dry, ctl, sr), wet)[0])
+                    rendered.append((ctl, d))
+                row.setdefault(name, []).append(d)
         ctl_row = controls.setdefault(c, {})
-        for name in ["truth", *models]:
+        for name in ["truth", *estimates]:
             ctl_row.setdefault(name, []).append(cands[name][0])
         if progress:
             progress(n + 1, len(idx))
-    names = refs + list(models)
+    names = refs + estimates
     per_cls = {}
     for c, row in scores.items():
         key = first.class_slots[c]
+        free = [j for j, p in enumerate(pnames[key]) if p not in fixed_parameters(c)]
+        truth = torch.stack(controls[c]["truth"])
         per_cls[c] = {"clips": len(row["dry"]), "effect": slot_info[key]["effect"],
                       "mrstft": {k: float(np.mean(row[k])) for k in names},
                       "mean_controls": {k: dict(zip(pnames[key], torch.stack(v).mean(0).tolist()))
-                                        for k, v in controls[c].items()}}
+                                        for k, v in controls[c].items()},
+                      "control_mae": {k: {pnames[key][j]: float((torch.stack(controls[c][k]) - truth)[:, j].abs()
+                                                                .mean()) for j in free} for k in estimates}}
     mean = {k: float(np.mean([v["mrstft"][k] for v in per_cls.values()])) for k in names} if per_cls else {}
-    return {"clips": len(idx), "per_class": per_cls, "mean": mean, "references": refs, "models": list(models)}
+    return {"clips": len(idx), "per_class": per_cls, "mean": mean, "references": refs, "models": estimates}
 
 
 def finetune_spectral(model: SlotEstimator, inputs: torch.Tensor, labels: list[dict], fxset, slot_info: dict,
