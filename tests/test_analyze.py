@@ -18,6 +18,7 @@ from fxlens.fx.chain import Chain
 from fxlens.fx.effect import get_effect
 from fxlens.fx.preset import read_preset
 from fxlens.models.classifier import fit_temperature
+from fxlens.models.estimator import REFINEMENTS
 from fxlens.tasks.analyze import MAX_WINDOWS, assets_dir, windows
 from test_cli import assert_one_line_error, run
 from test_fxset import notes
@@ -62,8 +63,9 @@ def test_detects_clear_effects(dry, effect, params, expected):
     # settings are physical values inside each parameter's declared range, with units
     for spec in get_effect(effect).specs:
         assert spec.min <= d.settings[spec.name] <= spec.max and d.units[spec.name] == spec.unit
-    if effect == "tremolo":  # the rate is re-read from the level envelope: within 2 % of the one applied
-        assert d.settings["rate_hz"] == pytest.approx(params["rate_hz"], rel=0.02)
+    if effect in REFINEMENTS:  # a tremolo's rate, a delay's time: re-read from the audio, within 2 % of the truth
+        p = REFINEMENTS[effect].param
+        assert d.settings[p] == pytest.approx(params[p], rel=0.02)
 
 
 def test_multilabel_reports_each_effect_over_threshold_and_dry_as_none_on(dry, monkeypatch):

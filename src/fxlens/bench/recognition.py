@@ -15,8 +15,9 @@ Re-rendered estimates (``mrstft_clips`` per class of test and ood, 0 to skip): e
 rendered through the class's fxlens effect on the clip's dry source (re-read from the stem dataset) and compared to
 the wet clip with auraloss's multi-resolution STFT distance, level-matched, beside the dry source itself, uniform
 random controls, the class-mean controls and the true controls (`fxlens.train.estimator.spectral_scores`); the
-estimate is scored as the model gives it and as `fxlens analyze` reports it, with the rates of
-`fxlens.models.estimator.REFINED_RATES` re-read from the wet clip's envelope ("estimate refined").
+estimate is scored as the model gives it and as `fxlens analyze` reports it, with the parameters of
+`fxlens.models.estimator.REFINEMENTS` (a tremolo's rate, a delay's time) re-read from the wet clip ("estimate
+refined").
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 
 from fxlens.data.fxset import AGGREGATED_CLASSES, FXSET_CLASSES, aggregate_probabilities, aggregated_of
 from fxlens.errors import FxlensError
-from fxlens.models.estimator import REFINED_RATES
+from fxlens.models.estimator import REFINEMENTS
 
 SPLITS_IN_DOMAIN = ("test", "ood")
 SPLITS_CROSS = ("train", "val", "test", "ood")
@@ -257,10 +258,10 @@ def markdown_report(results: dict) -> str:
         lines += ["", f"## Re-rendered estimates, {s}: MRSTFT to the wet clip (level-matched; lower is better)", "",
                   *spectral_table(sc)]
         refined = [(c, p, v["control_mae"]) for c, v in sc["per_class"].items()
-                   if v["effect"] in REFINED_RATES for p in [REFINED_RATES[v["effect"]]]
+                   if v["effect"] in REFINEMENTS for p in [REFINEMENTS[v["effect"]].param]
                    if "estimate refined" in v.get("control_mae", {})]
         if refined:
-            lines += ["", f"Refined from the envelope ({s}, the same clips): MAE of the normalized control", "",
+            lines += ["", f"Refined from the audio ({s}, the same clips): MAE of the normalized control", "",
                       "| class | parameter | estimate | estimate refined |", "|---|---|---|---|"]
             lines += [f"| {c} | {p} | {m['estimate'][p]:.3f} | {m['estimate refined'][p]:.3f} |" for c, p, m in refined]
     return "\n".join(lines) + "\n"

@@ -18,23 +18,39 @@ slot (`SlotEstimator.class_slots`); only that slot's outputs are trained (`maske
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from fxlens.errors import FxlensError
-from fxlens.features.modulation import envelope_modulation_power, search_frequencies
+from fxlens.features.periodicity import amplitude_lfo_rate, echo_lag_ms
 from fxlens.models.resnet import FiLM, MelInput, resnet_stages, run_stages
 
 Z_CLIP = 5.0
 
-# Rates that the audio's own envelope pins down better than a regression from clip features: a tremolo's gain dips
-# are periodic, and the estimators' rate is off by about 15 % (median), enough to move the dips a whole cycle out of
-# place within 1.5 s. `refine_controls` replaces it with the envelope periodogram's peak within a factor
-# `RATE_SEARCH_FACTOR` of the estimate; wider bands catch the music's rhythm or the LFO's harmonics (chosen on the
-# val split: median rate error 0.6 %, 18 % of clips still off by more than 10 %).
-REFINED_RATES = {"tremolo": "rate_hz"}
-RATE_SEARCH_FACTOR = 1.4
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """A parameter that the audio itself pins down better than a regression from clip features can: `read`
+    (audio (N, C, T), sample rate, low, high, pool) -> its value per item, or pooled, searched within a factor
+    `search_factor` of the model's estimate (and the parameter's range)."""
+
+    param: str
+    search_factor: float
+    read: Callable[..., torch.Tensor]
+
+
+# Effect name -> its refinement. The estimators' tremolo rate and delay time are off by 10-15 % (median), which
+# puts a tremolo's dips and a delay's echoes out of place: farther from the wet clip than no effect at all. The
+# periods read from the audio (`fxlens.features.periodicity`) are within 1 % on most val clips; the search factors
+# were chosen on val (wider bands catch a rhythm or a harmonic of the LFO; for delays 1.5 and 2 tie).
+REFINEMENTS = {
+    "tremolo": Refinement("rate_hz", 1.4, amplitude_lfo_rate),
+    "delay": Refinement("time_ms", 1.5, echo_lag_ms),
+}
 
 
 def slot_key(effect: str, config: dict | None) -> str:
@@ -177,26 +193,25 @@ class MelResNetEstimator(MelInput, SlotEstimator):
 
 
 def refine_controls(effect, controls: torch.Tensor, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """`controls` (B, P) of `effect` estimated for the items of `audio` (B, C, T), with the parameters of
-    `REFINED_RATES` re-read from the audio's envelope periodogram (`fxlens.features.modulation`): its peak within
-    `RATE_SEARCH_FACTOR` of the estimate and the effect's range. With one row of controls and N > 1 items (the
-    windows of one recording, as `fxlens analyze` cuts it) the N periodograms are summed. Other effects come back
-    unchanged (a copy)."""
+    """`controls` (B, P) of `effect` estimated for the items of `audio` (B, C, T), with the parameter of the
+    effect's `REFINEMENTS` entry re-read from the audio within its search factor of the estimate. With one row of
+    controls and N > 1 items (the windows of one recording, as `fxlens analyze` cuts them) the windows' spectra are
+    pooled. Other effects come back unchanged (a copy)."""
     out = controls.detach().clone()
-    name = REFINED_RATES.get(effect.name)
-    if name is None:
+    ref = REFINEMENTS.get(effect.name)
+    if ref is None:
         return out
     if out.shape[0] not in (1, audio.shape[0]):
         raise FxlensError(f"{out.shape[0]} rows of controls for {audio.shape[0]} audio items")
-    pooled = out.shape[0] == 1
-    i = effect.param_names.index(name)
+    pool = out.shape[0] == 1
+    i = effect.param_names.index(ref.param)
     spec = effect.specs[i]
     for b in range(out.shape[0]):
         guess = float(spec.to_physical(out[b, i].double()))
-        lo, hi = max(guess / RATE_SEARCH_FACTOR, spec.min), min(guess * RATE_SEARCH_FACTOR, spec.max)
-        freqs = search_frequencies(lo, hi)
-        power = envelope_modulation_power(audio if pooled else audio[b:b + 1], sample_rate, freqs).sum(0)
-        out[b, i] = spec.to_normalized(freqs[power.argmax()]).to(out.dtype)
+        lo, hi = max(guess / ref.search_factor, spec.min), min(guess * ref.search_factor, spec.max)
+        value = ref.read(audio if pool else audio[b:b + 1], sample_rate, lo, hi, pool=pool)[0]
+        value = value.clamp(spec.min, spec.max)
+        out[b, i] = spec.to_normalized(value).to(out.dtype)
     return out
 
 

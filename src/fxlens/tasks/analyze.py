@@ -9,11 +9,11 @@ class probabilities per window; they are averaged over windows. The effects repo
 - a multi-label recognizer (sigmoid, trained on chains): every aggregated class above `threshold`.
 
 For each reported effect, its most probable fine class (e.g. ``feedback_delay`` inside ``delay``) conditions the
-estimator, whose controls are averaged over windows (a tremolo's rate then re-read from the windows' level envelope,
-`fxlens.models.estimator.refine_controls`) and turned into physical units with the effect's own `ParamSpec`s;
-parameters that the fine class fixes (a distortion's mix of 1, a compressor's 0 dB make-up) keep that value. The
-effects go into a preset in the fxset chain order (eq -> compression -> distortion -> modulation -> tremolo -> delay
--> reverb), which `Chain.from_preset` and `fxlens fx apply --preset` accept.
+estimator, whose controls are averaged over windows (a tremolo's rate and a delay's time then re-read from the
+windows' audio, `fxlens.models.estimator.refine_controls`) and turned into physical units with the effect's own
+`ParamSpec`s; parameters that the fine class fixes (a distortion's mix of 1, a compressor's 0 dB make-up) keep that
+value. The effects go into a preset in the fxset chain order (eq -> compression -> distortion -> modulation ->
+tremolo -> delay -> reverb), which `Chain.from_preset` and `fxlens fx apply --preset` accept.
 
 Checkpoints: ``assets/recognizer-small`` and ``assets/estimator-small`` inside the package by default, or any
 checkpoint folders (kind-checked) passed as paths.

@@ -1,0 +1,132 @@
+"""Two periods that an effect leaves in the audio itself: a tremolo's LFO rate and a delay's echo lag.
+
+**LFO rate** (`amplitude_lfo_rate`). A tremolo multiplies the source by a periodic gain, so the log of the level
+envelope is the source's log envelope plus the log gain: a periodic component at the LFO rate.
+`envelope_modulation_power` is the periodogram of that log envelope (RMS frames of the channel mean, hop
+`ENVELOPE_HOP` samples, floored 60 dB under the loudest frame, a quadratic trend removed, which takes out the slow
+rise and decay of notes; Hann-windowed), evaluated at any frequencies: a direct DFT on a fine log grid instead of
+zero-padded FFT bins, so a 1.5 s clip's peak is located to a small fraction of its 0.67 Hz bin width. It does not
+use the LFO's phase, so it works on recordings whose tremolo started anywhere.
+
+**Echo lag** (`echo_lag_ms`). A delay adds copies of the signal D, 2D, ... later: ``y = x * h`` with ``h`` a train
+of impulses D apart, so ``log |Y| = log |X| + log |H|`` and ``log |H|`` ripples with period 1/D in frequency; the
+real cepstrum (inverse FFT of the log magnitude) has a peak at quefrency D (Bogert, Healy and Tukey 1963; the
+classic echo detector). `real_cepstrum` computes it on the Hann-windowed channel mean, zero-padded to twice the
+length; the peak is refined to a fraction of a sample by a parabola through its neighbours.
+
+Inside a wide band either peak can be something else (the music's rhythm or a harmonic of the LFO — the log of a
+deep sine gain is far from a sine —; a pitch period or a multiple of the echo lag), so
+`fxlens.models.estimator.refine_controls` searches only near a model's estimate. Every reader takes a batch
+``(B, C, T)`` and, with ``pool=True``, sums the spectra (cepstra) of all items first: the windows of one recording.
+
+Written here rather than taken from a library: librosa's tempogram and onset-strength functions track note onsets,
+not a smooth gain; scipy's periodograms give FFT bins only; neither library has a cepstrum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fxlens.errors import ParameterError
+
+ENVELOPE_HOP = 128  # samples per envelope frame: 345 frames/s at 44.1 kHz, far above a 20 Hz LFO's Nyquist needs
+_FLOOR_NEPERS = 60.0 / 20.0 * math.log(10.0)  # 60 dB as a natural-log amplitude ratio
+N_FREQUENCIES = 2000  # log-spaced search points in a band (a 1.4x band: steps of 0.02 %)
+
+
+def _check(x: torch.Tensor, min_samples: int) -> None:
+    if x.dim() != 3:
+        raise ParameterError(f"expected audio of shape (batch, channels, samples), got {tuple(x.shape)}")
+    if x.shape[-1] < min_samples:
+        raise ParameterError(f"audio too short: {x.shape[-1]} samples (needs {min_samples})")
+
+
+def _band(lo: float, hi: float, what: str) -> None:
+    if not 0.0 < lo < hi:
+        raise ParameterError(f"need 0 < low < high {what}, got {lo} and {hi}")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# LFO rate from the level envelope
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def log_envelope(x: torch.Tensor, sample_rate: int, hop: int = ENVELOPE_HOP) -> tuple[torch.Tensor, float]:
+    """(B, C, T) -> (log RMS of the channel mean per `hop`-sample frame (B, n), floored 60 dB under its maximum, a
+    quadratic trend removed; frames per second)."""
+    _check(x, 8 * hop)
+    n = x.shape[-1] // hop
+    mono = x.mean(1)[:, : n * hop].double().reshape(x.shape[0], n, hop)
+    le = 0.5 * torch.log(mono.square().mean(-1) + 1e-20)
+    # floored: digital silence between notes would otherwise dominate the spectrum
+    le = torch.maximum(le, le.amax(-1, keepdim=True) - _FLOOR_NEPERS)
+    t = torch.linspace(-1.0, 1.0, n, dtype=le.dtype)
+    basis = torch.stack([torch.ones_like(t), t, t * t], 1)  # (n, 3) quadratic trend
+    coef = torch.linalg.lstsq(basis, le.T).solution  # (3, B)
+    return le - (basis @ coef).T, sample_rate / hop
+
+
+def envelope_modulation_power(x: torch.Tensor, sample_rate: int, freqs_hz: torch.Tensor) -> torch.Tensor:
+    """Periodogram (B, F) of the detrended, Hann-windowed log envelope of `x` (B, C, T) at `freqs_hz` (F,)."""
+    le, rate = log_envelope(x, sample_rate)
+    n = le.shape[-1]
+    w = torch.hann_window(n, periodic=False, dtype=le.dtype)
+    t = torch.arange(n, dtype=le.dtype) / rate
+    phase = 2.0 * math.pi * freqs_hz.double()[:, None] * t[None]  # (F, n)
+    z = le * w
+    re, im = z @ torch.cos(phase).T, z @ torch.sin(phase).T
+    return (re.square() + im.square()) / n
+
+
+def search_frequencies(lo_hz: float, hi_hz: float, n: int = N_FREQUENCIES) -> torch.Tensor:
+    """`n` log-spaced frequencies from `lo_hz` to `hi_hz` (0 < lo < hi)."""
+    _band(lo_hz, hi_hz, "frequency (Hz)")
+    return torch.logspace(math.log10(lo_hz), math.log10(hi_hz), n, dtype=torch.float64)
+
+
+def amplitude_lfo_rate(x: torch.Tensor, sample_rate: int, lo_hz: float, hi_hz: float, pool: bool = False
+                       ) -> torch.Tensor:
+    """The frequency (Hz) in [`lo_hz`, `hi_hz`] where the log envelope of each item of `x` (B, C, T) is most
+    periodic (the peak of `envelope_modulation_power`): (B,), or (1,) for the items pooled."""
+    f = search_frequencies(lo_hz, hi_hz)
+    power = envelope_modulation_power(x, sample_rate, f)
+    if pool:
+        power = power.sum(0, keepdim=True)
+    return f[power.argmax(-1)]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Echo lag from the cepstrum
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def real_cepstrum(x: torch.Tensor) -> torch.Tensor:
+    """Real cepstrum (B, n) of the Hann-windowed channel mean of `x` (B, C, T), n = the power of two >= 2 T (index
+    = quefrency in samples). The log magnitude is floored 180 dB under each item's largest bin."""
+    _check(x, 16)
+    mono = x.mean(1).double()
+    T = mono.shape[-1]
+    n = 1 << math.ceil(math.log2(2 * T))
+    mag = torch.fft.rfft(mono * torch.hann_window(T, periodic=False, dtype=mono.dtype), n=n).abs()
+    return torch.fft.irfft(torch.log(mag + 1e-9 * mag.amax(-1, keepdim=True) + 1e-300), n=n)
+
+
+def echo_lag_ms(x: torch.Tensor, sample_rate: int, lo_ms: float, hi_ms: float, pool: bool = False) -> torch.Tensor:
+    """The quefrency (ms) of the largest real-cepstrum peak in [`lo_ms`, `hi_ms`] for each item of `x` (B, C, T),
+    to a fraction of a sample (parabolic interpolation): (B,), or (1,) for the items pooled."""
+    _band(lo_ms, hi_ms, "lag (ms)")
+    c = real_cepstrum(x)
+    if pool:
+        c = c.sum(0, keepdim=True)
+    lo = max(int(math.floor(lo_ms * sample_rate / 1000.0)), 1)
+    hi = min(int(math.ceil(hi_ms * sample_rate / 1000.0)), x.shape[-1] - 1, c.shape[-1] // 2 - 1)
+    if hi < lo:
+        raise ParameterError(f"audio too short for lags up to {hi_ms} ms: {x.shape[-1]} samples")
+    j = lo + c[:, lo:hi + 1].argmax(-1)  # (B,)
+    rows = torch.arange(c.shape[0])
+    y0, y1, y2 = c[rows, j - 1], c[rows, j], c[rows, j + 1]
+    den = y0 - 2.0 * y1 + y2
+    shift = torch.where(den < 0, 0.5 * (y0 - y2) / den.clamp(max=-1e-300), torch.zeros_like(den)).clamp(-0.5, 0.5)
+    return (j.double() + shift) * 1000.0 / sample_rate
