@@ -63,8 +63,8 @@ def test_detects_clear_effects(dry, effect, params, expected):
     # settings are physical values inside each parameter's declared range, with units
     for spec in get_effect(effect).specs:
         assert spec.min <= d.settings[spec.name] <= spec.max and d.units[spec.name] == spec.unit
-    if effect in REFINEMENTS:  # a tremolo's rate, a delay's time: re-read from the audio, within 2 % of the truth
-        p = REFINEMENTS[effect].param
+    if d.fine_class in REFINEMENTS:  # a tremolo's rate, a delay's time: re-read from the audio, within 2 %
+        p = REFINEMENTS[d.fine_class].param
         assert d.settings[p] == pytest.approx(params[p], rel=0.02)
 
 

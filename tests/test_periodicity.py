@@ -12,7 +12,7 @@ import torch
 
 from fxlens.errors import FxlensError, ParameterError
 from fxlens.features.periodicity import (ENVELOPE_HOP, amplitude_lfo_rate, echo_lag_ms, envelope_modulation_power,
-                                         real_cepstrum, search_frequencies)
+                                         pitch_lfo_rate, real_cepstrum, search_frequencies)
 from fxlens.fx.chain import Chain
 from fxlens.fx.effect import get_effect
 from fxlens.models.estimator import REFINEMENTS, refine_controls
@@ -131,14 +131,14 @@ def test_refine_controls_moves_a_tremolo_rate_to_the_audio_and_leaves_the_rest()
                      _stereo(_tremolo(x, t, 9.0, 0.7, phase=1.0))[0]])
     guesses = torch.cat([_controls(effect, rate_hz=5.2, depth=0.5, shape=0.2),  # 18 % and 12 % off
                          _controls(effect, rate_hz=8.0, depth=0.9, shape=0.0)])
-    out = refine_controls(effect, guesses, y, SR)
+    out = refine_controls("tremolo", effect, guesses, y, SR)
     rates = effect.to_physical(out)["rate_hz"]
     assert rates.tolist() == pytest.approx([4.4, 9.0], rel=0.01)
     # the other controls, and the caller's tensor, are untouched
     torch.testing.assert_close(out[:, 1:], guesses[:, 1:])
     assert effect.to_physical(guesses)["rate_hz"].tolist() == pytest.approx([5.2, 8.0])
     # the band is the estimate +- RATE_SEARCH_FACTOR: a guess 2x off cannot reach the truth
-    far = refine_controls(effect, _controls(effect, rate_hz=9.0, depth=0.8, shape=0.0), y[:1], SR)
+    far = refine_controls("tremolo", effect, _controls(effect, rate_hz=9.0, depth=0.8, shape=0.0), y[:1], SR)
     assert float(effect.to_physical(far)["rate_hz"][0]) >= 9.0 / RATE_SEARCH_FACTOR - 1e-6
 
 
@@ -148,10 +148,10 @@ def test_refine_controls_pools_the_windows_of_one_recording():
     y = _stereo(_tremolo(x, t, 3.1, 0.7, phase=2.0))
     win = int(1.5 * SR)
     segs = torch.cat([y[..., i * win:(i + 1) * win] for i in range(3)])  # (3, 2, W)
-    out = refine_controls(effect, _controls(effect, rate_hz=3.6, depth=0.7, shape=0.0), segs, SR)
+    out = refine_controls("tremolo", effect, _controls(effect, rate_hz=3.6, depth=0.7, shape=0.0), segs, SR)
     assert float(effect.to_physical(out)["rate_hz"][0]) == pytest.approx(3.1, rel=0.01)
     with pytest.raises(FxlensError):
-        refine_controls(effect, torch.zeros(2, 3), segs, SR)
+        refine_controls("tremolo", effect, torch.zeros(2, 3), segs, SR)
 
 
 def test_refine_controls_reads_a_delay_time_from_fxlens_delays():
@@ -164,14 +164,45 @@ def test_refine_controls_reads_a_delay_time_from_fxlens_delays():
                        for t, fb in ((95.3, 0.1), (412.7, 0.6))])
     guesses = torch.cat([_controls(effect, time_ms=119.0, feedback=0.3, mix=0.5),
                          _controls(effect, time_ms=330.0, feedback=0.4, mix=0.5)])
-    out = refine_controls(effect, guesses, y, SR)
+    out = refine_controls("feedback_delay", effect, guesses, y, SR)
     assert effect.to_physical(out)["time_ms"].tolist() == pytest.approx([95.3, 412.7], rel=0.002)
     torch.testing.assert_close(out[:, 1:], guesses[:, 1:])
 
 
-def test_refine_controls_leaves_other_effects_alone():
-    effect = get_effect("reverb")
+def test_refine_controls_leaves_other_classes_alone():
+    effect = get_effect("modulated_delay")
     c = torch.rand(2, len(effect.specs), dtype=torch.float64)
-    out = refine_controls(effect, c, torch.randn(2, 2, SR), SR)
+    out = refine_controls("flanger", effect, c, torch.randn(2, 2, SR), SR)  # same effect as vibrato, not refined
     assert torch.equal(out, c) and out is not c
     assert not math.isnan(float(out.sum()))
+
+
+def _vibrato_chord(rate, sweep_ms, seconds=1.5, seed=0):
+    """Closed form: three notes of five partials read through a delay d(t) = 5 ms + sweep sin(2 pi rate t),
+    y(t) = x(t - d(t)), so each partial's phase is 2 pi f (t - d(t)); (T,) float64."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    d = 5e-3 + sweep_ms * 1e-3 * np.sin(2 * np.pi * rate * t)
+    y = np.zeros_like(t)
+    for f0 in rng.uniform(110.0, 440.0, 3):
+        for k in range(1, 6):
+            y += np.sin(2 * np.pi * k * f0 * (t - d)) / k
+    return y * np.exp(-t / 2.0)
+
+
+@pytest.mark.parametrize("rate,sweep_ms,seed", [(3.3, 1.0, 0), (5.2, 0.5, 1), (7.9, 0.3, 2)])
+def test_pitch_lfo_rate_of_a_closed_form_vibrato(rate, sweep_ms, seed):
+    """Pitch swings of +-2 % to +-1.5 %: the rate within 1 %."""
+    y = _stereo(_vibrato_chord(rate, sweep_ms, seed=seed))
+    assert float(pitch_lfo_rate(y, SR, rate / 1.4, rate * 1.4)[0]) == pytest.approx(rate, rel=0.01)
+
+
+def test_refine_controls_reads_a_vibrato_rate_from_fxlens_modulated_delay():
+    effect = get_effect("modulated_delay")
+    x = torch.from_numpy(_vibrato_chord(1.0, 0.0, seed=4))[None, None].expand(1, 2, -1).contiguous()
+    params = {"rate_hz": 6.3, "depth": 0.3, "delay_ms": 5.0, "feedback": 0.0, "mix": 1.0}
+    with torch.no_grad():
+        y = Chain([(effect, params)])(x, SR)[..., : x.shape[-1]]
+    guess = _controls(effect, rate_hz=5.0, depth=0.3, delay_ms=5.0, feedback=0.0, mix=1.0)
+    out = refine_controls("vibrato", effect, guess, y, SR)
+    assert float(effect.to_physical(out)["rate_hz"][0]) == pytest.approx(6.3, rel=0.01)

@@ -16,7 +16,7 @@ rendered through the class's fxlens effect on the clip's dry source (re-read fro
 the wet clip with auraloss's multi-resolution STFT distance, level-matched, beside the dry source itself, uniform
 random controls, the class-mean controls and the true controls (`fxlens.train.estimator.spectral_scores`); the
 estimate is scored as the model gives it and as `fxlens analyze` reports it, with the parameters of
-`fxlens.models.estimator.REFINEMENTS` (a tremolo's rate, a delay's time) re-read from the wet clip ("estimate
+`fxlens.models.estimator.REFINEMENTS` (a tremolo's or vibrato's rate, a delay's time) re-read from the wet clip ("estimate
 refined").
 """
 
@@ -258,7 +258,7 @@ def markdown_report(results: dict) -> str:
         lines += ["", f"## Re-rendered estimates, {s}: MRSTFT to the wet clip (level-matched; lower is better)", "",
                   *spectral_table(sc)]
         refined = [(c, p, v["control_mae"]) for c, v in sc["per_class"].items()
-                   if v["effect"] in REFINEMENTS for p in [REFINEMENTS[v["effect"]].param]
+                   if c in REFINEMENTS for p in [REFINEMENTS[c].param]
                    if "estimate refined" in v.get("control_mae", {})]
         if refined:
             lines += ["", f"Refined from the audio ({s}, the same clips): MAE of the normalized control", "",

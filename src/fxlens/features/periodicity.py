@@ -1,4 +1,4 @@
-"""Two periods that an effect leaves in the audio itself: a tremolo's LFO rate and a delay's echo lag.
+"""Periods that an effect leaves in the audio itself: a tremolo's or a vibrato's LFO rate and a delay's echo lag.
 
 **LFO rate** (`amplitude_lfo_rate`). A tremolo multiplies the source by a periodic gain, so the log of the level
 envelope is the source's log envelope plus the log gain: a periodic component at the LFO rate.
@@ -8,19 +8,28 @@ rise and decay of notes; Hann-windowed), evaluated at any frequencies: a direct 
 zero-padded FFT bins, so a 1.5 s clip's peak is located to a small fraction of its 0.67 Hz bin width. It does not
 use the LFO's phase, so it works on recordings whose tremolo started anywhere.
 
+**Pitch LFO rate** (`pitch_lfo_rate`). A vibrato reads its input through a swept delay, ``y(t) = x(t - d(t))``,
+so every partial's frequency is scaled by ``1 - d'(t)``: the whole spectrum slides up and down the log-frequency
+axis at the LFO rate. `log_pitch_track` measures that slide frame by frame (STFT of 4096 samples, hop 256; log
+magnitudes on a log-frequency grid of `PITCH_GRID_POINTS` points from 80 Hz to 6 kHz; the shift between
+consecutive frames that maximizes their cross-correlation, within +-12 %, to a fraction of a grid step; shifts
+beyond +-3 % per frame, which are note changes, clipped) and sums it into a log-pitch curve; its periodogram,
+computed as the envelope's, peaks at the LFO rate.
+
 **Echo lag** (`echo_lag_ms`). A delay adds copies of the signal D, 2D, ... later: ``y = x * h`` with ``h`` a train
 of impulses D apart, so ``log |Y| = log |X| + log |H|`` and ``log |H|`` ripples with period 1/D in frequency; the
 real cepstrum (inverse FFT of the log magnitude) has a peak at quefrency D (Bogert, Healy and Tukey 1963; the
 classic echo detector). `real_cepstrum` computes it on the Hann-windowed channel mean, zero-padded to twice the
 length; the peak is refined to a fraction of a sample by a parabola through its neighbours.
 
-Inside a wide band either peak can be something else (the music's rhythm or a harmonic of the LFO — the log of a
-deep sine gain is far from a sine —; a pitch period or a multiple of the echo lag), so
+Inside a wide band any of these peaks can be something else (the music's rhythm, its note changes or a harmonic of
+the LFO — the log of a deep sine gain is far from a sine —; a pitch period or a multiple of the echo lag), so
 `fxlens.models.estimator.refine_controls` searches only near a model's estimate. Every reader takes a batch
 ``(B, C, T)`` and, with ``pool=True``, sums the spectra (cepstra) of all items first: the windows of one recording.
 
 Written here rather than taken from a library: librosa's tempogram and onset-strength functions track note onsets,
-not a smooth gain; scipy's periodograms give FFT bins only; neither library has a cepstrum.
+not a smooth gain; scipy's periodograms give FFT bins only; neither library has a cepstrum or a tracker of a whole
+spectrum's pitch slide (librosa's pyin tracks one monophonic pitch; these clips are chords and phrases).
 """
 
 from __future__ import annotations
@@ -34,6 +43,11 @@ from fxlens.errors import ParameterError
 ENVELOPE_HOP = 128  # samples per envelope frame: 345 frames/s at 44.1 kHz, far above a 20 Hz LFO's Nyquist needs
 _FLOOR_NEPERS = 60.0 / 20.0 * math.log(10.0)  # 60 dB as a natural-log amplitude ratio
 N_FREQUENCIES = 2000  # log-spaced search points in a band (a 1.4x band: steps of 0.02 %)
+PITCH_N_FFT, PITCH_HOP = 4096, 256
+PITCH_GRID_HZ = (80.0, 6000.0)
+PITCH_GRID_POINTS = 6000  # 1/960 octave per step
+PITCH_MAX_SHIFT = 0.12  # largest frame-to-frame spectral shift searched (relative frequency)
+PITCH_CLIP = 0.03  # larger shifts are note changes: clipped before they are summed into the curve
 
 
 def _check(x: torch.Tensor, min_samples: int) -> None:
@@ -46,6 +60,24 @@ def _check(x: torch.Tensor, min_samples: int) -> None:
 def _band(lo: float, hi: float, what: str) -> None:
     if not 0.0 < lo < hi:
         raise ParameterError(f"need 0 < low < high {what}, got {lo} and {hi}")
+
+
+def _periodogram(z: torch.Tensor, rate: float, freqs_hz: torch.Tensor) -> torch.Tensor:
+    """|DFT|^2 / n (B, F) of the Hann-windowed rows of z (B, n) sampled at `rate` Hz, at `freqs_hz` (F,)."""
+    n = z.shape[-1]
+    t = torch.arange(n, dtype=z.dtype) / rate
+    phase = 2.0 * math.pi * freqs_hz.to(z.dtype)[:, None] * t[None]  # (F, n)
+    zw = z * torch.hann_window(n, periodic=False, dtype=z.dtype)
+    re, im = zw @ torch.cos(phase).T, zw @ torch.sin(phase).T
+    return (re.square() + im.square()) / n
+
+
+def _detrend(z: torch.Tensor) -> torch.Tensor:
+    """Rows of z (B, n) minus their least-squares quadratic."""
+    t = torch.linspace(-1.0, 1.0, z.shape[-1], dtype=z.dtype)
+    basis = torch.stack([torch.ones_like(t), t, t * t], 1)  # (n, 3)
+    coef = torch.linalg.lstsq(basis, z.T).solution  # (3, B)
+    return z - (basis @ coef).T
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -62,22 +94,13 @@ def log_envelope(x: torch.Tensor, sample_rate: int, hop: int = ENVELOPE_HOP) -> 
     le = 0.5 * torch.log(mono.square().mean(-1) + 1e-20)
     # floored: digital silence between notes would otherwise dominate the spectrum
     le = torch.maximum(le, le.amax(-1, keepdim=True) - _FLOOR_NEPERS)
-    t = torch.linspace(-1.0, 1.0, n, dtype=le.dtype)
-    basis = torch.stack([torch.ones_like(t), t, t * t], 1)  # (n, 3) quadratic trend
-    coef = torch.linalg.lstsq(basis, le.T).solution  # (3, B)
-    return le - (basis @ coef).T, sample_rate / hop
+    return _detrend(le), sample_rate / hop
 
 
 def envelope_modulation_power(x: torch.Tensor, sample_rate: int, freqs_hz: torch.Tensor) -> torch.Tensor:
     """Periodogram (B, F) of the detrended, Hann-windowed log envelope of `x` (B, C, T) at `freqs_hz` (F,)."""
     le, rate = log_envelope(x, sample_rate)
-    n = le.shape[-1]
-    w = torch.hann_window(n, periodic=False, dtype=le.dtype)
-    t = torch.arange(n, dtype=le.dtype) / rate
-    phase = 2.0 * math.pi * freqs_hz.double()[:, None] * t[None]  # (F, n)
-    z = le * w
-    re, im = z @ torch.cos(phase).T, z @ torch.sin(phase).T
-    return (re.square() + im.square()) / n
+    return _periodogram(le, rate, freqs_hz)
 
 
 def search_frequencies(lo_hz: float, hi_hz: float, n: int = N_FREQUENCIES) -> torch.Tensor:
@@ -130,3 +153,55 @@ def echo_lag_ms(x: torch.Tensor, sample_rate: int, lo_ms: float, hi_ms: float, p
     den = y0 - 2.0 * y1 + y2
     shift = torch.where(den < 0, 0.5 * (y0 - y2) / den.clamp(max=-1e-300), torch.zeros_like(den)).clamp(-0.5, 0.5)
     return (j.double() + shift) * 1000.0 / sample_rate
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Pitch LFO rate from the spectrum's slide along log frequency
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def log_pitch_track(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, float]:
+    """(B, C, T) -> (the cumulative frame-to-frame shift of the log-frequency spectrum of the channel mean, in
+    nepers (B, frames - 1), quadratic trend removed; frames per second)."""
+    _check(x, 8 * PITCH_HOP + PITCH_N_FFT)
+    mono = x.mean(1).double()
+    spec = torch.stft(mono, PITCH_N_FFT, PITCH_HOP, window=torch.hann_window(PITCH_N_FFT, dtype=mono.dtype),
+                      center=True, return_complex=True).abs()  # (B, bins, frames)
+    lo, hi = PITCH_GRID_HZ
+    grid = torch.logspace(math.log10(lo), math.log10(min(hi, 0.45 * sample_rate)), PITCH_GRID_POINTS,
+                          dtype=mono.dtype)
+    pos = grid * PITCH_N_FFT / sample_rate  # fractional bin of each grid point: linear interpolation
+    i0 = pos.floor().long()
+    w = (pos - i0)[None, :, None]
+    logspec = torch.log(spec[:, i0] * (1 - w) + spec[:, i0 + 1] * w + 1e-6).transpose(1, 2)  # (B, frames, G)
+    logspec = logspec - logspec.mean(-1, keepdim=True)
+    step = math.log(float(grid[1] / grid[0]))
+    m = int(PITCH_MAX_SHIFT / step)
+    G = logspec.shape[-1]
+    cur, prev = logspec[:, 1:, m:G - m], logspec[:, :-1]  # (B, n, G - 2m), (B, n, G)
+    n_fft = 1 << math.ceil(math.log2(G + 1))
+    # c[k] = sum_j cur[j] prev[j + k], k = 0..2m (shift k - m grid steps), by FFT
+    c = torch.fft.irfft(torch.fft.rfft(prev, n_fft).mul(torch.fft.rfft(cur, n_fft).conj()), n_fft)[..., :2 * m + 1]
+    k = c.argmax(-1)
+    kc = k.clamp(1, 2 * m - 1)
+    y0, y1, y2 = (c.gather(-1, (kc + d)[..., None])[..., 0] for d in (-1, 0, 1))
+    den = y0 - 2.0 * y1 + y2
+    frac = torch.where(den < 0, 0.5 * (y0 - y2) / den.clamp(max=-1e-300), torch.zeros_like(den)).clamp(-0.5, 0.5)
+    shift = (kc.to(c.dtype) + frac - m) * step  # prev at j + shift matches cur at j: the pitch went down by shift
+    shift = (-shift).clamp(-PITCH_CLIP, PITCH_CLIP)
+    return _detrend(shift.cumsum(-1)), sample_rate / PITCH_HOP
+
+
+def pitch_lfo_rate(x: torch.Tensor, sample_rate: int, lo_hz: float, hi_hz: float, pool: bool = False
+                   ) -> torch.Tensor:
+    """The frequency (Hz) in [`lo_hz`, `hi_hz`] where the log-pitch curve (`log_pitch_track`) of each item of `x`
+    (B, C, T) is most periodic: (B,), or (1,) for the items pooled."""
+    f = search_frequencies(lo_hz, hi_hz)
+    power = []
+    for item in x.split(1):  # one at a time: a clip's frame-pair correlations take ~50 MB
+        track, rate = log_pitch_track(item, sample_rate)
+        power.append(_periodogram(track, rate, f))
+    power = torch.cat(power)
+    if pool:
+        power = power.sum(0, keepdim=True)
+    return f[power.argmax(-1)]

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fxlens.errors import FxlensError
-from fxlens.features.periodicity import amplitude_lfo_rate, echo_lag_ms
+from fxlens.features.periodicity import amplitude_lfo_rate, echo_lag_ms, pitch_lfo_rate
 from fxlens.models.resnet import FiLM, MelInput, resnet_stages, run_stages
 
 Z_CLIP = 5.0
@@ -43,13 +43,18 @@ class Refinement:
     read: Callable[..., torch.Tensor]
 
 
-# Effect name -> its refinement. The estimators' tremolo rate and delay time are off by 10-15 % (median), which
-# puts a tremolo's dips and a delay's echoes out of place: farther from the wet clip than no effect at all. The
-# periods read from the audio (`fxlens.features.periodicity`) are within 1 % on most val clips; the search factors
-# were chosen on val (wider bands catch a rhythm or a harmonic of the LFO; for delays 1.5 and 2 tie).
+# Fine class -> its refinement. The estimators' tremolo and vibrato rates and delay times are off by 10-16 %
+# (median), which puts a tremolo's dips, a vibrato's pitch swings and a delay's echoes out of place: farther from
+# the wet clip than no effect at all. The periods read from the audio (`fxlens.features.periodicity`) are within
+# about 1 % on most val clips; the search factors were chosen on val (wider bands catch a rhythm or a harmonic of
+# the LFO; for delays 1.5 and 2 tie). Chorus and flanger are left out: their slow LFOs make less than a cycle in a
+# 1.5 s clip, and on val the pitch reading made flangers worse.
+_ECHO = Refinement("time_ms", 1.5, echo_lag_ms)
 REFINEMENTS = {
     "tremolo": Refinement("rate_hz", 1.4, amplitude_lfo_rate),
-    "delay": Refinement("time_ms", 1.5, echo_lag_ms),
+    "vibrato": Refinement("rate_hz", 1.4, pitch_lfo_rate),
+    "slapback_delay": _ECHO,
+    "feedback_delay": _ECHO,
 }
 
 
@@ -192,13 +197,14 @@ class MelResNetEstimator(MelInput, SlotEstimator):
         return torch.sigmoid(self.out(z))
 
 
-def refine_controls(effect, controls: torch.Tensor, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """`controls` (B, P) of `effect` estimated for the items of `audio` (B, C, T), with the parameter of the
-    effect's `REFINEMENTS` entry re-read from the audio within its search factor of the estimate. With one row of
-    controls and N > 1 items (the windows of one recording, as `fxlens analyze` cuts them) the windows' spectra are
-    pooled. Other effects come back unchanged (a copy)."""
+def refine_controls(class_name: str, effect, controls: torch.Tensor, audio: torch.Tensor, sample_rate: int
+                    ) -> torch.Tensor:
+    """`controls` (B, P) of `effect` estimated for the items of `audio` (B, C, T) as the fine class `class_name`,
+    with the parameter of the class's `REFINEMENTS` entry re-read from the audio within its search factor of the
+    estimate. With one row of controls and N > 1 items (the windows of one recording, as `fxlens analyze` cuts
+    them) the windows' spectra are pooled. Other classes come back unchanged (a copy)."""
     out = controls.detach().clone()
-    ref = REFINEMENTS.get(effect.name)
+    ref = REFINEMENTS.get(class_name)
     if ref is None:
         return out
     if out.shape[0] not in (1, audio.shape[0]):

@@ -9,11 +9,11 @@ class probabilities per window; they are averaged over windows. The effects repo
 - a multi-label recognizer (sigmoid, trained on chains): every aggregated class above `threshold`.
 
 For each reported effect, its most probable fine class (e.g. ``feedback_delay`` inside ``delay``) conditions the
-estimator, whose controls are averaged over windows (a tremolo's rate and a delay's time then re-read from the
-windows' audio, `fxlens.models.estimator.refine_controls`) and turned into physical units with the effect's own
-`ParamSpec`s; parameters that the fine class fixes (a distortion's mix of 1, a compressor's 0 dB make-up) keep that
-value. The effects go into a preset in the fxset chain order (eq -> compression -> distortion -> modulation ->
-tremolo -> delay -> reverb), which `Chain.from_preset` and `fxlens fx apply --preset` accept.
+estimator, whose controls are averaged over windows (a tremolo's or vibrato's rate and a delay's time then re-read
+from the windows' audio, `fxlens.models.estimator.refine_controls`) and turned into physical units with the
+effect's own `ParamSpec`s; parameters that the fine class fixes (a distortion's mix of 1, a compressor's 0 dB
+make-up) keep that value. The effects go into a preset in the fxset chain order (eq -> compression -> distortion ->
+modulation -> tremolo -> delay -> reverb), which `Chain.from_preset` and `fxlens fx apply --preset` accept.
 
 Checkpoints: ``assets/recognizer-small`` and ``assets/estimator-small`` inside the package by default, or any
 checkpoint folders (kind-checked) passed as paths.
@@ -263,7 +263,7 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
         effect = get_effect(info["effect"], **info["config"])
         with torch.no_grad():
             ctl = est.estimate(efeats, fine_class).mean(0, keepdim=True).double()
-        ctl = refine_controls(effect, ctl, segs, fxaudio.WORKING_SAMPLE_RATE)
+        ctl = refine_controls(fine_class, effect, ctl, segs, fxaudio.WORKING_SAMPLE_RATE)
         phys = {k: float(np.float32(v[0])) for k, v in effect.to_physical(ctl).items()}
         for k, (lo, hi) in FXSET_CLASSES[fine_class].ranges.items():
             if lo == hi and k in phys:

@@ -307,7 +307,7 @@ def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labe
 
     `models`: {name: estimator} sharing one slot layout (e.g. {"before": ..., "after": ...}); `inputs`: their
     inputs, one row per label. `refine`: also score each model's estimate after `refine_controls` on the wet clip
-    (as ``"<name> refined"``; the same controls as the model's except for the effects it refines), as `fxlens
+    (as ``"<name> refined"``; the same controls as the model's except for the classes it refines), as `fxlens
     analyze` reports them.
     """
     first = next(iter(models.values()))
@@ -338,7 +338,7 @@ def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labe
         for name, model in models.items():
             cands[name] = predict(model, inputs[i:i + 1], cond)[:, a:b]
             if refine:
-                cands[f"{name} refined"] = refine_controls(effect, cands[name], wet, sr)
+                cands[f"{name} refined"] = refine_controls(c, effect, cands[name], wet, sr)
         row = scores.setdefault(c, {})
         with torch.no_grad():
             row.setdefault("dry", []).append(float(mrstft_per_clip(loss, dry, wet)[0]))
