@@ -16,8 +16,8 @@ rendered through the class's fxlens effect on the clip's dry source (re-read fro
 the wet clip with auraloss's multi-resolution STFT distance, level-matched, beside the dry source itself, uniform
 random controls, the class-mean controls and the true controls (`fxlens.train.estimator.spectral_scores`); the
 estimate is scored as the model gives it and as `fxlens analyze` reports it, with the parameters of
-`fxlens.models.estimator.REFINEMENTS` (a tremolo's or vibrato's rate, a delay's time) re-read from the wet clip ("estimate
-refined").
+`fxlens.models.estimator.REFINEMENTS` (a tremolo's or vibrato's rate, a delay's time) re-read from the wet clip
+("estimate refined").
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ slot (`SlotEstimator.class_slots`); only that slot's outputs are trained (`maske
   (`fxlens.features.mel.log_mel`, one image channel per audio channel), with FiLM layers (Perez et al. 2018) whose
   scale and shift are computed from the conditioning vector. ``input_kind = "audio"``: it takes (B, C, T) audio
   at its `sample_rate` (or the log-mel of it, precomputed).
+
+After either, `refine_controls` re-reads the periods that the audio itself holds (a tremolo's or a vibrato's rate,
+a delay's time; `REFINEMENTS`) near the estimate, with the DSP of `fxlens.features.periodicity`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from fxlens.features.periodicity import amplitude_lfo_rate, echo_lag_ms, pitch_l
 from fxlens.models.resnet import FiLM, MelInput, resnet_stages, run_stages
 
 Z_CLIP = 5.0
-
 
 
 @dataclass(frozen=True)
