@@ -68,6 +68,14 @@ def test_detects_clear_effects(dry, effect, params, expected):
         assert d.settings[p] == pytest.approx(params[p], rel=0.02)
 
 
+def test_a_clip_shorter_than_a_window_has_its_period_read_without_the_padding(dry):
+    """0.8 s of tremolo is padded with silence to one 1.5 s window for the recognizer; the rate is read from the
+    0.8 s themselves (a padded envelope's step would swamp its period)."""
+    result = fxlens.analyze(_wet(dry[..., : int(0.8 * SR)], "tremolo", {"rate_hz": 6.0, "depth": 1.0}), SR)
+    assert result.windows == 1 and [d.aggregated_class for d in result.effects] == ["tremolo"]
+    assert result.effects[0].settings["rate_hz"] == pytest.approx(6.0, rel=0.02)
+
+
 def test_multilabel_reports_each_effect_over_threshold_and_dry_as_none_on(dry, monkeypatch):
     """A multi-label recognizer has no "dry" sigmoid: a window is dry when none of its effects is on, so
     P(dry) = mean over windows of prod(1 - p_k) (independent sigmoids) — checked against that closed form."""

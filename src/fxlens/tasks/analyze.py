@@ -253,6 +253,9 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
         efeats = feats
     else:
         efeats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, ecfg["feature_set"])
+    # the periods are read from the windows, or from the audio itself when it is shorter than one: the readers do
+    # not depend on the level, and the silence a short clip is padded with would hide its envelope's period
+    period_audio = x if x.shape[-1] < segs.shape[-1] else segs
     detected: list[DetectedEffect] = []
     for a in sorted(chosen, key=CHAIN_ORDER.index):
         fine_class, fp = _fine_choice(a, fine)
@@ -263,7 +266,7 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
         effect = get_effect(info["effect"], **info["config"])
         with torch.no_grad():
             ctl = est.estimate(efeats, fine_class).mean(0, keepdim=True).double()
-        ctl = refine_controls(fine_class, effect, ctl, segs, fxaudio.WORKING_SAMPLE_RATE)
+        ctl = refine_controls(fine_class, effect, ctl, period_audio, fxaudio.WORKING_SAMPLE_RATE)
         phys = {k: float(np.float32(v[0])) for k, v in effect.to_physical(ctl).items()}
         for k, (lo, hi) in FXSET_CLASSES[fine_class].ranges.items():
             if lo == hi and k in phys:
