@@ -1,7 +1,7 @@
 """`fxlens.analyze` / `fxlens analyze`: shipped checkpoints, any input format, bad input, preset round trip.
 
 The effects are put on synthetic notes with fxlens's own chain (the reference is the effect we applied, not an
-earlier output of the analyzer); only the three classes that the shipped recognizer gets right on > 85 % of
+earlier output of the analyzer); only the three classes that the shipped recognizer gets right on 85 % or more of
 test clips (distortion, delay, tremolo) are asked for by name.
 """
 
@@ -52,13 +52,18 @@ def test_shipped_checkpoints_are_small_and_documented():
 ])
 def test_detects_clear_effects(dry, effect, params, expected):
     result = fxlens.analyze(_wet(dry, effect, params), SR)
-    assert [d.aggregated_class for d in result.effects] == [expected]
+    found = [d.aggregated_class for d in result.effects]
     if result.multilabel:  # independent effects: each probability in [0, 1], "dry" = none on
         assert all(0.0 <= p <= 1.0 for p in result.probabilities.values())
+        # anything reported beside the effect put on must be what the source itself is heard as (the synthetic
+        # notes' hard harmonics read as mild distortion)
+        on_source = {d.aggregated_class for d in fxlens.analyze(dry, SR).effects}
+        assert expected in found and set(found) - {expected} <= on_source
     else:
         assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert found == [expected]
     assert result.probabilities[expected] == max(result.probabilities.values())
-    d = result.effects[0]
+    d = next(d for d in result.effects if d.aggregated_class == expected)
     assert d.effect == effect
     # settings are physical values inside each parameter's declared range, with units
     for spec in get_effect(effect).specs:
