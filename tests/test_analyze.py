@@ -70,7 +70,9 @@ def test_detects_clear_effects(dry, effect, params, expected):
         assert spec.min <= d.settings[spec.name] <= spec.max and d.units[spec.name] == spec.unit
     if d.fine_class in REFINEMENTS:  # a tremolo's rate, a delay's time: re-read from the audio, within 2 %
         p = REFINEMENTS[d.fine_class].param
-        assert d.settings[p] == pytest.approx(params[p], rel=0.02)
+        assert d.settings[p] == pytest.approx(params[p], rel=0.02) and d.measured == [p]
+    else:
+        assert d.measured == []
 
 
 def test_a_clip_shorter_than_a_window_has_its_period_read_without_the_padding(dry):
@@ -231,6 +233,14 @@ def test_cli_analyze_writes_json_plot_and_preset(fuzz_file, tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert read_preset(preset)["effects"][0]["name"] == "distortion"
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_cli_marks_the_settings_read_from_the_audio(dry, tmp_path, capsys):
+    path = tmp_path / "trem.wav"
+    sf.write(path, _wet(dry, "tremolo", {"rate_hz": 6.0, "depth": 1.0})[0].T.numpy(), SR, subtype="FLOAT")
+    code, out, err = run(["analyze", path], capsys)
+    assert code == 0, err
+    assert "rate_hz *" in out and "depth *" not in out and "read from the audio itself" in out
 
 
 def test_cli_preset_round_trip_into_fx_apply(fuzz_file, dry, tmp_path, capsys):

@@ -428,9 +428,12 @@ def analyze(
     for k, d in enumerate(result.effects):
         for j, (name, value) in enumerate(d.settings.items()):
             table.add_row(d.effect if j == 0 else "", f"{d.probability:.2f}" if j == 0 else "",
-                          d.fine_class if j == 0 else "", name, _fmt(value), d.units[name])
+                          d.fine_class if j == 0 else "", name + (" *" if name in d.measured else ""), _fmt(value),
+                          d.units[name])
         if k < len(result.effects) - 1:
             table.add_section()
+    if any(d.measured for d in result.effects):
+        table.caption = "* read from the audio itself (a period: envelope, pitch or cepstrum); the rest is estimated"
     console.print(table)
     console.print("class probabilities: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                       sorted(result.probabilities.items(), key=lambda kv: -kv[1])))

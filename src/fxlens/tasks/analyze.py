@@ -35,7 +35,7 @@ from fxlens.data.fxset import (AGGREGATED_CLASSES, CHAIN_ORDER, FXSET_CLASSES, O
 from fxlens.errors import CheckpointError, InvalidAudioError, ParameterError
 from fxlens.fx.effect import get_effect
 from fxlens.fx.preset import preset_from_stages
-from fxlens.models.estimator import refine_controls
+from fxlens.models.estimator import REFINEMENTS, refine_controls
 
 __all__ = ["AnalysisResult", "DetectedEffect", "analyze", "assets_dir", "load_recognizer", "load_estimator",
            "WINDOW_S", "MAX_WINDOWS"]
@@ -53,7 +53,8 @@ def assets_dir() -> Path:
 
 @dataclass
 class DetectedEffect:
-    """One effect found on the audio: class, probability and estimated settings (physical units)."""
+    """One effect found on the audio: class, probability and estimated settings (physical units); `measured` names
+    the settings read from the audio itself (`fxlens.models.estimator.refine_controls`) rather than regressed."""
 
     aggregated_class: str
     probability: float
@@ -64,6 +65,7 @@ class DetectedEffect:
     settings: dict[str, float] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     controls: dict[str, float] = field(default_factory=dict)
+    measured: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -275,7 +277,8 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
         detected.append(DetectedEffect(
             aggregated_class=a, probability=agg[a], fine_class=fine_class, fine_probability=fp,
             effect=effect.name, config=effect.config(), settings=phys, units={s.name: s.unit for s in effect.specs},
-            controls={s.name: float(c) for s, c in zip(effect.specs, ctl[0])}))
+            controls={s.name: float(c) for s, c in zip(effect.specs, ctl[0])},
+            measured=[REFINEMENTS[fine_class].param] if fine_class in REFINEMENTS else []))
     preset = preset_from_stages([(get_effect(d.effect, **d.config), d.settings) for d in detected],
                                 fxaudio.WORKING_SAMPLE_RATE)
     return AnalysisResult(sample_rate=int(sample_rate), duration_s=duration, windows=int(segs.shape[0]),
