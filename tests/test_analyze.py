@@ -238,9 +238,11 @@ def test_cli_analyze_writes_json_plot_and_preset(fuzz_file, tmp_path, capsys):
 def test_cli_marks_the_settings_read_from_the_audio(dry, tmp_path, capsys):
     path = tmp_path / "trem.wav"
     sf.write(path, _wet(dry, "tremolo", {"rate_hz": 6.0, "depth": 1.0})[0].T.numpy(), SR, subtype="FLOAT")
-    code, out, err = run(["analyze", path], capsys)
+    plot = tmp_path / "trem.png"
+    code, out, err = run(["analyze", path, "--plot", plot], capsys)
     assert code == 0, err
     assert "rate_hz *" in out and "depth *" not in out and "read from the audio itself" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # with the periodogram panel
 
 
 def test_cli_preset_round_trip_into_fx_apply(fuzz_file, dry, tmp_path, capsys):

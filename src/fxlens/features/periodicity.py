@@ -109,12 +109,19 @@ def search_frequencies(lo_hz: float, hi_hz: float, n: int = N_FREQUENCIES) -> to
     return torch.logspace(math.log10(lo_hz), math.log10(hi_hz), n, dtype=torch.float64)
 
 
+def amplitude_lfo_scores(x: torch.Tensor, sample_rate: int, lo_hz: float, hi_hz: float
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`N_FREQUENCIES` log-spaced rates in [`lo_hz`, `hi_hz`], the envelope periodogram of each item of `x`
+    (B, C, T) at them (B, N))."""
+    f = search_frequencies(lo_hz, hi_hz)
+    return f, envelope_modulation_power(x, sample_rate, f)
+
+
 def amplitude_lfo_rate(x: torch.Tensor, sample_rate: int, lo_hz: float, hi_hz: float, pool: bool = False
                        ) -> torch.Tensor:
     """The frequency (Hz) in [`lo_hz`, `hi_hz`] where the log envelope of each item of `x` (B, C, T) is most
     periodic (the peak of `envelope_modulation_power`): (B,), or (1,) for the items pooled."""
-    f = search_frequencies(lo_hz, hi_hz)
-    power = envelope_modulation_power(x, sample_rate, f)
+    f, power = amplitude_lfo_scores(x, sample_rate, lo_hz, hi_hz)
     if pool:
         power = power.sum(0, keepdim=True)
     return f[power.argmax(-1)]
@@ -136,23 +143,32 @@ def real_cepstrum(x: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(torch.log(mag + 1e-9 * mag.amax(-1, keepdim=True) + 1e-300), n=n)
 
 
-def echo_lag_ms(x: torch.Tensor, sample_rate: int, lo_ms: float, hi_ms: float, pool: bool = False) -> torch.Tensor:
-    """The quefrency (ms) of the largest real-cepstrum peak in [`lo_ms`, `hi_ms`] for each item of `x` (B, C, T),
-    to a fraction of a sample (parabolic interpolation): (B,), or (1,) for the items pooled."""
+def echo_lag_scores(x: torch.Tensor, sample_rate: int, lo_ms: float, hi_ms: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(every whole-sample lag in ms from one sample below `lo_ms` to one above `hi_ms`, the real cepstrum of each
+    item of `x` (B, C, T) at them (B, L))."""
     _band(lo_ms, hi_ms, "lag (ms)")
     c = real_cepstrum(x)
-    if pool:
-        c = c.sum(0, keepdim=True)
     lo = max(int(math.floor(lo_ms * sample_rate / 1000.0)), 1)
     hi = min(int(math.ceil(hi_ms * sample_rate / 1000.0)), x.shape[-1] - 1, c.shape[-1] // 2 - 1)
     if hi < lo:
         raise ParameterError(f"audio too short for lags up to {hi_ms} ms: {x.shape[-1]} samples")
-    j = lo + c[:, lo:hi + 1].argmax(-1)  # (B,)
+    j = torch.arange(lo - 1, hi + 2)
+    return j.double() * 1000.0 / sample_rate, c[:, lo - 1:hi + 2]
+
+
+def echo_lag_ms(x: torch.Tensor, sample_rate: int, lo_ms: float, hi_ms: float, pool: bool = False) -> torch.Tensor:
+    """The quefrency (ms) of the largest real-cepstrum peak in [`lo_ms`, `hi_ms`] for each item of `x` (B, C, T),
+    to a fraction of a sample (parabolic interpolation): (B,), or (1,) for the items pooled."""
+    lags, c = echo_lag_scores(x, sample_rate, lo_ms, hi_ms)
+    if pool:
+        c = c.sum(0, keepdim=True)
+    j = 1 + c[:, 1:-1].argmax(-1)  # (B,) inside the band; its neighbours exist for the parabola
     rows = torch.arange(c.shape[0])
     y0, y1, y2 = c[rows, j - 1], c[rows, j], c[rows, j + 1]
     den = y0 - 2.0 * y1 + y2
     shift = torch.where(den < 0, 0.5 * (y0 - y2) / den.clamp(max=-1e-300), torch.zeros_like(den)).clamp(-0.5, 0.5)
-    return (j.double() + shift) * 1000.0 / sample_rate
+    return lags[j] + shift * 1000.0 / sample_rate
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -192,16 +208,23 @@ def log_pitch_track(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, fl
     return _detrend(shift.cumsum(-1)), sample_rate / PITCH_HOP
 
 
-def pitch_lfo_rate(x: torch.Tensor, sample_rate: int, lo_hz: float, hi_hz: float, pool: bool = False
-                   ) -> torch.Tensor:
-    """The frequency (Hz) in [`lo_hz`, `hi_hz`] where the log-pitch curve (`log_pitch_track`) of each item of `x`
-    (B, C, T) is most periodic: (B,), or (1,) for the items pooled."""
+def pitch_lfo_scores(x: torch.Tensor, sample_rate: int, lo_hz: float, hi_hz: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`N_FREQUENCIES` log-spaced rates in [`lo_hz`, `hi_hz`], the periodogram of each item's log-pitch curve
+    (`log_pitch_track`) at them (B, N))."""
     f = search_frequencies(lo_hz, hi_hz)
     power = []
     for item in x.split(1):  # one at a time: a clip's frame-pair correlations take ~50 MB
         track, rate = log_pitch_track(item, sample_rate)
         power.append(_periodogram(track, rate, f))
-    power = torch.cat(power)
+    return f, torch.cat(power)
+
+
+def pitch_lfo_rate(x: torch.Tensor, sample_rate: int, lo_hz: float, hi_hz: float, pool: bool = False
+                   ) -> torch.Tensor:
+    """The frequency (Hz) in [`lo_hz`, `hi_hz`] where the log-pitch curve (`log_pitch_track`) of each item of `x`
+    (B, C, T) is most periodic: (B,), or (1,) for the items pooled."""
+    f, power = pitch_lfo_scores(x, sample_rate, lo_hz, hi_hz)
     if pool:
         power = power.sum(0, keepdim=True)
     return f[power.argmax(-1)]

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from fxlens.errors import FxlensError
-from fxlens.features.periodicity import amplitude_lfo_rate, echo_lag_ms, pitch_lfo_rate
+from fxlens.features.periodicity import (amplitude_lfo_rate, amplitude_lfo_scores, echo_lag_ms, echo_lag_scores,
+                                         pitch_lfo_rate, pitch_lfo_scores)
 from fxlens.models.resnet import FiLM, MelInput, resnet_stages, run_stages
 
 Z_CLIP = 5.0
@@ -38,11 +39,13 @@ Z_CLIP = 5.0
 class Refinement:
     """A parameter that the audio itself pins down better than a regression from clip features can: `read`
     (audio (N, C, T), sample rate, low, high, pool) -> its value per item, or pooled, searched within a factor
-    `search_factor` of the model's estimate (and the parameter's range)."""
+    `search_factor` of the model's estimate (and the parameter's range); `scores` (audio, sample rate, low, high)
+    -> (candidate values, the score `read` maximizes at each, per item), for figures."""
 
     param: str
     search_factor: float
     read: Callable[..., torch.Tensor]
+    scores: Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 # Fine class -> its refinement. The estimators' tremolo and vibrato rates and delay times are off by 10-16 %
@@ -51,10 +54,10 @@ class Refinement:
 # about 1 % on most val clips; the search factors were chosen on val (wider bands catch a rhythm or a harmonic of
 # the LFO; for delays 1.5 and 2 tie). Chorus and flanger are left out: their slow LFOs make less than a cycle in a
 # 1.5 s clip, and on val the pitch reading made flangers worse.
-_ECHO = Refinement("time_ms", 1.5, echo_lag_ms)
+_ECHO = Refinement("time_ms", 1.5, echo_lag_ms, echo_lag_scores)
 REFINEMENTS = {
-    "tremolo": Refinement("rate_hz", 1.4, amplitude_lfo_rate),
-    "vibrato": Refinement("rate_hz", 1.4, pitch_lfo_rate),
+    "tremolo": Refinement("rate_hz", 1.4, amplitude_lfo_rate, amplitude_lfo_scores),
+    "vibrato": Refinement("rate_hz", 1.4, pitch_lfo_rate, pitch_lfo_scores),
     "slapback_delay": _ECHO,
     "feedback_delay": _ECHO,
 }

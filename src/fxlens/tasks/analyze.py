@@ -301,8 +301,10 @@ def analyze_file(path: str | os.PathLike, recognizer=None, estimator=None, thres
 def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLike,
                   sample_rate: int = fxaudio.WORKING_SAMPLE_RATE) -> Path:
     """Write a figure: the log spectrogram of (1, C, T) audio, the class probabilities, and — when detected — the
-    estimated EQ curve (`fxlens.fx.filters.magnitude_db`) and the compressor's static curve
-    (`fxlens.fx.dynamics.static_gain_db`). Written atomically; the format comes from the extension."""
+    estimated EQ curve (`fxlens.fx.filters.magnitude_db`), the compressor's static curve
+    (`fxlens.fx.dynamics.static_gain_db`) and, for each setting read from the audio, the score it maximized
+    (envelope or pitch periodogram, cepstrum) around the reported value. Written atomically; the format comes from
+    the extension."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -313,7 +315,8 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
 
     by_effect = {d.effect: d for d in result.effects}
     extra = [k for k in ("parametric_eq", "compressor") if k in by_effect]
-    n = 2 + len(extra)
+    measured = [d for d in result.effects if d.measured and d.fine_class in REFINEMENTS]
+    n = 2 + len(extra) + len(measured)
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.8 * n), constrained_layout=True)
     mono = x[:, :, : int(30 * sample_rate)].mean(1)
     S = stft_magnitude(mono, 2048, 512)[0]
@@ -354,6 +357,24 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
         ax.set(title=f"compressor static curve (threshold {d['threshold_db']:.1f} dB, ratio {d['ratio']:.1f}:1)",
                xlabel="input level (dB)", ylabel="output level (dB)")
         ax.legend()
+        i += 1
+    if measured:
+        segs = x if x.shape[-1] < int(round(WINDOW_S * sample_rate)) else windows(x, sample_rate)
+    for d in measured:  # the score each period was read from, pooled over the windows as `analyze` pooled it
+        ref = REFINEMENTS[d.fine_class]
+        spec = get_effect(d.effect, **d.config).specs
+        lo_lim, hi_lim = next((s.min, s.max) for s in spec if s.name == ref.param)
+        value = d.settings[ref.param]
+        values, score = ref.scores(segs, sample_rate, max(value / ref.search_factor, lo_lim),
+                                   min(value * ref.search_factor, hi_lim))
+        ax = axes[i]
+        ax.plot(values.numpy(), score.sum(0).numpy(), color="tab:purple")
+        ax.axvline(value, color="k", lw=0.8, ls="--", label=f"reported {value:.4g} {d.units[ref.param]}")
+        what = "cepstrum" if ref.param == "time_ms" else "periodogram"
+        ax.set(title=f"{d.fine_class}: {ref.param} read from the audio ({what}, summed over windows)",
+               xlabel=f"{ref.param} ({d.units[ref.param]})", ylabel="score")
+        ax.legend()
+        i += 1
     out_path = Path(path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format=out_path.suffix.lstrip(".").lower() or "png", dpi=100)
