@@ -362,8 +362,7 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
         segs = x if x.shape[-1] < int(round(WINDOW_S * sample_rate)) else windows(x, sample_rate)
     for d in measured:  # the score each period was read from, pooled over the windows as `analyze` pooled it
         ref = REFINEMENTS[d.fine_class]
-        spec = get_effect(d.effect, **d.config).specs
-        lo_lim, hi_lim = next((s.min, s.max) for s in spec if s.name == ref.param)
+        lo_lim, hi_lim = next((s.min, s.max) for s in get_effect(d.effect, **d.config).specs if s.name == ref.param)
         value = d.settings[ref.param]
         values, score = ref.scores(segs, sample_rate, max(value / ref.search_factor, lo_lim),
                                    min(value * ref.search_factor, hi_lim))
