@@ -40,12 +40,13 @@ class Refinement:
     """A parameter that the audio itself pins down better than a regression from clip features can: `read`
     (audio (N, C, T), sample rate, low, high, pool) -> its value per item, or pooled, searched within a factor
     `search_factor` of the model's estimate (and the parameter's range); `scores` (audio, sample rate, low, high)
-    -> (candidate values, the score `read` maximizes at each, per item), for figures."""
+    -> (candidate values, the score `read` maximizes at each, per item), for figures; `method` names that score."""
 
     param: str
     search_factor: float
     read: Callable[..., torch.Tensor]
     scores: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    method: str
 
 
 # Fine class -> its refinement. The estimators' tremolo and vibrato rates and delay times are off by 10-16 %
@@ -54,10 +55,10 @@ class Refinement:
 # about 1 % on most val clips; the search factors were chosen on val (wider bands catch a rhythm or a harmonic of
 # the LFO; for delays 1.5 and 2 tie). Chorus and flanger are left out: their slow LFOs make less than a cycle in a
 # 1.5 s clip, and on val the pitch reading made flangers worse.
-_ECHO = Refinement("time_ms", 1.5, echo_lag_ms, echo_lag_scores)
+_ECHO = Refinement("time_ms", 1.5, echo_lag_ms, echo_lag_scores, "cepstrum")
 REFINEMENTS = {
-    "tremolo": Refinement("rate_hz", 1.4, amplitude_lfo_rate, amplitude_lfo_scores),
-    "vibrato": Refinement("rate_hz", 1.4, pitch_lfo_rate, pitch_lfo_scores),
+    "tremolo": Refinement("rate_hz", 1.4, amplitude_lfo_rate, amplitude_lfo_scores, "envelope periodogram"),
+    "vibrato": Refinement("rate_hz", 1.4, pitch_lfo_rate, pitch_lfo_scores, "pitch periodogram"),
     "slapback_delay": _ECHO,
     "feedback_delay": _ECHO,
 }

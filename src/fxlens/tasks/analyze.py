@@ -208,6 +208,12 @@ def _fine_choice(aggregated: str, fine: dict[str, float]) -> tuple[str, float]:
     return default, fine.get(aggregated, 0.0)
 
 
+def _period_audio(x: torch.Tensor, segs: torch.Tensor) -> torch.Tensor:
+    """What the periods are read from: the windows `segs` of `x`, or `x` itself when it is shorter than one window
+    (the readers do not depend on the level, and the silence a short clip is padded with would hide its period)."""
+    return x if x.shape[-1] < segs.shape[-1] else segs
+
+
 def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold: float = 0.5) -> AnalysisResult:
     """Detect the effects on `audio` and estimate their settings.
 
@@ -255,9 +261,7 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
         efeats = feats
     else:
         efeats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, ecfg["feature_set"])
-    # the periods are read from the windows, or from the audio itself when it is shorter than one: the readers do
-    # not depend on the level, and the silence a short clip is padded with would hide its envelope's period
-    period_audio = x if x.shape[-1] < segs.shape[-1] else segs
+    period_audio = _period_audio(x, segs)
     detected: list[DetectedEffect] = []
     for a in sorted(chosen, key=CHAIN_ORDER.index):
         fine_class, fp = _fine_choice(a, fine)
@@ -359,7 +363,7 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
         ax.legend()
         i += 1
     if measured:
-        segs = x if x.shape[-1] < int(round(WINDOW_S * sample_rate)) else windows(x, sample_rate)
+        segs = _period_audio(x, windows(x, sample_rate))
     for d in measured:  # the score each period was read from, pooled over the windows as `analyze` pooled it
         ref = REFINEMENTS[d.fine_class]
         lo_lim, hi_lim = next((s.min, s.max) for s in get_effect(d.effect, **d.config).specs if s.name == ref.param)
@@ -369,8 +373,7 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
         ax = axes[i]
         ax.plot(values.numpy(), score.sum(0).numpy(), color="tab:purple")
         ax.axvline(value, color="k", lw=0.8, ls="--", label=f"reported {value:.4g} {d.units[ref.param]}")
-        what = "cepstrum" if ref.param == "time_ms" else "periodogram"
-        ax.set(title=f"{d.fine_class}: {ref.param} read from the audio ({what}, summed over windows)",
+        ax.set(title=f"{d.fine_class}: {ref.param} read from the audio ({ref.method}, summed over windows)",
                xlabel=f"{ref.param} ({d.units[ref.param]})", ylabel="score")
         ax.legend()
         i += 1
