@@ -146,9 +146,9 @@ PHYSICAL_LIMITS = {
     "flanger": {"delay_ms": (0.5, 5), "feedback": (0.3, 0.7)},
     "chorus": {"delay_ms": (8, 20), "feedback": (0, 0.1)},
     "vibrato": {"mix": (1, 1), "feedback": (0, 0)},
-    "overdrive": {"drive_db": (10, 25)},
-    "distortion": {"drive_db": (25, 40)},
-    "fuzz": {"drive_db": (40, 60)},
+    "overdrive": {"drive_db": (10, 25), "low_shelf_gain": (-3, 3), "high_shelf_gain": (-3, 3)},
+    "distortion": {"drive_db": (25, 40), "low_shelf_gain": (-3, 3), "high_shelf_gain": (-3, 3)},
+    "fuzz": {"drive_db": (40, 60), "low_shelf_gain": (-3, 3), "high_shelf_gain": (-3, 3)},
     "compression": {"threshold_db": (-60, -28), "ratio": (4, 20)},
     "tremolo": {"depth": (0.5, 1)},
 }
@@ -185,6 +185,35 @@ def test_presets_lie_in_their_class_subranges(built):
                 assert back == pytest.approx(values[spec.name], rel=1e-4, abs=1e-4)
             seen.add(fine)
     assert seen == set(fxset.FINE_CLASSES) - {"dry"}
+
+
+def _sines(freqs_gains: dict[float, float], seconds: float = 1.0) -> torch.Tensor:
+    t = np.arange(int(seconds * SR)) / SR
+    y = sum(10 ** (g / 20) * np.sin(2 * np.pi * f * t) for f, g in freqs_gains.items())
+    return torch.from_numpy(np.stack([y, y]))[None]
+
+
+def test_spectrum_change_is_the_largest_band_gain_change():
+    # two tones in distinct third-octave bands; one turned up by 6 dB. Level-matched (total power), the bands move
+    # by closed-form amounts: total power ratio r = (10^0.6 + 1) / 2, so the changes are 6 - 10 log10 r and -10 log10 r
+    x = _sines({250.0: 0.0, 2000.0: 0.0})
+    y = _sines({250.0: 0.0, 2000.0: 6.0})
+    r = 10 * np.log10((10 ** 0.6 + 1) / 2)
+    assert fxset.spectrum_change_db(x, y, SR) == pytest.approx(max(6 - r, r), abs=0.05)
+    assert fxset.spectrum_change_db(x, x * 0.5, SR) == pytest.approx(0.0, abs=1e-9)  # a level change is no EQ
+    # a change in a band 60 dB under the loudest is not heard (floor BAND_FLOOR_DB = 40 dB)
+    quiet = _sines({250.0: 0.0, 8000.0: -60.0})
+    assert fxset.spectrum_change_db(quiet, _sines({250.0: 0.0, 8000.0: -54.0}), SR) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_single_eq_clips_are_heard_on_their_source(built, stems):
+    _, _, labels = built
+    eqs = [r for r in all_records(labels) if r["fine_class"] == "eq"]
+    assert eqs
+    for r in eqs:
+        x = at_input_loudness(read_source(stems, r))
+        y = Chain.from_preset(r["preset"])(x, SR)
+        assert fxset.spectrum_change_db(x, y, SR) >= fxset.EQ_AUDIBLE_DB
 
 
 def test_rerendering_the_preset_reproduces_the_clip(built, stems):

@@ -192,6 +192,31 @@ def test_analyze_and_bench_accept_a_resnet_recognizer(tiny_fxset, tiny_resnet_re
     assert res["recognition"]["in-domain test"]["aggregated"]["clips"] == 8
 
 
+def test_fine_tuning_starts_from_the_checkpoint(tiny_fxset, tiny_resnet_recognizer, tmp_path, capsys):
+    from fxlens.cli import main
+    from fxlens.train.recognizer import load_recognizer
+
+    out, _ = tiny_resnet_recognizer
+    start, _ = load_recognizer(out)
+    # lr 0: the weights stay the checkpoint's, feature standardization included (not recomputed); batch-norm
+    # running statistics still move in training mode, so they are left out
+    metrics = train_recognizer(tiny_fxset, tmp_path / "ft", target="fine", model_kind="resnet", epochs=1, lr=0.0,
+                               channels=(4, 8), init=out, baselines=False)
+    tuned, _ = load_recognizer(tmp_path / "ft")
+    after = tuned.state_dict()
+    for k, a in start.state_dict().items():
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(a, after[k]), k
+    assert any(k.endswith("feature_mean") for k in after)
+    assert metrics["init"] == str(out) and metrics["lr"] == 0.0
+    # a checkpoint of another recognizer is one line and no output
+    code = main(["train", "recognizer", str(tiny_fxset), "-o", str(tmp_path / "bad"), "--model", "resnet",
+                 "--init", str(out)])  # aggregated target: other classes than the fine checkpoint's
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot start from" in err and "classes" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_unknown_recognizer_model_is_one_line(tiny_fxset, tmp_path, capsys):
     from fxlens.cli import main
 

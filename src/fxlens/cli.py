@@ -294,6 +294,9 @@ def train_recognizer_command(
                                     help="One sigmoid per effect class (of --target), trained with chains."),
     model: str = typer.Option("mlp", "--model", help="mlp (features) or resnet (features + log-mel ResNet)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: 200 for mlp, 15 for resnet)."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
+    init: Optional[Path] = typer.Option(None, help="Start from this recognizer checkpoint (fine-tuning); "
+                                                   "it must match --target, --multilabel, --model and the features."),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """Effect recognition: an MLP on features, or features + a log-mel ResNet, with SVM and k-NN baselines in the
@@ -306,7 +309,8 @@ def train_recognizer_command(
     with Progress(console=console) as progress:
         update = _named_progress(progress)
         metrics = train_recognizer(fxset, out, target=target, cross_domain=cross_domain, epochs=epochs, seed=seed,
-                                   progress=update, feature_set=feature_set, multilabel=multilabel, model_kind=model)
+                                   progress=update, feature_set=feature_set, multilabel=multilabel, model_kind=model,
+                                   lr=lr, init=init)
     if multilabel:
         fine = target == "fine"
         table = Table(title=f"multi-label recognition ({len(metrics['classes'])} {target} effect classes; "

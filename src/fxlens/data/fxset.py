@@ -40,14 +40,23 @@ Fine classes and their sub-ranges (physical units; parameters not listed keep th
     phaser          modulation   phaser          rate 0.1-2 Hz, depth 0.5-1, centre 300-1500 Hz, fb 0-0.7, mix .4-.6
     vibrato         modulation   modulated_delay mix 1, feedback 0, centre 2-10 ms, rate 3-8 Hz, depth 0.1-0.6
     tremolo         tremolo      tremolo         rate 2-12 Hz, depth 0.5-1
-    overdrive       distortion   distortion      drive 10-25 dB, mix 1
-    distortion      distortion   distortion      drive 25-40 dB, mix 1
-    fuzz            distortion   distortion      drive 40-60 dB, mix 1
+    overdrive       distortion   distortion      drive 10-25 dB, mix 1, tone shelves -3..3 dB
+    distortion      distortion   distortion      drive 25-40 dB, mix 1, tone shelves -3..3 dB
+    fuzz            distortion   distortion      drive 40-60 dB, mix 1, tone shelves -3..3 dB
     compression     compression  compressor      threshold -45..-28 dB (input at -23 LUFS: it acts), ratio
                                                  4-20, attack 0.1-30 ms, release 30-300 ms, knee 0-6 dB, makeup 0
     eq              eq           parametric_eq   every gain -12..12 dB and at least one band with abs(gain) >= 6 dB
-                                                 (redrawn until so); high shelf 5-10 kHz
+                                                 (redrawn until so); high shelf 5-10 kHz; a single-effect EQ
+                                                 clip must also be heard on its source (below)
     =============== ============ =============== ========================================================
+
+    Heard on the source. A gain in a band where the source has no energy changes nothing (a +10 dB high shelf on
+    a bass line): a single-effect EQ clip's settings are redrawn (up to `AUDIBLE_TRIES` times, then another source)
+    until some third-octave band within `BAND_FLOOR_DB` (40 dB) of the loudest moves by `EQ_AUDIBLE_DB` (3 dB) or
+    more, spectra level-matched (`spectrum_change_db`), for both implementations. The drive classes keep their tone
+    shelves within 3 dB: with +-12 dB shelves (the first sets), a light overdrive was mostly an EQ and was labelled
+    only "overdrive" (a third of the val overdrive clips were read as dry or EQ). Sets built before these two rules
+    (named without ``-v2`` in docs/benchmarks.md) differ in those classes only; every other clip is identical.
 
     Each class's sub-range is `FXSET_CLASSES[name].ranges` (the source of truth); `class_table()` prints it.
 
@@ -119,8 +128,46 @@ AGGREGATED_CLASSES = ("dry", "delay", "reverb", "modulation", "tremolo", "distor
 CHAIN_ORDER = ("eq", "compression", "distortion", "modulation", "tremolo", "delay", "reverb")
 
 
-def _eq_audible(params: Mapping[str, float]) -> bool:
+#: a single-effect EQ clip must change its source's level-matched third-octave spectrum by this much in some band
+EQ_AUDIBLE_DB = 3.0
+#: ... among the bands within this many dB of the source's (or the clip's) loudest band
+BAND_FLOOR_DB = 40.0
+#: settings redrawn at most this many times per source before another source is drawn
+AUDIBLE_TRIES = 10
+_THIRD_OCTAVE_HZ = 1000.0 * 2.0 ** (np.arange(-15, 14) / 3.0)  # 31.5 Hz ... 20 kHz (nominal centres)
+
+
+def _eq_gains_large(params: Mapping[str, float]) -> bool:
     return max(abs(v) for k, v in params.items() if k.endswith("_gain")) >= 6.0
+
+
+def third_octave_levels_db(x: torch.Tensor, sample_rate: int) -> np.ndarray:
+    """Long-term level (dB, relative to the clip's total power) of each third-octave band of x (1, C, T), channels'
+    power averaged: Welch power spectrum (scipy, 4096-point Hann segments) summed over each band's bins; bands with no
+    bin (above Nyquist) are -inf."""
+    from scipy.signal import welch
+
+    v = x[0].double().numpy()
+    freqs, power = welch(v, fs=sample_rate, nperseg=min(4096, v.shape[-1]), axis=-1)
+    power = power.mean(axis=0)
+    total = float(power.sum())
+    lo, hi = _THIRD_OCTAVE_HZ * 2.0 ** (-1 / 6), _THIRD_OCTAVE_HZ * 2.0 ** (1 / 6)
+    bands = np.array([power[(freqs >= a) & (freqs < b)].sum() for a, b in zip(lo, hi)])
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(bands / max(total, 1e-30))
+
+
+def spectrum_change_db(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> float:
+    """Largest level-matched change (dB) of a third-octave band from x to y, over the bands within `BAND_FLOOR_DB` of
+    the loudest band of either (a change where neither has energy is not heard)."""
+    lx, ly = third_octave_levels_db(x, sample_rate), third_octave_levels_db(y, sample_rate)
+    top = max(float(lx.max()), float(ly.max()))
+    heard = (np.maximum(lx, ly) > top - BAND_FLOOR_DB) & np.isfinite(lx) & np.isfinite(ly)
+    return float(np.abs(ly - lx)[heard].max()) if heard.any() else 0.0
+
+
+def _eq_audible(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> bool:
+    return spectrum_change_db(x, y, sample_rate) >= EQ_AUDIBLE_DB
 
 
 @dataclass(frozen=True)
@@ -139,10 +186,13 @@ class FxClass:
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
     accept: Callable[[Mapping[str, float]], bool] | None = None
+    audible: Callable[[torch.Tensor, torch.Tensor, int], bool] | None = None
     pedalboard: tuple[tuple[str, Mapping[str, tuple[float, float]]], ...] | None = ()
 
 
 _MIX = (0.4, 0.6)
+#: the drive classes' tone shelves stay near flat: a +-10 dB shelf after a light drive is an EQ more than a drive
+_TONE = {"low_shelf_gain": (-3.0, 3.0), "high_shelf_gain": (-3.0, 3.0)}
 _EQ_GAINS = {f"{b}_gain": (-12.0, 12.0) for b in ("low_shelf", "peak1", "peak2", "peak3", "peak4", "high_shelf")}
 
 FXSET_CLASSES: dict[str, FxClass] = {c.name: c for c in [
@@ -175,18 +225,19 @@ FXSET_CLASSES: dict[str, FxClass] = {c.name: c for c in [
             pedalboard=(("Chorus", {"centre_delay_ms": (2.0, 10.0), "rate_hz": (3.0, 8.0), "depth": (0.1, 0.6),
                                     "feedback": (0.0, 0.0), "mix": (1.0, 1.0)}),)),
     FxClass("tremolo", "tremolo", "tremolo", {"rate_hz": (2.0, 12.0), "depth": (0.5, 1.0)}, pedalboard=None),
-    FxClass("overdrive", "distortion", "distortion", {"drive_db": (10.0, 25.0), "mix": (1.0, 1.0)},
+    FxClass("overdrive", "distortion", "distortion", {"drive_db": (10.0, 25.0), "mix": (1.0, 1.0), **_TONE},
             pedalboard=(("Distortion", {"drive_db": (10.0, 25.0)}),)),
-    FxClass("distortion", "distortion", "distortion", {"drive_db": (25.0, 40.0), "mix": (1.0, 1.0)},
+    FxClass("distortion", "distortion", "distortion", {"drive_db": (25.0, 40.0), "mix": (1.0, 1.0), **_TONE},
             pedalboard=(("Distortion", {"drive_db": (25.0, 40.0)}),)),
-    FxClass("fuzz", "distortion", "distortion", {"drive_db": (40.0, 60.0), "mix": (1.0, 1.0)},
+    FxClass("fuzz", "distortion", "distortion", {"drive_db": (40.0, 60.0), "mix": (1.0, 1.0), **_TONE},
             pedalboard=(("Distortion", {"drive_db": (40.0, 60.0)}),)),
     FxClass("compression", "compression", "compressor",
             {"threshold_db": (-45.0, -28.0), "ratio": (4.0, 20.0), "attack_ms": (0.1, 30.0),
              "release_ms": (30.0, 300.0), "knee_db": (0.0, 6.0), "makeup_db": (0.0, 0.0)},
             pedalboard=(("Compressor", {"threshold_db": (-45.0, -28.0), "ratio": (4.0, 20.0),
                                         "attack_ms": (0.1, 30.0), "release_ms": (30.0, 300.0)}),)),
-    FxClass("eq", "eq", "parametric_eq", {**_EQ_GAINS, "high_shelf_freq": (5000.0, 10000.0)}, accept=_eq_audible,
+    FxClass("eq", "eq", "parametric_eq", {**_EQ_GAINS, "high_shelf_freq": (5000.0, 10000.0)}, accept=_eq_gains_large,
+            audible=_eq_audible,
             pedalboard=(("LowShelfFilter", {"cutoff_frequency_hz": (60.0, 160.0), "gain_db": (-12.0, 12.0)}),
                         ("PeakFilter", {"cutoff_frequency_hz": (200.0, 1500.0), "gain_db": (-12.0, 12.0),
                                         "q": (0.5, 4.0)}),
@@ -472,24 +523,33 @@ def build_fxset(
     return summary
 
 
+def _draw_settings(fine: list[str], rng: np.random.Generator, sample_rate: int, implementation: str) -> dict:
+    if implementation != "fxlens":
+        return {"preset": None, "controls": None,
+                "pedalboard": [s for name in fine for s in _draw_pedalboard(FXSET_CLASSES[name], rng)]}
+    stages, controls = [], []
+    for name in fine:
+        c = FXSET_CLASSES[name]
+        if c.effect is None:
+            continue
+        values, ctl = _draw_fxlens(c, rng)
+        stages.append((get_effect(c.effect, **c.config), values))
+        controls.append({"effect": c.effect, "controls": ctl})
+    return {"preset": Chain(stages).to_preset(sample_rate) if stages else None, "controls": controls}
+
+
+def _render(x: torch.Tensor, sample_rate: int, settings: dict, implementation: str) -> torch.Tensor:
+    if implementation == "fxlens":
+        return render_fxlens(x, sample_rate, settings["preset"])
+    return render_pedalboard(x, sample_rate, settings["pedalboard"])
+
+
 def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation, names,
                onset_fraction) -> dict:
     fine = _pick_chain(rng, names) if cls_name == "chain" else [cls_name]
     # settings first (independent of the source draws), then the source
-    if implementation == "fxlens":
-        stages, controls = [], []
-        for name in fine:
-            c = FXSET_CLASSES[name]
-            if c.effect is None:
-                continue
-            values, ctl = _draw_fxlens(c, rng)
-            stages.append((get_effect(c.effect, **c.config), values))
-            controls.append({"effect": c.effect, "controls": ctl})
-        preset = Chain(stages).to_preset(sample_rate) if stages else None
-        settings = {"preset": preset, "controls": controls}
-    else:
-        pb_stages = [s for name in fine for s in _draw_pedalboard(FXSET_CLASSES[name], rng)]
-        settings = {"preset": None, "controls": None, "pedalboard": pb_stages}
+    settings = _draw_settings(fine, rng, sample_rate, implementation)
+    audible = FXSET_CLASSES[cls_name].audible if cls_name in FXSET_CLASSES else None
     last: Exception | None = None
     for _ in range(10):
         instrument = instruments[int(rng.integers(len(instruments)))]
@@ -499,15 +559,21 @@ def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, impl
         try:
             x, offset, kind = _source(ds, ref, instrument, seconds, sample_rate, rng, onset)
             x = fxaudio.normalize_loudness(x, sample_rate, INPUT_LUFS)
-            break
         except InvalidAudioError as e:
             last = e
+            continue
+        y = _render(x, sample_rate, settings, implementation)
+        for _ in range(AUDIBLE_TRIES):  # the class must be heard on this source: redraw the settings until it is
+            if audible is None or audible(x, y, sample_rate):
+                break
+            settings = _draw_settings(fine, rng, sample_rate, implementation)
+            y = _render(x, sample_rate, settings, implementation)
+        else:
+            last = InvalidAudioError(f"no audible '{cls_name}' settings for this source in {AUDIBLE_TRIES} draws")
+            continue
+        break
     else:
         raise InvalidAudioError(f"no usable source segment after 10 draws: {last}")
-    if implementation == "fxlens":
-        y = render_fxlens(x, sample_rate, settings["preset"])
-    else:
-        y = render_pedalboard(x, sample_rate, settings["pedalboard"])
     y, gain_db = finish_clip(y, sample_rate)
     aggregated = [FXSET_CLASSES[n].aggregated for n in fine]
     return {

@@ -19,7 +19,7 @@ import torch
 
 from fxlens import audio
 from fxlens.data.fxset import AGGREGATED_CLASSES, FINE_CLASSES, aggregate_probabilities, aggregated_of
-from fxlens.errors import FxlensError
+from fxlens.errors import CheckpointError, FxlensError
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.classifier import (FeatureClassifier, MelResNetClassifier, calibrated_probabilities,
                                       fit_temperature)
@@ -141,6 +141,7 @@ def train_recognizer(
     baselines: bool = True,
     model_kind: str = "mlp",
     channels: tuple[int, ...] = (16, 32, 64),
+    init: str | os.PathLike | None = None,
 ) -> dict:
     """Train, select on val, evaluate everywhere, save `out/` (weights, config, model card). Returns the metrics.
 
@@ -152,6 +153,9 @@ def train_recognizer(
     ``model_kind``: "mlp" (`FeatureClassifier`: batches of 128, cosine schedule per epoch; default 200 epochs) or
     "resnet" (`MelResNetClassifier`, the features fused with a ResNet of width `channels` on the clips' log-mels,
     cached beside them: batches of 64, one-cycle schedule; default 15 epochs).
+
+    ``init``: a recognizer checkpoint to start from (fine-tuning: its weights and feature standardization; it must
+    have the same kind, classes, target, features and width as asked here, else CheckpointError).
     """
     if model_kind not in MODEL_KINDS:
         raise FxlensError(f"unknown recognizer model '{model_kind}' (known: {', '.join(MODEL_KINDS)})")
@@ -204,6 +208,8 @@ def train_recognizer(
         model = FeatureClassifier(classes, n_features=x_tr.shape[1], hidden=hidden, dropout=dropout,
                                   multilabel=multilabel)
     model.set_standardization(x_tr)
+    if init is not None:
+        _start_from(model, init, classes, multilabel, feature_set, model_kind)
 
     def logits(name: str, idx=None) -> torch.Tensor:
         """The model's logits for rows `idx` (default all) of set `name`, in chunks when evaluating."""
@@ -269,7 +275,8 @@ def train_recognizer(
     metrics: dict = {"temperature": model.temperature, "classes": classes,
                      "target": "multilabel" if multilabel else target,
                      "feature_set": feature_set, "best_epoch": best[2], "accuracy": {}, "counts": {},
-                     "hidden": list(hidden), "model": model_kind, "epochs": epochs}
+                     "hidden": list(hidden), "model": model_kind, "epochs": epochs, "lr": lr,
+                     "init": None if init is None else str(init)}
     if model_kind == "resnet":
         metrics["channels"] = list(channels)
     mean, std = model.feature_mean.numpy(), model.feature_std.numpy()
@@ -325,6 +332,21 @@ def train_recognizer(
                        "audio_channels": model.audio_channels})
     save_checkpoint(out, model.state_dict(), config, model_card(metrics, fxset, cross_domain, command), metrics)
     return metrics
+
+
+def _start_from(model, init, classes: list[str], multilabel: bool, feature_set: str, model_kind: str) -> None:
+    """Load the weights of checkpoint `init` into `model`, after checking it is the same recognizer."""
+    start, cfg = load_recognizer(init)
+    want = {"classes": list(classes), "multilabel": multilabel, "feature_set": feature_set, "model": model_kind}
+    have = {"classes": list(cfg["classes"]), "multilabel": bool(cfg.get("multilabel", False)),
+            "feature_set": cfg["feature_set"], "model": cfg.get("model", "mlp")}
+    diff = [f"{k} {have[k]!r} (asked: {want[k]!r})" for k in want if have[k] != want[k]]
+    if diff:
+        raise CheckpointError(f"cannot start from '{init}': it has {'; '.join(diff)}")
+    try:
+        model.load_state_dict(start.state_dict())
+    except RuntimeError:
+        raise CheckpointError(f"cannot start from '{init}': its layer sizes differ from the model asked for") from None
 
 
 def load_recognizer(folder: str | os.PathLike) -> tuple[FeatureClassifier | MelResNetClassifier, dict]:
