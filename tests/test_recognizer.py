@@ -135,6 +135,19 @@ def test_feature_cache_grows_with_the_set(stems, tmp_path):  # noqa: F811
     for i in new:
         x = audio.load(out / "test" / f"{ids2[i]}.flac")
         assert torch.allclose(f2[i], compute_features(x, audio.WORKING_SAMPLE_RATE)[0], rtol=1e-4, atol=1e-4)
+    # a clip re-rendered under the same id (a newer file) is recomputed even though the ids have not changed
+    import os
+
+    cid = lab1[0]["clip_id"]
+    wav = out / "test" / f"{cid}.flac"
+    x = audio.load(wav)
+    audio.save(wav, x.flip(-1), audio.WORKING_SAMPLE_RATE)
+    later = cache.stat().st_mtime + 5
+    os.utime(wav, (later, later))
+    f3, _ = split_features(out, "test")
+    row = f3[ids2.index(cid)]
+    assert not row.eq(123.0).all()
+    assert torch.allclose(row, compute_features(audio.load(wav), audio.WORKING_SAMPLE_RATE)[0], rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ Fine classes and their sub-ranges (physical units; parameters not listed keep th
     until some third-octave band within `BAND_FLOOR_DB` (40 dB) of the loudest moves by `EQ_AUDIBLE_DB` (3 dB) or
     more, spectra level-matched (`spectrum_change_db`), for both implementations. The drive classes keep their tone
     shelves within 3 dB: with +-12 dB shelves (the first sets), a light overdrive was mostly an EQ and was labelled
-    only "overdrive" (a third of the val overdrive clips were read as dry or EQ). Sets built before these two rules
+    only "overdrive" (the shipped recognizer read 13 of the 60 val overdrive clips as dry or EQ). Sets built before these two rules
     (named without ``-v2`` in docs/benchmarks.md) differ in those classes only; every other clip is identical.
 
     Each class's sub-range is `FXSET_CLASSES[name].ranges` (the source of truth); `class_table()` prints it.

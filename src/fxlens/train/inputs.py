@@ -72,10 +72,10 @@ def split_features(fxset: str | os.PathLike, split: str, batch: int = 64,
     ids = [r["clip_id"] for r in labels]
     cache = Path(fxset) / split / f"features-{feature_set}.pt"
     cached = _load_cache(cache)
-    if cached.get("clip_ids") == ids:
-        return cached["features"], labels
     known = _reusable_rows(cache, cached, "features")
     todo = [cid for cid in ids if cid not in known]
+    if not todo and cached.get("clip_ids") == ids:  # nothing added, removed or re-rendered
+        return cached["features"], labels
     for i in range(0, len(todo), batch):
         part = todo[i:i + batch]
         clips = [audio.load(Path(fxset) / split / f"{cid}.flac") for cid in part]
