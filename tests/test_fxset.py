@@ -272,6 +272,29 @@ def test_deterministic_and_resumable(built, stems, tmp_path):
     assert strip(fxset.read_labels(tmp_path / "b", "val")) != strip(labels["val"])
 
 
+def test_randomized_internals_change_only_the_internals(stems, tmp_path):
+    kw = dict(clips_per_class=1, seed=2, chain_clips=2, splits=["val"], classes=["chorus", "phaser", "reverb"])
+    fxset.build_fxset(stems, tmp_path / "a", **kw)
+    plain = {r["clip_id"]: r for r in fxset.read_labels(tmp_path / "a", "val")}
+    summary = fxset.build_fxset(stems, tmp_path / "b", randomize_internals=True, **kw)
+    assert summary["randomize_internals"] is True
+    for r in fxset.read_labels(tmp_path / "b", "val"):
+        p = plain[r["clip_id"]]
+        assert r["randomized_internals"] and not p["randomized_internals"]
+        assert (r["offset_s"], r["instrument"], r["fine_labels"]) == (p["offset_s"], p["instrument"], p["fine_labels"])
+        for e, pe, fine in zip(r["preset"]["effects"], p["preset"]["effects"], r["fine_labels"]):
+            assert e["params"] == pe["params"]  # the same settings ...
+            for key, spec in fxset.RANDOMIZED_INTERNALS.get(fine, {}).items():  # ... other internals, in range
+                v = e["config"][key]
+                assert v in spec if isinstance(spec[0], int) else spec[0] <= v <= spec[1], (fine, key, v)
+            if fine == "reverb":
+                assert e["config"] == pe["config"]
+        # the preset carries the internals: re-rendering it gives the clip
+        x = at_input_loudness(read_source(stems, r))
+        y = Chain.from_preset(r["preset"])(x, SR) * float(10 ** (r["output_gain_db"] / 20))
+        assert float((read_clip(tmp_path / "b", r) - y).abs().max()) < 2e-4, r["clip_id"]
+
+
 def test_pedalboard_variant(stems, tmp_path):
     pedalboard = pytest.importorskip("pedalboard")
     summary = fxset.build_fxset(stems, tmp_path, clips_per_class=1, seed=1, chain_clips=3, splits=["test"],

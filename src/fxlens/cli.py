@@ -267,6 +267,10 @@ def data_fxset(
     implementation: str = typer.Option("fxlens", help="fxlens, or pedalboard for the cross-domain set (test only)."),
     splits: Optional[str] = typer.Option(None, help="Only these splits, comma-separated (e.g. train)."),
     chain_clips: Optional[int] = typer.Option(None, help="Chain clips per split (default: 2 x clips per class)."),
+    randomize_internals: bool = typer.Option(
+        False, "--randomize-internals",
+        help="Draw chorus/flanger/phaser internals (sweep widths, phaser stages, stereo phase) per clip: "
+             "domain randomization for training sets."),
 ) -> None:
     """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains).
 
@@ -279,7 +283,7 @@ def data_fxset(
         raise FxlensError("--clips-per-class and --chain-clips must be >= 0")
     split_list = None if splits is None else [t.strip() for t in splits.split(",") if t.strip()]
     s = build_fxset(stems, out, clips_per_class, seconds, seed, chains, implementation, progress=True,
-                    chain_clips=chain_clips, splits=split_list)
+                    chain_clips=chain_clips, splits=split_list, randomize_internals=randomize_internals)
     console.print(f"{s['clips']} clips ({s['rendered']} new, {s['clips_per_s']} clips/s) -> [bold]{s['out_dir']}[/]")
 
 

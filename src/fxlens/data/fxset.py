@@ -308,6 +308,25 @@ def _draw_fxlens(cls: FxClass, rng: np.random.Generator, max_tries: int = 100) -
     raise FxlensError(f"could not draw settings for class '{cls.name}' in {max_tries} tries")
 
 
+#: ``randomize_internals``: per-clip draws of the modulation effects' fixed internals (not their parameters) for
+#: the classes listed: {config key: (low, high)} uniform, or a tuple of choices (ints)
+RANDOMIZED_INTERNALS: dict[str, dict[str, tuple]] = {
+    "chorus": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0)},
+    "flanger": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0)},
+    "phaser": {"stages": (2, 4, 6, 8, 12), "sweep_octaves": (0.5, 3.0), "stereo_phase_deg": (0.0, 180.0)},
+}
+
+
+def _draw_internals(name: str, rng: np.random.Generator) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, spec in RANDOMIZED_INTERNALS.get(name, {}).items():
+        if all(isinstance(v, int) for v in spec):
+            out[key] = int(spec[int(rng.integers(len(spec)))])
+        else:
+            out[key] = float(np.float32(spec[0] + (spec[1] - spec[0]) * float(rng.random())))
+    return out
+
+
 def _draw_pedalboard(cls: FxClass, rng: np.random.Generator) -> list[dict]:
     stages = []
     for plugin, ranges in cls.pedalboard or ():
@@ -425,6 +444,7 @@ def build_fxset(
     onset_fraction: float = 0.5,
     splits: list[str] | None = None,
     classes: list[str] | None = None,
+    randomize_internals: bool = False,
 ) -> dict:
     """Build an fxset; returns a summary {out_dir, implementation, splits: {split: {class: n}}, clips, seconds, ...}.
 
@@ -439,6 +459,9 @@ def build_fxset(
         progress: a callback(done, total), or True for a rich progress bar.
         onset_fraction: share of clips cut at a note/chord onset (the rest are phrase segments).
         splits / classes: restrict to these splits / fine classes.
+        randomize_internals: draw the fixed internals of chorus, flanger and phaser per clip
+            (`RANDOMIZED_INTERNALS`: sweep widths, phaser stages, stereo phase) — domain randomization for training
+            sets, so a model does not learn one implementation's knob scaling; recorded in each preset's config.
     """
     from fxlens.data.stems import open_dataset
 
@@ -494,7 +517,7 @@ def build_fxset(
                 else:
                     rng = _clip_rng(seed, implementation, split_name, cls_name, i)
                     rec = _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation,
-                                     names, onset_fraction)
+                                     names, onset_fraction, randomize_internals)
                     rec = {"clip_id": clip_id, "split": split_name, **rec}
                     fxaudio.save(wav, rec.pop("_audio"), sample_rate)
                     write_text_atomic(part, json.dumps(rec) + "\n")
@@ -514,7 +537,7 @@ def build_fxset(
     elapsed = time.perf_counter() - t0
     summary = {
         "out_dir": str(out), "implementation": implementation, "seconds": seconds, "sample_rate": sample_rate,
-        "seed": seed, "splits": summary_splits, "clips": done, "rendered": made, "resumed": resumed,
+        "seed": seed, "randomize_internals": randomize_internals, "splits": summary_splits, "clips": done, "rendered": made, "resumed": resumed,
         "skipped_classes": skipped, "elapsed_s": round(elapsed, 3),
         "clips_per_s": round(made / elapsed, 2) if made and elapsed > 0 else None,
         "input_lufs": INPUT_LUFS, "output_lufs": OUTPUT_LUFS, "output_peak_db": OUTPUT_PEAK_DB,
@@ -523,7 +546,8 @@ def build_fxset(
     return summary
 
 
-def _draw_settings(fine: list[str], rng: np.random.Generator, sample_rate: int, implementation: str) -> dict:
+def _draw_settings(fine: list[str], rng: np.random.Generator, sample_rate: int, implementation: str,
+                   internals_rng: np.random.Generator | None = None) -> dict:
     if implementation != "fxlens":
         return {"preset": None, "controls": None,
                 "pedalboard": [s for name in fine for s in _draw_pedalboard(FXSET_CLASSES[name], rng)]}
@@ -533,7 +557,8 @@ def _draw_settings(fine: list[str], rng: np.random.Generator, sample_rate: int, 
         if c.effect is None:
             continue
         values, ctl = _draw_fxlens(c, rng)
-        stages.append((get_effect(c.effect, **c.config), values))
+        config = {**c.config, **(_draw_internals(name, internals_rng) if internals_rng is not None else {})}
+        stages.append((get_effect(c.effect, **config), values))
         controls.append({"effect": c.effect, "controls": ctl})
     return {"preset": Chain(stages).to_preset(sample_rate) if stages else None, "controls": controls}
 
@@ -545,10 +570,14 @@ def _render(x: torch.Tensor, sample_rate: int, settings: dict, implementation: s
 
 
 def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation, names,
-               onset_fraction) -> dict:
+               onset_fraction, randomize_internals: bool = False) -> dict:
     fine = _pick_chain(rng, names) if cls_name == "chain" else [cls_name]
+    # the internals draw from a child of the clip's seed: the parameters and the source stay those of the same clip
+    # built without randomization
+    internals_rng = (np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+                     if randomize_internals and implementation == "fxlens" else None)
     # settings first (independent of the source draws), then the source
-    settings = _draw_settings(fine, rng, sample_rate, implementation)
+    settings = _draw_settings(fine, rng, sample_rate, implementation, internals_rng)
     audible = FXSET_CLASSES[cls_name].audible if cls_name in FXSET_CLASSES else None
     last: Exception | None = None
     for _ in range(10):
@@ -566,7 +595,7 @@ def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, impl
         for _ in range(AUDIBLE_TRIES):  # the class must be heard on this source: redraw the settings until it is
             if audible is None or audible(x, y, sample_rate):
                 break
-            settings = _draw_settings(fine, rng, sample_rate, implementation)
+            settings = _draw_settings(fine, rng, sample_rate, implementation, internals_rng)
             y = _render(x, sample_rate, settings, implementation)
         else:
             last = InvalidAudioError(f"no audible '{cls_name}' settings for this source in {AUDIBLE_TRIES} draws")
@@ -584,7 +613,7 @@ def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, impl
         "fine_labels": fine, "labels": aggregated,
         "effects": ([FXSET_CLASSES[n].effect for n in fine if FXSET_CLASSES[n].effect] if implementation == "fxlens"
                     else [s["plugin"] for s in settings["pedalboard"]]),
-        "implementation": implementation, **settings,
+        "implementation": implementation, "randomized_internals": internals_rng is not None, **settings,
         "input_lufs": INPUT_LUFS, "output_gain_db": gain_db,
     }
 
