@@ -324,6 +324,8 @@ def test_pedalboard_missing_is_a_clear_error(stems, tmp_path, monkeypatch):
 def test_bad_arguments(stems, tmp_path):
     with pytest.raises(FxlensError, match="implementation"):
         fxset.build_fxset(stems, tmp_path, implementation="vst")
+    with pytest.raises(FxlensError, match="fxlens renderings only"):
+        fxset.build_fxset(stems, tmp_path, implementation="pedalboard", randomize_internals=True)
     with pytest.raises(FxlensError, match="unknown fxset class"):
         fxset.build_fxset(stems, tmp_path, classes=["wah"])
     with pytest.raises(FxlensError, match="splits"):

@@ -228,6 +228,11 @@ def test_fine_tuning_starts_from_the_checkpoint(tiny_fxset, tiny_resnet_recogniz
     err = capsys.readouterr().err
     assert code == 1 and "cannot start from" in err and "classes" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(FxlensError, match="learning rate"):
+        train_recognizer(tiny_fxset, tmp_path / "neg", lr=-1.0)
+    with pytest.raises(FxlensError, match="not a checkpoint"):
+        train_recognizer(tiny_fxset, tmp_path / "none", init=tmp_path / "missing")
+    assert not (tmp_path / "neg").exists() and not (tmp_path / "none").exists()
 
 
 def test_unknown_recognizer_model_is_one_line(tiny_fxset, tmp_path, capsys):

@@ -468,6 +468,8 @@ def build_fxset(
     if implementation not in ("fxlens", "pedalboard"):
         raise FxlensError(f"unknown implementation '{implementation}' (use fxlens or pedalboard)")
     if implementation == "pedalboard":
+        if randomize_internals:
+            raise FxlensError("randomizing the internals applies to fxlens renderings only (pedalboard's are fixed)")
         require_pedalboard()
     if not seconds >= 0.5:
         raise FxlensError(f"clip length must be at least 0.5 s (loudness needs 400 ms), got {seconds}")

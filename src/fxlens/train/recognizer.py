@@ -166,6 +166,9 @@ def train_recognizer(
         raise FxlensError(f"unknown feature set '{feature_set}' (known: {', '.join(FEATURE_SETS)})")
     if epochs < 1:
         raise FxlensError("epochs must be >= 1")
+    if not lr >= 0:
+        raise FxlensError(f"learning rate must be >= 0, got {lr}")
+    start = None if init is None else load_recognizer(init)  # a missing or foreign checkpoint fails before any work
     t0 = time.perf_counter()
     torch.manual_seed(seed)
 
@@ -208,8 +211,8 @@ def train_recognizer(
         model = FeatureClassifier(classes, n_features=x_tr.shape[1], hidden=hidden, dropout=dropout,
                                   multilabel=multilabel)
     model.set_standardization(x_tr)
-    if init is not None:
-        _start_from(model, init, classes, multilabel, feature_set, model_kind)
+    if start is not None:
+        _start_from(model, start, init, classes, multilabel, feature_set, model_kind)
 
     def logits(name: str, idx=None) -> torch.Tensor:
         """The model's logits for rows `idx` (default all) of set `name`, in chunks when evaluating."""
@@ -334,9 +337,11 @@ def train_recognizer(
     return metrics
 
 
-def _start_from(model, init, classes: list[str], multilabel: bool, feature_set: str, model_kind: str) -> None:
-    """Load the weights of checkpoint `init` into `model`, after checking it is the same recognizer."""
-    start, cfg = load_recognizer(init)
+def _start_from(model, start: tuple, init, classes: list[str], multilabel: bool, feature_set: str,
+                model_kind: str) -> None:
+    """Load the weights of recognizer `start` = (model, config), read from `init`, into `model`, after checking it
+    is the same recognizer."""
+    start, cfg = start
     want = {"classes": list(classes), "multilabel": multilabel, "feature_set": feature_set, "model": model_kind}
     have = {"classes": list(cfg["classes"]), "multilabel": bool(cfg.get("multilabel", False)),
             "feature_set": cfg["feature_set"], "model": cfg.get("model", "mlp")}
