@@ -55,8 +55,9 @@ Fine classes and their sub-ranges (physical units; parameters not listed keep th
     until some third-octave band within `BAND_FLOOR_DB` (40 dB) of the loudest moves by `EQ_AUDIBLE_DB` (3 dB) or
     more, spectra level-matched (`spectrum_change_db`), for both implementations. The drive classes keep their tone
     shelves within 3 dB: with +-12 dB shelves (the first sets), a light overdrive was mostly an EQ and was labelled
-    only "overdrive" (the shipped recognizer read 13 of the 60 val overdrive clips as dry or EQ). Sets built before these two rules
-    (named without ``-v2`` in docs/benchmarks.md) differ in those classes only; every other clip is identical.
+    only "overdrive" (the shipped recognizer read 13 of the 60 val overdrive clips as dry or EQ). Sets built before
+    these two rules (named without ``-v2`` in docs/benchmarks.md) differ in those classes only; every other clip is
+    identical.
 
     Each class's sub-range is `FXSET_CLASSES[name].ranges` (the source of truth); `class_table()` prints it.
 
@@ -539,7 +540,8 @@ def build_fxset(
     elapsed = time.perf_counter() - t0
     summary = {
         "out_dir": str(out), "implementation": implementation, "seconds": seconds, "sample_rate": sample_rate,
-        "seed": seed, "randomize_internals": randomize_internals, "splits": summary_splits, "clips": done, "rendered": made, "resumed": resumed,
+        "seed": seed, "randomize_internals": randomize_internals, "splits": summary_splits, "clips": done,
+        "rendered": made, "resumed": resumed,
         "skipped_classes": skipped, "elapsed_s": round(elapsed, 3),
         "clips_per_s": round(made / elapsed, 2) if made and elapsed > 0 else None,
         "input_lufs": INPUT_LUFS, "output_lufs": OUTPUT_LUFS, "output_peak_db": OUTPUT_PEAK_DB,
