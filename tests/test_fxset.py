@@ -283,8 +283,16 @@ def test_randomized_internals_change_only_the_internals(stems, tmp_path):
         assert r["randomized_internals"] and not p["randomized_internals"]
         assert (r["offset_s"], r["instrument"], r["fine_labels"]) == (p["offset_s"], p["instrument"], p["fine_labels"])
         for e, pe, fine in zip(r["preset"]["effects"], p["preset"]["effects"], r["fine_labels"]):
-            assert e["params"] == pe["params"]  # the same settings ...
-            for key, spec in fxset.RANDOMIZED_INTERNALS.get(fine, {}).items():  # ... other internals, in range
+            internals = fxset.RANDOMIZED_INTERNALS.get(fine, {})
+            same = {k for k in e["params"] if not ("mix_scale" in internals and k == "mix")}
+            assert {k: e["params"][k] for k in same} == {k: pe["params"][k] for k in same}  # the same settings ...
+            if "mix_scale" in internals:  # ... but the mix law: a scaled mix
+                lo, hi = internals["mix_scale"]
+                ratio = e["params"]["mix"]["value"] / pe["params"]["mix"]["value"]
+                assert lo - 1e-6 <= ratio <= hi + 1e-6
+            for key, spec in internals.items():  # ... and other internals, in range
+                if key == "mix_scale":
+                    continue
                 v = e["config"][key]
                 assert v in spec if isinstance(spec[0], int) else spec[0] <= v <= spec[1], (fine, key, v)
             if fine == "reverb":

@@ -304,17 +304,24 @@ def _draw_fxlens(cls: FxClass, rng: np.random.Generator, max_tries: int = 100) -
             v = float(np.float32(spec.to_physical(torch.tensor(u, dtype=torch.float64))))
             values[spec.name] = float(np.float32(min(max(v, lo), hi)))  # float32 rounding stays in the sub-range
         if cls.accept is None or cls.accept(values):
-            controls = effect.to_normalized({k: torch.tensor([v], dtype=torch.float64) for k, v in values.items()})
-            return values, [float(c) for c in controls[0]]
+            return values, _controls(effect, values)
     raise FxlensError(f"could not draw settings for class '{cls.name}' in {max_tries} tries")
 
 
-#: ``randomize_internals``: per-clip draws of the modulation effects' fixed internals (not their parameters) for
-#: the classes listed: {config key: (low, high)} uniform, or a tuple of choices (ints)
+def _controls(effect, values: Mapping[str, float]) -> list[float]:
+    controls = effect.to_normalized({k: torch.tensor([v], dtype=torch.float64) for k, v in values.items()})
+    return [float(c) for c in controls[0]]
+
+
+#: ``randomize_internals``: per-clip draws of the modulation effects' fixed internals for the classes listed:
+#: {config key: (low, high)} uniform, or a tuple of choices (ints). ``mix_scale`` is the mix law: the drawn mix is
+#: multiplied by it (another implementation's "mix 0.5" may put its wet path lower: at the same settings
+#: pedalboard's flanger and phaser sit as far from the dry sound as fxlens's at about half the mix)
 RANDOMIZED_INTERNALS: dict[str, dict[str, tuple]] = {
-    "chorus": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0)},
-    "flanger": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0)},
-    "phaser": {"stages": (2, 4, 6, 8, 12), "sweep_octaves": (0.5, 3.0), "stereo_phase_deg": (0.0, 180.0)},
+    "chorus": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0), "mix_scale": (0.3, 1.0)},
+    "flanger": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0), "mix_scale": (0.3, 1.0)},
+    "phaser": {"stages": (2, 4, 6, 8, 12), "sweep_octaves": (0.5, 3.0), "stereo_phase_deg": (0.0, 180.0),
+               "mix_scale": (0.3, 1.0)},
 }
 
 
@@ -461,8 +468,9 @@ def build_fxset(
         onset_fraction: share of clips cut at a note/chord onset (the rest are phrase segments).
         splits / classes: restrict to these splits / fine classes.
         randomize_internals: draw the fixed internals of chorus, flanger and phaser per clip
-            (`RANDOMIZED_INTERNALS`: sweep widths, phaser stages, stereo phase) — domain randomization for training
-            sets, so a model does not learn one implementation's knob scaling; recorded in each preset's config.
+            (`RANDOMIZED_INTERNALS`: sweep widths, phaser stages, stereo phase, mix law) — domain randomization for
+            training sets, so a model does not learn one implementation's knob scaling; recorded in each preset
+            (its config, and the scaled mix: such clips leave their class's mix sub-range).
     """
     from fxlens.data.stems import open_dataset
 
@@ -561,8 +569,12 @@ def _draw_settings(fine: list[str], rng: np.random.Generator, sample_rate: int, 
         if c.effect is None:
             continue
         values, ctl = _draw_fxlens(c, rng)
-        config = {**c.config, **(_draw_internals(name, internals_rng) if internals_rng is not None else {})}
-        stages.append((get_effect(c.effect, **config), values))
+        internals = _draw_internals(name, internals_rng) if internals_rng is not None else {}
+        effect = get_effect(c.effect, **{**c.config, **{k: v for k, v in internals.items() if k != "mix_scale"}})
+        if "mix_scale" in internals:
+            values["mix"] = float(np.float32(values["mix"] * internals["mix_scale"]))
+            ctl = _controls(effect, values)
+        stages.append((effect, values))
         controls.append({"effect": c.effect, "controls": ctl})
     return {"preset": Chain(stages).to_preset(sample_rate) if stages else None, "controls": controls}
 
