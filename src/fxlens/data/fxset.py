@@ -291,9 +291,9 @@ def class_table() -> str:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _draw_fxlens(cls: FxClass, rng: np.random.Generator, max_tries: int = 100) -> tuple[dict[str, float], list[float]]:
-    """Physical parameters (float32-exact) and normalized controls of one draw of `cls`: uniform in normalized
-    controls inside the sub-range (so log-scaled parameters are log-uniform), as `RandomChain` draws."""
+def _draw_fxlens(cls: FxClass, rng: np.random.Generator, max_tries: int = 100) -> dict[str, float]:
+    """Physical parameters (float32-exact) of one draw of `cls`: uniform in normalized controls inside the
+    sub-range (so log-scaled parameters are log-uniform), as `RandomChain` draws."""
     effect = get_effect(cls.effect, **cls.config)
     for _ in range(max_tries):
         values: dict[str, float] = {}
@@ -304,7 +304,7 @@ def _draw_fxlens(cls: FxClass, rng: np.random.Generator, max_tries: int = 100) -
             v = float(np.float32(spec.to_physical(torch.tensor(u, dtype=torch.float64))))
             values[spec.name] = float(np.float32(min(max(v, lo), hi)))  # float32 rounding stays in the sub-range
         if cls.accept is None or cls.accept(values):
-            return values, _controls(effect, values)
+            return values
     raise FxlensError(f"could not draw settings for class '{cls.name}' in {max_tries} tries")
 
 
@@ -568,14 +568,14 @@ def _draw_settings(fine: list[str], rng: np.random.Generator, sample_rate: int, 
         c = FXSET_CLASSES[name]
         if c.effect is None:
             continue
-        values, ctl = _draw_fxlens(c, rng)
+        values = _draw_fxlens(c, rng)
         internals = _draw_internals(name, internals_rng) if internals_rng is not None else {}
-        effect = get_effect(c.effect, **{**c.config, **{k: v for k, v in internals.items() if k != "mix_scale"}})
-        if "mix_scale" in internals:
-            values["mix"] = float(np.float32(values["mix"] * internals["mix_scale"]))
-            ctl = _controls(effect, values)
+        mix_scale = internals.pop("mix_scale", None)
+        if mix_scale is not None:
+            values["mix"] = float(np.float32(values["mix"] * mix_scale))
+        effect = get_effect(c.effect, **{**c.config, **internals})
         stages.append((effect, values))
-        controls.append({"effect": c.effect, "controls": ctl})
+        controls.append({"effect": c.effect, "controls": _controls(effect, values)})
     return {"preset": Chain(stages).to_preset(sample_rate) if stages else None, "controls": controls}
 
 

@@ -72,6 +72,20 @@ def _periodogram(z: torch.Tensor, rate: float, freqs_hz: torch.Tensor) -> torch.
     return (re.square() + im.square()) / n
 
 
+def _parabolic_offset(y0: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+    """Offset (-0.5...0.5 steps) of the vertex of the parabola through three equally spaced samples around a peak
+    y1; 0 where they do not curve down."""
+    den = y0 - 2.0 * y1 + y2
+    return torch.where(den < 0, 0.5 * (y0 - y2) / den.clamp(max=-1e-300), torch.zeros_like(den)).clamp(-0.5, 0.5)
+
+
+def _peak(candidates: torch.Tensor, scores: torch.Tensor, pool: bool) -> torch.Tensor:
+    """The candidate with the largest score per row of `scores` (B, N), or (1,) for the rows summed first."""
+    if pool:
+        scores = scores.sum(0, keepdim=True)
+    return candidates[scores.argmax(-1)]
+
+
 def _detrend(z: torch.Tensor) -> torch.Tensor:
     """Rows of z (B, n) minus their least-squares quadratic."""
     t = torch.linspace(-1.0, 1.0, z.shape[-1], dtype=z.dtype)
@@ -121,10 +135,7 @@ def amplitude_lfo_rate(x: torch.Tensor, sample_rate: int, lo_hz: float, hi_hz: f
                        ) -> torch.Tensor:
     """The frequency (Hz) in [`lo_hz`, `hi_hz`] where the log envelope of each item of `x` (B, C, T) is most
     periodic (the peak of `envelope_modulation_power`): (B,), or (1,) for the items pooled."""
-    f, power = amplitude_lfo_scores(x, sample_rate, lo_hz, hi_hz)
-    if pool:
-        power = power.sum(0, keepdim=True)
-    return f[power.argmax(-1)]
+    return _peak(*amplitude_lfo_scores(x, sample_rate, lo_hz, hi_hz), pool)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -165,9 +176,7 @@ def echo_lag_ms(x: torch.Tensor, sample_rate: int, lo_ms: float, hi_ms: float, p
         c = c.sum(0, keepdim=True)
     j = 1 + c[:, 1:-1].argmax(-1)  # (B,) inside the band; its neighbours exist for the parabola
     rows = torch.arange(c.shape[0])
-    y0, y1, y2 = c[rows, j - 1], c[rows, j], c[rows, j + 1]
-    den = y0 - 2.0 * y1 + y2
-    shift = torch.where(den < 0, 0.5 * (y0 - y2) / den.clamp(max=-1e-300), torch.zeros_like(den)).clamp(-0.5, 0.5)
+    shift = _parabolic_offset(c[rows, j - 1], c[rows, j], c[rows, j + 1])
     return lags[j] + shift * 1000.0 / sample_rate
 
 
@@ -200,9 +209,7 @@ def log_pitch_track(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, fl
     c = torch.fft.irfft(torch.fft.rfft(prev, n_fft).mul(torch.fft.rfft(cur, n_fft).conj()), n_fft)[..., :2 * m + 1]
     k = c.argmax(-1)
     kc = k.clamp(1, 2 * m - 1)
-    y0, y1, y2 = (c.gather(-1, (kc + d)[..., None])[..., 0] for d in (-1, 0, 1))
-    den = y0 - 2.0 * y1 + y2
-    frac = torch.where(den < 0, 0.5 * (y0 - y2) / den.clamp(max=-1e-300), torch.zeros_like(den)).clamp(-0.5, 0.5)
+    frac = _parabolic_offset(*(c.gather(-1, (kc + d)[..., None])[..., 0] for d in (-1, 0, 1)))
     shift = (kc.to(c.dtype) + frac - m) * step  # prev at j + shift matches cur at j: the pitch went down by shift
     shift = (-shift).clamp(-PITCH_CLIP, PITCH_CLIP)
     return _detrend(shift.cumsum(-1)), sample_rate / PITCH_HOP
@@ -224,7 +231,4 @@ def pitch_lfo_rate(x: torch.Tensor, sample_rate: int, lo_hz: float, hi_hz: float
                    ) -> torch.Tensor:
     """The frequency (Hz) in [`lo_hz`, `hi_hz`] where the log-pitch curve (`log_pitch_track`) of each item of `x`
     (B, C, T) is most periodic: (B,), or (1,) for the items pooled."""
-    f, power = pitch_lfo_scores(x, sample_rate, lo_hz, hi_hz)
-    if pool:
-        power = power.sum(0, keepdim=True)
-    return f[power.argmax(-1)]
+    return _peak(*pitch_lfo_scores(x, sample_rate, lo_hz, hi_hz), pool)

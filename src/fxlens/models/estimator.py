@@ -48,6 +48,10 @@ class Refinement:
     scores: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     method: str
 
+    def band(self, guess: float, spec) -> tuple[float, float]:
+        """The search band around `guess` (physical units): within `search_factor` of it and the range of `spec`."""
+        return max(guess / self.search_factor, spec.min), min(guess * self.search_factor, spec.max)
+
 
 # Fine class -> its refinement. The estimators' tremolo and vibrato rates and delay times are off by 10-16 %
 # (median), which puts a tremolo's dips, a vibrato's pitch swings and a delay's echoes out of place: farther from
@@ -220,8 +224,7 @@ def refine_controls(class_name: str, effect, controls: torch.Tensor, audio: torc
     spec = effect.specs[i]
     for b in range(out.shape[0]):
         guess = float(spec.to_physical(out[b, i].double()))
-        lo, hi = max(guess / ref.search_factor, spec.min), min(guess * ref.search_factor, spec.max)
-        value = ref.read(audio if pool else audio[b:b + 1], sample_rate, lo, hi, pool=pool)[0]
+        value = ref.read(audio if pool else audio[b:b + 1], sample_rate, *ref.band(guess, spec), pool=pool)[0]
         value = value.clamp(spec.min, spec.max)
         out[b, i] = spec.to_normalized(value).to(out.dtype)
     return out

@@ -366,10 +366,9 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
         segs = _period_audio(x, windows(x, sample_rate))
     for d in measured:  # the score each period was read from, pooled over the windows as `analyze` pooled it
         ref = REFINEMENTS[d.fine_class]
-        lo_lim, hi_lim = next((s.min, s.max) for s in get_effect(d.effect, **d.config).specs if s.name == ref.param)
+        spec = next(s for s in get_effect(d.effect, **d.config).specs if s.name == ref.param)
         value = d.settings[ref.param]
-        values, score = ref.scores(segs, sample_rate, max(value / ref.search_factor, lo_lim),
-                                   min(value * ref.search_factor, hi_lim))
+        values, score = ref.scores(segs, sample_rate, *ref.band(value, spec))
         ax = axes[i]
         ax.plot(values.numpy(), score.sum(0).numpy(), color="tab:purple")
         ax.axvline(value, color="k", lw=0.8, ls="--", label=f"reported {value:.4g} {d.units[ref.param]}")
