@@ -271,6 +271,36 @@ def test_distortion_matches_pedalboard():
     np.testing.assert_allclose(y[0].numpy(), ref, atol=2e-3)  # pedalboard (JUCE) filters run in float32
 
 
+@pytest.mark.parametrize("backend", ["fft", "iir"])
+def test_distortion_cabinet_is_a_4th_order_butterworth_lowpass(backend):
+    # flat shelves and a tiny impulse (tanh linear): the wet path's response is the cabinet's alone, which must be
+    # scipy's 4th-order Butterworth low-pass (bilinear, prewarped at the cutoff) — -3 dB at fc, -24 dB/octave
+    n, amp = 32768, 1e-9
+    x = torch.zeros(2, 1, n, dtype=torch.float64)
+    x[:, :, 0] = amp
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    band = (freqs >= 20) & (freqs <= 20000)
+    for fc in (3000.0, 8000.0):
+        y = distortion(x, SR, 0.0, low_shelf_gain=0.0, high_shelf_gain=0.0, backend=backend, cabinet_lowpass_hz=fc)
+        measured = 20 * np.log10(np.maximum(np.abs(np.fft.rfft(y[0, 0].numpy())), 1e-300) / amp)
+        _, h = ss.freqz(*ss.butter(4, fc, "low", fs=SR), worN=freqs[band], fs=SR)
+        ref = 20 * np.log10(np.abs(h))
+        keep = ref > -80  # below that the fft backend's frequency sampling, not the design, sets the floor
+        np.testing.assert_allclose(measured[band][keep], ref[keep], atol=0.05)
+        assert torch.allclose(y[1], y[0])
+    fx = get_effect("distortion", cabinet_lowpass_hz=3000.0)
+    assert fx.config() == {"backend": "fft", "cabinet_lowpass_hz": 3000.0}
+    assert get_effect("distortion").config() == {"backend": "fft"}  # no cabinet key: older presets read the same
+    flat = {k: torch.tensor([v]) for k, v in (("low_shelf_freq", 100.0), ("low_shelf_gain", 0.0),
+                                              ("low_shelf_q", 0.7), ("high_shelf_freq", 1000.0),
+                                              ("high_shelf_gain", 0.0), ("high_shelf_q", 0.7))}
+    b, a = fx.coefficients(SR, **flat)
+    assert b.shape == a.shape == (1, 4, 3)
+    for bad in (100.0, 30000.0, float("nan"), "4k", True):
+        with pytest.raises(ParameterError, match="cabinet_lowpass_hz"):
+            get_effect("distortion", cabinet_lowpass_hz=bad)
+
+
 def test_distortion_tail_is_short():
     fx = get_effect("distortion")
     worst = {"low_shelf_freq": torch.tensor([50.0]), "low_shelf_gain": torch.tensor([-10.0]),

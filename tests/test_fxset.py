@@ -273,7 +273,8 @@ def test_deterministic_and_resumable(built, stems, tmp_path):
 
 
 def test_randomized_internals_change_only_the_internals(stems, tmp_path):
-    kw = dict(clips_per_class=1, seed=2, chain_clips=2, splits=["val"], classes=["chorus", "phaser", "reverb"])
+    kw = dict(clips_per_class=1, seed=2, chain_clips=2, splits=["val"],
+              classes=["chorus", "phaser", "reverb", "overdrive"])
     fxset.build_fxset(stems, tmp_path / "a", **kw)
     plain = {r["clip_id"]: r for r in fxset.read_labels(tmp_path / "a", "val")}
     summary = fxset.build_fxset(stems, tmp_path / "b", randomize_internals=True, **kw)

@@ -637,6 +637,12 @@ def test_pedalboard_mapping_errors(tiny_root):
         preset_to_stages(bad_unit, SR)
     with pytest.raises(FxlensError, match="not an fxlens preset"):
         preset_to_stages({"effects": []}, SR)
+    from fxlens.fx.chain import Chain
+    from fxlens.fx.distortion import Distortion
+
+    cabinet = Chain([(Distortion(cabinet_lowpass_hz=4000.0), {})]).to_preset(SR)
+    with pytest.raises(FxlensError, match="cabinet_lowpass_hz"):  # pedalboard's low-pass is first order only
+        preset_to_stages(cabinet, SR)
     pytest.importorskip("pedalboard")
     with pytest.raises(FxlensError, match="pedalboard cannot render"):
         rt.build_eval_set(tiny_root, n_candidates=2, n_queries=2, seconds=SECONDS, sample_rate=SR, include_real=False,

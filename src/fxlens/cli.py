@@ -269,8 +269,8 @@ def data_fxset(
     chain_clips: Optional[int] = typer.Option(None, help="Chain clips per split (default: 2 x clips per class)."),
     randomize_internals: bool = typer.Option(
         False, "--randomize-internals",
-        help="Draw chorus/flanger/phaser internals (sweep widths, phaser stages, stereo phase) per clip: "
-             "domain randomization for training sets."),
+        help="Draw chorus/flanger/phaser internals (sweep widths, phaser stages, stereo phase, mix law) and a "
+             "cabinet low-pass after overdrive/distortion/fuzz per clip: domain randomization for training sets."),
 ) -> None:
     """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains).
 

@@ -313,15 +313,18 @@ def _controls(effect, values: Mapping[str, float]) -> list[float]:
     return [float(c) for c in controls[0]]
 
 
-#: ``randomize_internals``: per-clip draws of the modulation effects' fixed internals for the classes listed:
+#: ``randomize_internals``: per-clip draws of the effects' fixed internals for the classes listed:
 #: {config key: (low, high)} uniform, or a tuple of choices (ints). ``mix_scale`` is the mix law: the drawn mix is
 #: multiplied by it (another implementation's "mix 0.5" may put its wet path lower: at the same settings
-#: pedalboard's flanger and phaser sit as far from the dry sound as fxlens's at about half the mix)
+#: pedalboard's flanger and phaser sit as far from the dry sound as fxlens's at about half the mix). The drive
+#: classes get a speaker-cabinet low-pass (2.5-12 kHz): a real amplifier's distortion has no fizz above its
+#: speaker's roll-off, and a recognizer trained on bare tanh reads such audio as EQ
 RANDOMIZED_INTERNALS: dict[str, dict[str, tuple]] = {
     "chorus": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0), "mix_scale": (0.3, 1.0)},
     "flanger": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0), "mix_scale": (0.3, 1.0)},
     "phaser": {"stages": (2, 4, 6, 8, 12), "sweep_octaves": (0.5, 3.0), "stereo_phase_deg": (0.0, 180.0),
                "mix_scale": (0.3, 1.0)},
+    **{c: {"cabinet_lowpass_hz": (2500.0, 12000.0)} for c in ("overdrive", "distortion", "fuzz")},
 }
 
 
@@ -467,8 +470,9 @@ def build_fxset(
         progress: a callback(done, total), or True for a rich progress bar.
         onset_fraction: share of clips cut at a note/chord onset (the rest are phrase segments).
         splits / classes: restrict to these splits / fine classes.
-        randomize_internals: draw the fixed internals of chorus, flanger and phaser per clip
-            (`RANDOMIZED_INTERNALS`: sweep widths, phaser stages, stereo phase, mix law) — domain randomization for
+        randomize_internals: draw the fixed internals of chorus, flanger, phaser and the drive classes per clip
+            (`RANDOMIZED_INTERNALS`: sweep widths, phaser stages, stereo phase, mix law; a speaker-cabinet low-pass
+            after the distortion) — domain randomization for
             training sets, so a model does not learn one implementation's knob scaling; recorded in each preset
             (its config, and the scaled mix: such clips leave their class's mix sub-range).
     """

@@ -9,7 +9,8 @@ and a registered module form:
 - `taylor_waveshaper` / `TaylorWaveshaper` ("taylor_waveshaper") and `chebyshev_waveshaper` /
   `ChebyshevWaveshaper` ("chebyshev_waveshaper"): BE-AFX eqs. 4-6, 24 coefficients each, plus a drive.
 - `distortion` / `Distortion` ("distortion"): AutoFX (fig. 5.1): tanh waveshaper with drive 0..60 dB, then a low
-  shelf (50-500 Hz) and a higher shelf (500-2000 Hz), +-10 dB, Q 0.5-2, and a dry/wet mix.
+  shelf (50-500 Hz) and a higher shelf (500-2000 Hz), +-10 dB, Q 0.5-2, and a dry/wet mix; optionally (config
+  ``cabinet_lowpass_hz``) a speaker-cabinet low-pass after the shelves, as a guitar amplifier's speaker adds.
 
 DC. An asymmetric curve (clipper offset, even polynomial orders) adds DC. Two stages remove it:
 
@@ -26,6 +27,7 @@ DC. An asymmetric curve (clipper offset, even polynomial orders) adds DC. Two st
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -400,6 +402,10 @@ SHELF_GAIN_RANGE_DB = (-10.0, 10.0)
 SHELF_Q_RANGE = (0.5, 2.0)
 SHELF_PARAM_NAMES = tuple(f"{s}_shelf_{p}" for s in ("low", "high") for p in ("freq", "gain", "q"))
 _MAX_FREQ_RATIO = 0.45  # keep the shelves clear of Nyquist at low sample rates (as fxlens.fx.eq does)
+#: the cabinet low-pass: a 4th-order Butterworth as two RBJ low-pass biquads with the Butterworth pole-pair Qs
+#: 1 / (2 cos(pi / 8)) and 1 / (2 cos(3 pi / 8)): scipy.signal.butter(4, f)'s response (both bilinear, prewarped at f; tested)
+CABINET_BUTTERWORTH_QS = (1.0 / (2.0 * math.cos(math.pi / 8.0)), 1.0 / (2.0 * math.cos(3.0 * math.pi / 8.0)))
+CABINET_RANGE_HZ = (500.0, 20000.0)
 
 
 def distortion_coefficients(
@@ -410,12 +416,19 @@ def distortion_coefficients(
     high_shelf_freq: torch.Tensor,
     high_shelf_gain: torch.Tensor,
     high_shelf_q: torch.Tensor,
+    cabinet_lowpass_hz: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tone stage as a biquad cascade (b, a), each (B, 2, 3): RBJ low shelf then RBJ high shelf. Args (B,)."""
+    """The tone stage as a biquad cascade (b, a), each (B, S, 3): RBJ low shelf then RBJ high shelf (S = 2), then,
+    with `cabinet_lowpass_hz`, the cabinet's two low-pass sections (S = 4). Args (B,)."""
     fmax = _MAX_FREQ_RATIO * sample_rate
-    b_lo, a_lo = biquad("low_shelf", low_shelf_freq.clamp(1.0, fmax), low_shelf_q, low_shelf_gain, sample_rate)
-    b_hi, a_hi = biquad("high_shelf", high_shelf_freq.clamp(1.0, fmax), high_shelf_q, high_shelf_gain, sample_rate)
-    return torch.stack([b_lo, b_hi], dim=1), torch.stack([a_lo, a_hi], dim=1)
+    sections = [
+        biquad("low_shelf", low_shelf_freq.clamp(1.0, fmax), low_shelf_q, low_shelf_gain, sample_rate),
+        biquad("high_shelf", high_shelf_freq.clamp(1.0, fmax), high_shelf_q, high_shelf_gain, sample_rate),
+    ]
+    if cabinet_lowpass_hz is not None:
+        fc = torch.full_like(low_shelf_freq, min(float(cabinet_lowpass_hz), fmax))
+        sections += [biquad("lowpass", fc, torch.full_like(fc, q), 0.0, sample_rate) for q in CABINET_BUTTERWORTH_QS]
+    return torch.stack([b for b, _ in sections], dim=1), torch.stack([a for _, a in sections], dim=1)
 
 
 def distortion(
@@ -430,8 +443,9 @@ def distortion(
     high_shelf_q: torch.Tensor | float = 1.0 / math.sqrt(2.0),
     mix: torch.Tensor | float = 1.0,
     backend: str = "fft",
+    cabinet_lowpass_hz: float | None = None,
 ) -> torch.Tensor:
-    """AutoFX distortion: y = (1 - mix) x + mix * shelves(tanh(10 ** (drive_db / 20) * x)).
+    """AutoFX distortion: y = (1 - mix) x + mix * cabinet(shelves(tanh(10 ** (drive_db / 20) * x))).
 
     x: (B, C, T). drive_db: 0..60 dB input gain into tanh, as pedalboard.Distortion (AutoFX's waveshaper); no level
     compensation, so the shaped signal is bounded by +-1 and +6.02 dB of drive doubles a small signal. The drive
@@ -440,15 +454,20 @@ def distortion(
     square wave). Tone: an RBJ low shelf (low_shelf_freq 50-500 Hz, low_shelf_gain +-10 dB, low_shelf_q 0.5-2) and an
     RBJ high shelf (high_shelf_freq 500-2000 Hz, same gain and Q ranges) after the waveshaper, on the wet signal
     only. mix: dry/wet, 0..1. backend: "fft" (frequency sampling, default) or "iir" (exact recursion).
+    cabinet_lowpass_hz: None (default: no cabinet, AutoFX's effect) or the -3 dB frequency of a 4th-order
+    Butterworth low-pass on the wet signal after the shelves (clamped to 0.45 x rate) — a guitar speaker cabinet's
+    roll-off (real ones sit around 3-6 kHz), which takes away the fizz above it that a bare tanh leaves.
     """
     check_audio(x)
     _check_choice("backend", backend, BACKENDS)
+    _check_cabinet(cabinet_lowpass_hz)
     g = torch.pow(10.0, bcast(drive_db, x) / 20.0)
     wet = torch.tanh(g * x)
     b, a = distortion_coefficients(
         sample_rate,
         *(as_batch(p, x) for p in (low_shelf_freq, low_shelf_gain, low_shelf_q)),
         *(as_batch(p, x) for p in (high_shelf_freq, high_shelf_gain, high_shelf_q)),
+        cabinet_lowpass_hz,
     )
     wet = apply_biquads(wet, b, a, backend=backend)
     m = bcast(mix, x)
@@ -459,14 +478,16 @@ def distortion(
 class Distortion(Effect):
     """AutoFX's distortion: tanh drive (0-60 dB: overdrive / distortion / fuzz) + low and high shelves + mix.
 
-    Config: backend ("fft" | "iir") for the shelves.
+    Config: backend ("fft" | "iir") for the filters; cabinet_lowpass_hz (None, or a speaker-cabinet low-pass after
+    the shelves, see `distortion`) — a fixed part of the sound, not a setting the estimators read.
     """
 
     name = "distortion"
     description = "tanh distortion (drive 0-60 dB) with a low and a high tone shelf and dry/wet mix, after AutoFX."
 
-    def __init__(self, backend: str = "fft") -> None:
+    def __init__(self, backend: str = "fft", cabinet_lowpass_hz: float | None = None) -> None:
         self.backend = _check_choice("backend", backend, BACKENDS)
+        self.cabinet_lowpass_hz = _check_cabinet(cabinet_lowpass_hz)
         q0 = 1.0 / math.sqrt(2.0)
         super().__init__(
             (
@@ -482,20 +503,32 @@ class Distortion(Effect):
         )
 
     def process(self, x, sample_rate, **params):
-        return distortion(x, sample_rate, backend=self.backend, **params)
+        return distortion(x, sample_rate, backend=self.backend, cabinet_lowpass_hz=self.cabinet_lowpass_hz, **params)
 
     def coefficients(self, sample_rate: int, **params) -> tuple[torch.Tensor, torch.Tensor]:
-        """The tone cascade (b, a), each (B, 2, 3), for physical shelf parameters given as (B,) tensors."""
+        """The tone cascade (b, a), each (B, S, 3), for physical shelf parameters given as (B,) tensors (with the
+        cabinet's sections when the config has one)."""
         shelves = (torch.atleast_1d(torch.as_tensor(params[n])) for n in SHELF_PARAM_NAMES)
-        return distortion_coefficients(sample_rate, *shelves)
+        return distortion_coefficients(sample_rate, *shelves, self.cabinet_lowpass_hz)
 
     def config(self) -> dict:
-        return {"backend": self.backend}
+        # the cabinet key only when there is one: presets written before it existed read back unchanged
+        cabinet = {} if self.cabinet_lowpass_hz is None else {"cabinet_lowpass_hz": self.cabinet_lowpass_hz}
+        return {"backend": self.backend, **cabinet}
 
     def tail_seconds(self, params: dict[str, torch.Tensor]) -> float:
         """Ringing of the slower shelf down to -60 dB (tens of ms at most: a 50 Hz shelf at Q 2)."""
         _, a = self.coefficients(44100, **params)
         return decay_seconds(a, 44100)
+
+
+def _check_cabinet(hz: float | None) -> float | None:
+    if hz is None:
+        return None
+    lo, hi = CABINET_RANGE_HZ
+    if isinstance(hz, bool) or not isinstance(hz, numbers.Real) or not lo <= float(hz) <= hi:
+        raise ParameterError(f"cabinet_lowpass_hz must be None or a frequency in [{lo:g}, {hi:g}] Hz, got {hz!r}")
+    return float(hz)
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:

@@ -29,7 +29,7 @@ parametric_eq      LowShelfFilter, PeakFilter x n, HighShelfFilter with the same
 delay              Delay(time_ms / 1000, feedback, mix): same echo law ``(1 - mix) x + mix sum fb^(k-1) x(t - k D)``;
                    pedalboard rounds the delay to whole samples (fxlens: fractional, band-limited). No ping-pong.
 distortion         dry_wet(mix, [Distortion(drive_db), LowShelfFilter, HighShelfFilter]): tanh(10^(drive/20) x)
-                   then the two tone shelves on the wet signal, as fxlens.
+                   then the two tone shelves on the wet signal, as fxlens. None with a cabinet low-pass (config).
 stereo_imager      mid_side_width in numpy (pedalboard has no imager; the matrix is fxlens's, so it is exact).
 multiband_compressor  scipy LR4 crossover + one Compressor(threshold, ratio, attack, release) per band, parallel mix
                    per band as fxlens. Departures: JUCE's compressor has a hard knee (knee_db dropped), detects each
@@ -128,6 +128,9 @@ def _map_delay(p: Mapping[str, float], sr: int, config: Mapping) -> list[dict]:
 
 
 def _map_distortion(p: Mapping[str, float], sr: int, config: Mapping) -> list[dict]:
+    if config.get("cabinet_lowpass_hz") is not None:  # pedalboard's LowpassFilter is first order, not the cabinet's 4th
+        raise FxlensError("pedalboard has no 4th-order low-pass: no pedalboard mapping for "
+                          "distortion(cabinet_lowpass_hz=...)")
     wet = [_plugin("Distortion", drive_db=p["drive_db"]),
            _plugin("LowShelfFilter", cutoff_frequency_hz=_freq(p["low_shelf_freq"], sr), gain_db=p["low_shelf_gain"],
                    q=p["low_shelf_q"]),
