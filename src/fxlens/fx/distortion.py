@@ -403,7 +403,8 @@ SHELF_Q_RANGE = (0.5, 2.0)
 SHELF_PARAM_NAMES = tuple(f"{s}_shelf_{p}" for s in ("low", "high") for p in ("freq", "gain", "q"))
 _MAX_FREQ_RATIO = 0.45  # keep the shelves clear of Nyquist at low sample rates (as fxlens.fx.eq does)
 #: the cabinet low-pass: a 4th-order Butterworth as two RBJ low-pass biquads with the Butterworth pole-pair Qs
-#: 1 / (2 cos(pi / 8)) and 1 / (2 cos(3 pi / 8)): scipy.signal.butter(4, f)'s response (both bilinear, prewarped at f; tested)
+#: 1 / (2 cos(pi / 8)) and 1 / (2 cos(3 pi / 8)): scipy.signal.butter(4, f)'s response (both bilinear, prewarped
+#: at f; tested)
 CABINET_BUTTERWORTH_QS = (1.0 / (2.0 * math.cos(math.pi / 8.0)), 1.0 / (2.0 * math.cos(3.0 * math.pi / 8.0)))
 CABINET_RANGE_HZ = (500.0, 20000.0)
 
