@@ -278,10 +278,11 @@ def test_randomized_internals_change_only_the_internals(stems, tmp_path):
     fxset.build_fxset(stems, tmp_path / "a", **kw)
     plain = {r["clip_id"]: r for r in fxset.read_labels(tmp_path / "a", "val")}
     summary = fxset.build_fxset(stems, tmp_path / "b", randomize_internals=True, **kw)
-    assert summary["randomize_internals"] is True
+    assert summary["randomize_internals"] == sorted(fxset.RANDOMIZED_INTERNALS)
     for r in fxset.read_labels(tmp_path / "b", "val"):
         p = plain[r["clip_id"]]
-        assert r["randomized_internals"] and not p["randomized_internals"]
+        assert r["randomized_internals"] == sorted(set(r["fine_labels"]) & set(fxset.RANDOMIZED_INTERNALS))
+        assert p["randomized_internals"] == []
         assert (r["offset_s"], r["instrument"], r["fine_labels"]) == (p["offset_s"], p["instrument"], p["fine_labels"])
         for e, pe, fine in zip(r["preset"]["effects"], p["preset"]["effects"], r["fine_labels"]):
             internals = fxset.RANDOMIZED_INTERNALS.get(fine, {})
@@ -302,6 +303,25 @@ def test_randomized_internals_change_only_the_internals(stems, tmp_path):
         x = at_input_loudness(read_source(stems, r))
         y = Chain.from_preset(r["preset"])(x, SR) * float(10 ** (r["output_gain_db"] / 20))
         assert float((read_clip(tmp_path / "b", r) - y).abs().max()) < 2e-4, r["clip_id"]
+
+
+def test_randomizing_some_classes_leaves_the_others_as_built(stems, tmp_path):
+    kw = dict(clips_per_class=1, seed=3, chain_clips=3, splits=["val"], classes=["phaser", "overdrive", "eq"])
+    fxset.build_fxset(stems, tmp_path / "a", **kw)
+    plain = {r["clip_id"]: r for r in fxset.read_labels(tmp_path / "a", "val")}
+    summary = fxset.build_fxset(stems, tmp_path / "b", randomize_internals=["overdrive"], **kw)
+    assert summary["randomize_internals"] == ["overdrive"]
+    for r in fxset.read_labels(tmp_path / "b", "val"):
+        p = plain[r["clip_id"]]
+        configs = {e["name"]: e["config"] for e in r["preset"]["effects"]}
+        if "overdrive" in r["fine_labels"]:
+            assert r["randomized_internals"] == ["overdrive"]
+            assert 2500.0 <= configs["distortion"]["cabinet_lowpass_hz"] <= 12000.0
+        else:  # the phaser's internals stay the class's, and the clip is the one built without randomization
+            assert r["randomized_internals"] == [] and r["preset"] == p["preset"]
+            assert torch.equal(read_clip(tmp_path / "b", r), read_clip(tmp_path / "a", p))
+    with pytest.raises(FxlensError, match="no internals to randomize.*reverb"):
+        fxset.build_fxset(stems, tmp_path / "c", randomize_internals=["reverb"], **kw)
 
 
 def test_pedalboard_variant(stems, tmp_path):

@@ -271,6 +271,9 @@ def data_fxset(
         False, "--randomize-internals",
         help="Draw chorus/flanger/phaser internals (sweep widths, phaser stages, stereo phase, mix law) and a "
              "cabinet low-pass after overdrive/distortion/fuzz per clip: domain randomization for training sets."),
+    randomize_classes: Optional[str] = typer.Option(
+        None, help="Randomize only these classes' internals, comma-separated (e.g. overdrive,distortion,fuzz); "
+                   "implies --randomize-internals."),
 ) -> None:
     """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains).
 
@@ -282,8 +285,13 @@ def data_fxset(
     if clips_per_class < 0 or (chain_clips is not None and chain_clips < 0):
         raise FxlensError("--clips-per-class and --chain-clips must be >= 0")
     split_list = None if splits is None else [t.strip() for t in splits.split(",") if t.strip()]
+    randomize = randomize_internals
+    if randomize_classes is not None:
+        randomize = [t.strip() for t in randomize_classes.split(",") if t.strip()]
+        if not randomize:
+            raise FxlensError("--randomize-classes needs at least one class name")
     s = build_fxset(stems, out, clips_per_class, seconds, seed, chains, implementation, progress=True,
-                    chain_clips=chain_clips, splits=split_list, randomize_internals=randomize_internals)
+                    chain_clips=chain_clips, splits=split_list, randomize_internals=randomize)
     console.print(f"{s['clips']} clips ({s['rendered']} new, {s['clips_per_s']} clips/s) -> [bold]{s['out_dir']}[/]")
 
 

@@ -85,7 +85,7 @@ import json
 import math
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,6 +328,20 @@ RANDOMIZED_INTERNALS: dict[str, dict[str, tuple]] = {
 }
 
 
+def _randomized_classes(randomize_internals: bool | Iterable[str] | None) -> frozenset[str]:
+    """The fine classes whose internals are drawn: True -> all of `RANDOMIZED_INTERNALS`, False/None -> none."""
+    if randomize_internals is True:
+        return frozenset(RANDOMIZED_INTERNALS)
+    if not randomize_internals:
+        return frozenset()
+    chosen = frozenset([randomize_internals] if isinstance(randomize_internals, str) else randomize_internals)
+    unknown = sorted(chosen - set(RANDOMIZED_INTERNALS))
+    if unknown:
+        raise FxlensError(f"no internals to randomize for class(es) {unknown} (classes with internals: "
+                          f"{', '.join(RANDOMIZED_INTERNALS)})")
+    return chosen
+
+
 def _draw_internals(name: str, rng: np.random.Generator) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, spec in RANDOMIZED_INTERNALS.get(name, {}).items():
@@ -455,7 +469,7 @@ def build_fxset(
     onset_fraction: float = 0.5,
     splits: list[str] | None = None,
     classes: list[str] | None = None,
-    randomize_internals: bool = False,
+    randomize_internals: bool | Iterable[str] = False,
 ) -> dict:
     """Build an fxset; returns a summary {out_dir, implementation, splits: {split: {class: n}}, clips, seconds, ...}.
 
@@ -474,14 +488,16 @@ def build_fxset(
             (`RANDOMIZED_INTERNALS`: sweep widths, phaser stages, stereo phase, mix law; a speaker-cabinet low-pass
             after the distortion) — domain randomization for
             training sets, so a model does not learn one implementation's knob scaling; recorded in each preset
-            (its config, and the scaled mix: such clips leave their class's mix sub-range).
+            (its config, and the scaled mix: such clips leave their class's mix sub-range). True: every class of
+            `RANDOMIZED_INTERNALS`; a collection of fine class names: only those (in chains too).
     """
     from fxlens.data.stems import open_dataset
 
     if implementation not in ("fxlens", "pedalboard"):
         raise FxlensError(f"unknown implementation '{implementation}' (use fxlens or pedalboard)")
+    randomized = _randomized_classes(randomize_internals)
     if implementation == "pedalboard":
-        if randomize_internals:
+        if randomized:
             raise FxlensError("randomizing the internals applies to fxlens renderings only (pedalboard's are fixed)")
         require_pedalboard()
     if not seconds >= 0.5:
@@ -532,7 +548,7 @@ def build_fxset(
                 else:
                     rng = _clip_rng(seed, implementation, split_name, cls_name, i)
                     rec = _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation,
-                                     names, onset_fraction, randomize_internals)
+                                     names, onset_fraction, randomized)
                     rec = {"clip_id": clip_id, "split": split_name, **rec}
                     fxaudio.save(wav, rec.pop("_audio"), sample_rate)
                     write_text_atomic(part, json.dumps(rec) + "\n")
@@ -552,7 +568,7 @@ def build_fxset(
     elapsed = time.perf_counter() - t0
     summary = {
         "out_dir": str(out), "implementation": implementation, "seconds": seconds, "sample_rate": sample_rate,
-        "seed": seed, "randomize_internals": randomize_internals, "splits": summary_splits, "clips": done,
+        "seed": seed, "randomize_internals": sorted(randomized), "splits": summary_splits, "clips": done,
         "rendered": made, "resumed": resumed,
         "skipped_classes": skipped, "elapsed_s": round(elapsed, 3),
         "clips_per_s": round(made / elapsed, 2) if made and elapsed > 0 else None,
@@ -563,7 +579,8 @@ def build_fxset(
 
 
 def _draw_settings(fine: list[str], rng: np.random.Generator, sample_rate: int, implementation: str,
-                   internals_rng: np.random.Generator | None = None) -> dict:
+                   internals_rng: np.random.Generator | None = None,
+                   randomized: frozenset[str] = frozenset()) -> dict:
     if implementation != "fxlens":
         return {"preset": None, "controls": None,
                 "pedalboard": [s for name in fine for s in _draw_pedalboard(FXSET_CLASSES[name], rng)]}
@@ -573,7 +590,7 @@ def _draw_settings(fine: list[str], rng: np.random.Generator, sample_rate: int, 
         if c.effect is None:
             continue
         values = _draw_fxlens(c, rng)
-        internals = _draw_internals(name, internals_rng) if internals_rng is not None else {}
+        internals = _draw_internals(name, internals_rng) if name in randomized else {}
         mix_scale = internals.pop("mix_scale", None)
         if mix_scale is not None:
             values["mix"] = float(np.float32(values["mix"] * mix_scale))
@@ -590,14 +607,14 @@ def _render(x: torch.Tensor, sample_rate: int, settings: dict, implementation: s
 
 
 def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation, names,
-               onset_fraction, randomize_internals: bool = False) -> dict:
+               onset_fraction, randomized: frozenset[str] = frozenset()) -> dict:
     fine = _pick_chain(rng, names) if cls_name == "chain" else [cls_name]
     # the internals draw from a child of the clip's seed: the parameters and the source stay those of the same clip
     # built without randomization
     internals_rng = (np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
-                     if randomize_internals and implementation == "fxlens" else None)
+                     if randomized and implementation == "fxlens" else None)
     # settings first (independent of the source draws), then the source
-    settings = _draw_settings(fine, rng, sample_rate, implementation, internals_rng)
+    settings = _draw_settings(fine, rng, sample_rate, implementation, internals_rng, randomized)
     audible = FXSET_CLASSES[cls_name].audible if cls_name in FXSET_CLASSES else None
     last: Exception | None = None
     for _ in range(10):
@@ -615,7 +632,7 @@ def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, impl
         for _ in range(AUDIBLE_TRIES):  # the class must be heard on this source: redraw the settings until it is
             if audible is None or audible(x, y, sample_rate):
                 break
-            settings = _draw_settings(fine, rng, sample_rate, implementation, internals_rng)
+            settings = _draw_settings(fine, rng, sample_rate, implementation, internals_rng, randomized)
             y = _render(x, sample_rate, settings, implementation)
         else:
             last = InvalidAudioError(f"no audible '{cls_name}' settings for this source in {AUDIBLE_TRIES} draws")
@@ -633,7 +650,7 @@ def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, impl
         "fine_labels": fine, "labels": aggregated,
         "effects": ([FXSET_CLASSES[n].effect for n in fine if FXSET_CLASSES[n].effect] if implementation == "fxlens"
                     else [s["plugin"] for s in settings["pedalboard"]]),
-        "implementation": implementation, "randomized_internals": internals_rng is not None, **settings,
+        "implementation": implementation, "randomized_internals": sorted(set(fine) & randomized), **settings,
         "input_lufs": INPUT_LUFS, "output_gain_db": gain_db,
     }
 
