@@ -305,6 +305,14 @@ def test_randomized_internals_change_only_the_internals(stems, tmp_path):
         assert float((read_clip(tmp_path / "b", r) - y).abs().max()) < 2e-4, r["clip_id"]
 
 
+def test_randomized_stereo_phase_is_mono_half_the_time():
+    rng = np.random.default_rng(0)
+    phases = np.array([fxset._draw_internals("flanger", rng)["stereo_phase_deg"] for _ in range(2000)])
+    mono = phases == 0.0
+    assert abs(mono.mean() - 0.5) < 0.05  # binomial sd 0.011
+    assert 0.0 < phases[~mono].min() and phases[~mono].max() <= 180.0 and phases[~mono].std() > 40  # U(0, 180): 52
+
+
 def test_randomizing_some_classes_leaves_the_others_as_built(stems, tmp_path):
     kw = dict(clips_per_class=1, seed=3, chain_clips=3, splits=["val"], classes=["phaser", "overdrive", "eq"])
     fxset.build_fxset(stems, tmp_path / "a", **kw)
