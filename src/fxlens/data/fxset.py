@@ -318,7 +318,7 @@ def _controls(effect, values: Mapping[str, float]) -> list[float]:
 #: tuple of choices (ints). The stereo phase is 0 (the same modulation on both channels, as the flanger and phaser
 #: classes have it) half the time: drawn from U(0, 180) alone it is never 0, and a recognizer trained from scratch
 #: on such clips took the left/right movement for the cue and missed mono flangers and phasers (docs/benchmarks.md,
-#: seventh session). ``mix_scale`` is the mix law: the drawn mix is multiplied by it (another implementation's
+#: 2026-11-22). ``mix_scale`` is the mix law: the drawn mix is multiplied by it (another implementation's
 #: "mix 0.5" may put its wet path lower: at the same settings pedalboard's flanger and phaser sit as far from the
 #: dry sound as fxlens's at about half the mix). The drive classes get a speaker-cabinet low-pass (2.5-12 kHz): a
 #: real amplifier's distortion has no fizz above its speaker's roll-off, and a recognizer trained on bare tanh
