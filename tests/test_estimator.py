@@ -141,7 +141,7 @@ def test_bench_recognition_on_a_tiny_fxset(tiny_fxset, tmp_path, capsys):
     train_estimator(tiny_fxset, tmp_path / "est", epochs=2)
     out, md = tmp_path / "b.json", tmp_path / "b.md"
     code = main(["bench", "recognition", str(tiny_fxset), "--recognizer", str(tmp_path / "rec"), "--estimator",
-                 str(tmp_path / "est"), "--out", str(out), "--markdown", str(md), "--mrstft-clips", "1"])
+                 str(tmp_path / "est"), "--out", str(out), "--markdown", str(md), "--mrstft-clips", "1", "--no-real"])
     assert code == 0, capsys.readouterr().err
     res = json.loads(out.read_text())
     test = res["recognition"]["in-domain test"]["aggregated"]
@@ -345,7 +345,7 @@ def test_bench_recognition_scores_a_resnet_estimator(tiny_fxset, tiny_resnet, tm
 
     out = tmp_path / "b.json"
     code = main(["bench", "recognition", str(tiny_fxset), "--estimator", str(tiny_resnet[0]), "--out", str(out),
-                 "--mrstft-clips", "1"])
+                 "--mrstft-clips", "1", "--no-real"])
     assert code == 0, capsys.readouterr().err
     res = json.loads(out.read_text())
     assert res["estimator"]["model"] == "resnet" and res["estimation"]["test"]["clips"] == 6

@@ -478,9 +478,12 @@ def bench_recognition_command(
                                      "re-rendered and scored by MRSTFT against dry/random (0: skip)."),
     stems: Optional[Path] = typer.Option(None, "--stems", help="The dry stem dataset of the fxset (default: where "
                                          "its labels say)."),
+    real: bool = typer.Option(True, "--real/--no-real", help="Also read the real lead-guitar stems of the Frets on "
+                              "Fire songs (distorted; skipped when not installed)."),
 ) -> None:
     """Recognition accuracy, per-class precision/recall, confusion matrices (in-domain, ood, cross-domain),
-    per-parameter MAE beside random parameters, and the MRSTFT of re-rendered estimates beside dry and random."""
+    per-parameter MAE beside random parameters, the MRSTFT of re-rendered estimates beside dry and random, and what
+    the recognizer hears on real distorted guitar stems."""
     from rich.progress import Progress
 
     from fxlens.atomic import write_text_atomic
@@ -489,7 +492,7 @@ def bench_recognition_command(
     with Progress(console=console) as progress:
         results = run_recognition_benchmark(fxset, cross_domain=cross_domain, recognizer=recognizer,
                                             estimator=estimator, progress=_named_progress(progress),
-                                            mrstft_clips=mrstft_clips, stems=stems)
+                                            mrstft_clips=mrstft_clips, stems=stems, real=real)
     text = markdown_report(results)
     console.print(text)
     write_text_atomic(out, __import__("json").dumps(results, indent=2) + "\n")

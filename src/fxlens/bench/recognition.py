@@ -18,12 +18,20 @@ random controls, the class-mean controls and the true controls (`fxlens.train.es
 estimate is scored as the model gives it and as `fxlens analyze` reports it, with the parameters of
 `fxlens.models.estimator.REFINEMENTS` (a tremolo's or vibrato's rate, a delay's time) re-read from the wet clip
 ("estimate refined").
+
+Real recordings (``real=True``, when the Frets on Fire songs are installed: `fxlens.data.real`): the isolated lead
+guitar stem of each song, distorted by its producer through a real amplifier chain, is cut into the 1.5 s windows
+`fxlens analyze` reads (at most 40 per song) and each window is read as `analyze` would: how many windows have
+distortion detected (its group's probability >= 0.5; a single-label recognizer: the top class), and what each
+window's strongest reading is. There are no labels beyond "this stem is distorted" (the songs' other effects,
+reverb and delay among them, are not known), so this is a readout, not an accuracy.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -100,14 +108,64 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
     return out
 
 
+def window_readings(model, config: dict, windows: torch.Tensor, threshold: float = 0.5) -> list[tuple[str, bool]]:
+    """Per window (N, 2, W) of 44.1 kHz audio, as `fxlens analyze` decides: (the strongest reading — the most
+    probable aggregated group that passes `threshold`, else "dry"; a single-label model: its top class —, whether
+    distortion is detected)."""
+    from fxlens import audio as fxaudio
+    from fxlens.train.inputs import compute_features
+
+    classes = list(config["classes"])
+    multilabel = bool(config.get("multilabel", False))
+    feats = compute_features(windows, fxaudio.WORKING_SAMPLE_RATE, config["feature_set"])
+    with torch.no_grad():
+        probs = model.probabilities(feats, windows).numpy()
+    out = []
+    for row in aggregate_probabilities(classes, probs, multilabel):
+        p = dict(zip(AGGREGATED_CLASSES, row.tolist()))
+        if multilabel:
+            on = {a: v for a, v in p.items() if a != "dry" and v >= threshold}
+            out.append((max(on, key=on.get) if on else "dry", "distortion" in on))
+        else:
+            top = max(p, key=p.get)
+            out.append((top, top == "distortion"))
+    return out
+
+
+def real_guitar_readout(model, config: dict, max_windows: int = 40,
+                        progress: Callable[[str, int, int], None] | None = None) -> dict | None:
+    """The readout of the Frets on Fire lead-guitar stems (module docstring); None when none is installed."""
+    from fxlens import audio as fxaudio
+    from fxlens.data.real import list_real_recordings
+    from fxlens.tasks.analyze import windows
+
+    songs = [r for r in list_real_recordings() if "electric_guitar" in r.stems]
+    if not songs:
+        return None
+    per_song = {}
+    for k, rr in enumerate(songs):
+        stem = fxaudio.load(rr.stems["electric_guitar"], sample_rate=fxaudio.WORKING_SAMPLE_RATE)
+        readings = window_readings(model, config, windows(stem, max_windows=max_windows))
+        per_song[rr.name] = {"collection": rr.collection, "windows": len(readings),
+                             "distortion_detected": sum(d for _, d in readings),
+                             "readings": dict(Counter(r for r, _ in readings).most_common())}
+        if progress:
+            progress("real guitar stems", k + 1, len(songs))
+    n = sum(v["windows"] for v in per_song.values())
+    hit = sum(v["distortion_detected"] for v in per_song.values())
+    return {"windows": n, "distortion_detected": hit, "share": hit / n if n else None, "songs": per_song}
+
+
 def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.PathLike | None = None,
                               recognizer=None, estimator=None,
                               progress: Callable[[str, int, int], None] | None = None,
-                              mrstft_clips: int = 0, stems: str | os.PathLike | None = None) -> dict:
+                              mrstft_clips: int = 0, stems: str | os.PathLike | None = None,
+                              real: bool = True) -> dict:
     """Evaluate a recognizer and an estimator (default: the shipped ones); returns the JSON-able results.
 
     `mrstft_clips`: clips per class of test and ood whose estimates are re-rendered and scored with the MRSTFT
-    distance (0: none); `stems`: the dry stem dataset (default: where the fxset labels say it is)."""
+    distance (0: none); `stems`: the dry stem dataset (default: where the fxset labels say it is); `real`: add the
+    real lead-guitar readout (``"real_guitar"``, None when the songs are not installed)."""
     from fxlens.tasks.analyze import load_estimator, load_recognizer
     from fxlens.train.estimator import DrySources, evaluate, spectral_scores, split_inputs
     from fxlens.train.inputs import split_features, split_log_mels
@@ -157,6 +215,8 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
             continue
         results["recognition"][name] = recognition_scores(rec, list(rcfg["classes"]), torch.cat(fs), ls,
                                                           torch.cat(ms) if ms else None)
+    if real:
+        results["real_guitar"] = real_guitar_readout(rec, rcfg, progress=progress)
     class_mean = {c: torch.tensor(v) for c, v in ecfg.get("class_mean", {}).items()}
     results["estimator"] = {"model": ecfg.get("model", "mlp"), "feature_set": ecfg.get("feature_set")}
     for s in SPLITS_IN_DOMAIN:
@@ -254,6 +314,17 @@ def markdown_report(results: dict) -> str:
                         continue
                     cm = "-" if pv["class_mean"] is None else f"{pv['class_mean']:.3f}"
                     lines.append(f"| {c} | {p} | {pv['model']:.3f} | {pv['random']:.3f} | {cm} |")
+    guitar = results.get("real_guitar")
+    if guitar:
+        lines += ["", "## Real recordings: the Frets on Fire lead-guitar stems (distorted by their producers)", "",
+                  "Each 1.5 s window read as `fxlens analyze` reads it; no labels beyond \"distorted\": a readout, "
+                  "not an accuracy.", "", "| song | windows | distortion detected % | strongest readings |",
+                  "|---|---|---|---|"]
+        for name, v in guitar["songs"].items():
+            top = ", ".join(f"{r} {c}" for r, c in v["readings"].items())
+            lines.append(f"| {name} | {v['windows']} | {_pct(v['distortion_detected'] / max(v['windows'], 1))} "
+                         f"| {top} |")
+        lines.append(f"| **all** | {guitar['windows']} | **{_pct(guitar['share'])}** | |")
     for s, sc in results.get("spectral", {}).items():
         lines += ["", f"## Re-rendered estimates, {s}: MRSTFT to the wet clip (level-matched; lower is better)", "",
                   *spectral_table(sc)]
