@@ -314,21 +314,21 @@ def _controls(effect, values: Mapping[str, float]) -> list[float]:
 
 
 #: ``randomize_internals``: per-clip draws of the effects' fixed internals for the classes listed:
-#: {config key: (low, high)} uniform, (low, high, p) exactly `low` with probability p and uniform otherwise, or a
-#: tuple of choices (ints). The stereo phase is 0 (the same modulation on both channels, as the flanger and phaser
+#: {config key: (low, high)} uniform, (low, high, p) exactly `low` with probability p and uniform otherwise,
+#: (low, high, p, None) the effect's own default (no such config) with probability p, or a tuple of choices (ints). The stereo phase is 0 (the same modulation on both channels, as the flanger and phaser
 #: classes have it) half the time: drawn from U(0, 180) alone it is never 0, and a recognizer trained from scratch
 #: on such clips took the left/right movement for the cue and missed mono flangers and phasers (docs/benchmarks.md,
 #: 2026-11-22). ``mix_scale`` is the mix law: the drawn mix is multiplied by it (another implementation's
 #: "mix 0.5" may put its wet path lower: at the same settings pedalboard's flanger and phaser sit as far from the
-#: dry sound as fxlens's at about half the mix). The drive classes get a speaker-cabinet low-pass (2.5-12 kHz): a
-#: real amplifier's distortion has no fizz above its speaker's roll-off, and a recognizer trained on bare tanh
-#: reads such audio as EQ
+#: dry sound as fxlens's at about half the mix). Half the drive clips get a speaker-cabinet low-pass (2.5-12 kHz):
+#: a real amplifier's distortion has no fizz above its speaker's roll-off, and a recognizer trained on bare tanh
+#: reads such audio as EQ; on every clip, it forgot some bare ones (docs/benchmarks.md, 2026-11-22)
 RANDOMIZED_INTERNALS: dict[str, dict[str, tuple]] = {
     "chorus": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0, 0.5), "mix_scale": (0.3, 1.0)},
     "flanger": {"max_sweep_ms": (1.0, 10.0), "stereo_phase_deg": (0.0, 180.0, 0.5), "mix_scale": (0.3, 1.0)},
     "phaser": {"stages": (2, 4, 6, 8, 12), "sweep_octaves": (0.5, 3.0), "stereo_phase_deg": (0.0, 180.0, 0.5),
                "mix_scale": (0.3, 1.0)},
-    **{c: {"cabinet_lowpass_hz": (2500.0, 12000.0)} for c in ("overdrive", "distortion", "fuzz")},
+    **{c: {"cabinet_lowpass_hz": (2500.0, 12000.0, 0.5, None)} for c in ("overdrive", "distortion", "fuzz")},
 }
 
 
@@ -351,8 +351,10 @@ def _draw_internals(name: str, rng: np.random.Generator) -> dict[str, Any]:
     for key, spec in RANDOMIZED_INTERNALS.get(name, {}).items():
         if all(isinstance(v, int) for v in spec):
             out[key] = int(spec[int(rng.integers(len(spec)))])
-        elif len(spec) == 3 and float(rng.random()) < spec[2]:
-            out[key] = float(spec[0])
+        elif len(spec) >= 3 and float(rng.random()) < spec[2]:
+            fixed = spec[3] if len(spec) == 4 else spec[0]
+            if fixed is not None:
+                out[key] = float(fixed)
         else:
             out[key] = float(np.float32(spec[0] + (spec[1] - spec[0]) * float(rng.random())))
     return out
