@@ -315,8 +315,9 @@ def _controls(effect, values: Mapping[str, float]) -> list[float]:
 
 #: ``randomize_internals``: per-clip draws of the effects' fixed internals for the classes listed:
 #: {config key: (low, high)} uniform, (low, high, p) exactly `low` with probability p and uniform otherwise,
-#: (low, high, p, None) the effect's own default (no such config) with probability p, or a tuple of choices (ints). The stereo phase is 0 (the same modulation on both channels, as the flanger and phaser
-#: classes have it) half the time: drawn from U(0, 180) alone it is never 0, and a recognizer trained from scratch
+#: (low, high, p, None) the effect's own default (no such config) with probability p, or a tuple of choices
+#: (ints). The stereo phase is 0 (the same modulation on both channels, as the flanger and phaser classes have it)
+#: half the time: drawn from U(0, 180) alone it is never 0, and a recognizer trained from scratch
 #: on such clips took the left/right movement for the cue and missed mono flangers and phasers (docs/benchmarks.md,
 #: 2026-11-22). ``mix_scale`` is the mix law: the drawn mix is multiplied by it (another implementation's
 #: "mix 0.5" may put its wet path lower: at the same settings pedalboard's flanger and phaser sit as far from the
@@ -494,10 +495,10 @@ def build_fxset(
         splits / classes: restrict to these splits / fine classes.
         randomize_internals: draw the fixed internals of chorus, flanger, phaser and the drive classes per clip
             (`RANDOMIZED_INTERNALS`: sweep widths, phaser stages, stereo phase, mix law; a speaker-cabinet low-pass
-            after the distortion) — domain randomization for
-            training sets, so a model does not learn one implementation's knob scaling; recorded in each preset
-            (its config, and the scaled mix: such clips leave their class's mix sub-range). True: every class of
-            `RANDOMIZED_INTERNALS`; a collection of fine class names: only those (in chains too).
+            after the distortion) — domain randomization for training sets, so a model does not learn one
+            implementation's knob scaling or sound; recorded in each preset (its config, and the scaled mix: such
+            clips leave their class's mix sub-range). True: every class of `RANDOMIZED_INTERNALS`; a collection of
+            fine class names: only those (in chains too).
     """
     from fxlens.data.stems import open_dataset
 
