@@ -61,6 +61,15 @@ def confusion_metrics(y_true: list[str], y_pred: list[str], classes: list[str]) 
             "per_class": per_class, "confusion": conf.tolist()}
 
 
+def strongest_groups(agg_probs: np.ndarray, multilabel: bool, threshold: float = 0.5) -> list[str]:
+    """Per row of aggregated-group probabilities, the reading `fxlens analyze` gives a single effect: a multi-label
+    model's most probable group if it passes `threshold`, else "dry"; a single-label model's top class."""
+    agg_probs = np.array(agg_probs, dtype=float)
+    if multilabel:
+        agg_probs[:, AGGREGATED_CLASSES.index("dry")] = threshold
+    return [AGGREGATED_CLASSES[k] for k in agg_probs.argmax(1)]
+
+
 def _single(labels: list[dict]) -> list[int]:
     return [i for i, r in enumerate(labels) if len(r.get("fine_labels", [])) == 1]
 
@@ -87,12 +96,9 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
         probs = probs[keep]
     fine_model = all(c in FXSET_CLASSES for c in classes) and any(c not in AGGREGATED_CLASSES for c in classes)
     agg_of = aggregated_of(classes)
-    agg_probs = aggregate_probabilities(classes, probs, multilabel)
-    if multilabel:  # as `analyze` reports a single effect: the most probable group if it passes 0.5, else "dry"
-        agg_probs[:, AGGREGATED_CLASSES.index("dry")] = 0.5
+    pred = strongest_groups(aggregate_probabilities(classes, probs, multilabel), multilabel)
     truth = [labels[i]["aggregated_class"] for i in keep]
     present = [a for a in AGGREGATED_CLASSES if a in set(truth) or a in agg_of or a == "dry"]
-    pred = [AGGREGATED_CLASSES[k] for k in agg_probs.argmax(1)]
     out = {"aggregated": confusion_metrics(truth, pred, present)}
     if fine_model:
         ft = [labels[i]["fine_class"] for i in keep]
@@ -120,16 +126,13 @@ def window_readings(model, config: dict, windows: torch.Tensor, threshold: float
     feats = compute_features(windows, fxaudio.WORKING_SAMPLE_RATE, config["feature_set"])
     with torch.no_grad():
         probs = model.probabilities(feats, windows).numpy()
-    out = []
-    for row in aggregate_probabilities(classes, probs, multilabel):
-        p = dict(zip(AGGREGATED_CLASSES, row.tolist()))
-        if multilabel:
-            on = {a: v for a, v in p.items() if a != "dry" and v >= threshold}
-            out.append((max(on, key=on.get) if on else "dry", "distortion" in on))
-        else:
-            top = max(p, key=p.get)
-            out.append((top, top == "distortion"))
-    return out
+    agg = aggregate_probabilities(classes, probs, multilabel)
+    top = strongest_groups(agg, multilabel, threshold)
+    if multilabel:
+        detected = (agg[:, AGGREGATED_CLASSES.index("distortion")] >= threshold).tolist()
+    else:
+        detected = [t == "distortion" for t in top]
+    return list(zip(top, detected))
 
 
 def real_guitar_readout(model, config: dict, max_windows: int = 40,

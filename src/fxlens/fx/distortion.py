@@ -518,7 +518,7 @@ class Distortion(Effect):
         return {"backend": self.backend, **cabinet}
 
     def tail_seconds(self, params: dict[str, torch.Tensor]) -> float:
-        """Ringing of the slower shelf down to -60 dB (tens of ms at most: a 50 Hz shelf at Q 2)."""
+        """Ringing of the slowest filter section down to -60 dB (tens of ms at most: a 50 Hz shelf at Q 2)."""
         _, a = self.coefficients(44100, **params)
         return decay_seconds(a, 44100)
 
