@@ -59,6 +59,27 @@ def test_apply_random_then_preset(clip, tmp_path, capsys):
     assert np.abs(a - b).max() < 1e-4  # flac is 24-bit
 
 
+def test_apply_a_preset_with_a_cabinet_shows_and_renders_it(clip, tmp_path, capsys):
+    import scipy.signal as ss
+
+    from fxlens.fx.chain import Chain
+    from fxlens.fx.distortion import Distortion
+
+    # drive 0 dB and a quiet input keep tanh near linear: the output is the cabinet's 4th-order Butterworth low-pass
+    preset = tmp_path / "cab.json"
+    preset.write_text(json.dumps(Chain([(Distortion(cabinet_lowpass_hz=2000.0), {"drive_db": 0.0})]).to_preset(SR)))
+    quiet = tmp_path / "quiet.wav"
+    x = 1e-3 * np.random.default_rng(0).standard_normal((SR, 2))
+    sf.write(quiet, x, SR, subtype="FLOAT")
+    out = tmp_path / "out.wav"
+    code, shown, err = run(["fx", "apply", quiet, out, "--preset", preset], capsys)
+    assert code == 0, err
+    assert "cabinet_lowpass_hz (config)" in shown and "2000" in shown
+    y, _ = sf.read(out)
+    ref = ss.sosfilt(ss.butter(4, 2000.0, "low", fs=SR, output="sos"), x, axis=0)
+    assert np.abs(y - ref).max() < 1e-3 * np.abs(ref).max() + 1e-7
+
+
 @pytest.mark.parametrize(
     "make_input,extra",
     [

@@ -14,8 +14,23 @@ def _fmt(value: float) -> str:
     return f"{value:.3e}"
 
 
+def _non_default_config(fx: Mapping) -> dict:
+    """The config entries of a preset effect that differ from the effect's defaults (all of them for an unknown
+    effect name; a preset is validated before it is shown, so that is not expected)."""
+    from fxlens.errors import FxlensError
+    from fxlens.fx.effect import get_effect
+
+    config = dict(fx.get("config") or {})
+    try:
+        defaults = get_effect(fx["name"]).config()
+    except FxlensError:
+        return config
+    return {k: v for k, v in config.items() if defaults.get(k, object()) != v}
+
+
 def preset_table(preset: Mapping, title: str = "Effect chain") -> Table:
-    """One row per parameter of each effect in a preset, in processing order."""
+    """One row per parameter of each effect in a preset, in processing order, then a row per fixed internal set
+    away from the effect's default (its config, e.g. a phaser's stages or a distortion's cabinet)."""
     table = Table(title=title, show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("effect", style="bold cyan")
@@ -28,6 +43,9 @@ def preset_table(preset: Mapping, title: str = "Effect chain") -> Table:
     for i, fx in enumerate(effects, 1):
         for j, (name, entry) in enumerate(fx["params"].items()):
             table.add_row(str(i) if j == 0 else "", fx["name"] if j == 0 else "", name, _fmt(entry["value"]), entry["unit"])
+        for name, value in _non_default_config(fx).items():
+            shown = _fmt(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+            table.add_row("", "", f"[dim]{name} (config)[/]", shown, "")
         if i < len(effects):
             table.add_section()
     return table
