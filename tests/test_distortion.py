@@ -301,6 +301,92 @@ def test_distortion_cabinet_is_a_4th_order_butterworth_lowpass(backend):
             get_effect("distortion", cabinet_lowpass_hz=bad)
 
 
+def _impulse_response_db(backend, **amp):
+    """The wet path's magnitude response (dB) at drive 0 dB with flat shelves, from a tiny impulse (tanh linear)."""
+    n, amp_in = 32768, 1e-9
+    x = torch.zeros(1, 1, n, dtype=torch.float64)
+    x[:, :, 0] = amp_in
+    y = distortion(x, SR, 0.0, low_shelf_gain=0.0, high_shelf_gain=0.0, backend=backend, **amp)
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    return freqs, 20 * np.log10(np.maximum(np.abs(np.fft.rfft(y[0, 0].numpy())), 1e-300) / amp_in)
+
+
+@pytest.mark.parametrize("backend", ["fft", "iir"])
+def test_distortion_input_highpass_is_a_2nd_order_butterworth(backend):
+    for fc in (80.0, 700.0):
+        freqs, measured = _impulse_response_db(backend, input_highpass_hz=fc)
+        band = (freqs >= 20) & (freqs <= 20000)
+        _, h = ss.freqz(*ss.butter(2, fc, "high", fs=SR), worN=freqs[band], fs=SR)
+        ref = 20 * np.log10(np.abs(h))
+        keep = ref > -80
+        np.testing.assert_allclose(measured[band][keep], ref[keep], atol=0.05)
+
+
+@pytest.mark.parametrize("backend", ["fft", "iir"])
+def test_distortion_mid_peak_is_the_rbj_peaking_filter(backend):
+    # reference: the RBJ peaking prototype H(s) = (s^2 + s A w0 / Q + w0^2) / (s^2 + s w0 / (A Q) + w0^2), A = 10^(G/40),
+    # through scipy's bilinear transform with w0 prewarped: exact gain G at f0, 0 dB far from it
+    for f0, gain_db in ((500.0, -12.0), (1500.0, 9.0)):
+        freqs, measured = _impulse_response_db(backend, mid_gain_db=gain_db, mid_freq_hz=f0)
+        band = (freqs >= 20) & (freqs <= 20000)
+        A, w0, q = 10 ** (gain_db / 40), 2 * SR * math.tan(math.pi * f0 / SR), 0.7
+        b, a = ss.bilinear([1.0, A * w0 / q, w0 ** 2], [1.0, w0 / (A * q), w0 ** 2], fs=SR)
+        _, h = ss.freqz(b, a, worN=freqs[band], fs=SR)
+        np.testing.assert_allclose(measured[band], 20 * np.log10(np.abs(h)), atol=0.05)
+        at_f0 = np.interp(f0, freqs, measured)
+        assert abs(at_f0 - gain_db) < 0.1
+
+
+@pytest.mark.parametrize("backend", ["fft", "iir"])
+def test_distortion_bias_adds_the_closed_form_second_harmonic(backend):
+    # tanh(b + u) = tanh(b) + sech^2(b) u - sech^2(b) tanh(b) u^2 + O(u^3): for u = A cos(w t), the 2nd harmonic over
+    # the fundamental is tanh(b) A / 2 (to O(A^2)); with b = 0 the curve is odd and there is none
+    f, amp_in, n = 441.0, 0.01, 2 * SR
+    t = np.arange(n) / SR
+    x = torch.from_numpy(amp_in * np.cos(2 * np.pi * f * t))[None, None].repeat(1, 2, 1)
+    last = slice(SR, 2 * SR)  # the last second: the coupling high-pass has settled, 441 whole periods
+    for b in (0.0, 0.5):
+        y = distortion(x, SR, 0.0, low_shelf_gain=0.0, high_shelf_gain=0.0, backend=backend, bias=b)[0, 0].numpy()
+        spec = np.abs(np.fft.rfft(y[last]))
+        h1, h2 = spec[441], spec[882]
+        if b == 0.0:
+            assert h2 / h1 < 1e-6
+        else:
+            np.testing.assert_allclose(h2 / h1, math.tanh(b) * amp_in / 2, rtol=0.02)
+        assert abs(np.mean(y[last])) < 1e-6  # the coupling high-pass removed the DC of the even harmonics
+
+
+def test_distortion_bias_matches_numpy_tanh_and_scipy_highpass():
+    rng = np.random.default_rng(3)
+    x = 0.3 * rng.standard_normal((1, 2, 4096))
+    g, b = 10 ** (18 / 20), 0.4
+    y = distortion(torch.from_numpy(x), SR, 18.0, low_shelf_gain=0.0, high_shelf_gain=0.0, backend="iir", bias=b)
+    ref = ss.sosfilt(ss.butter(2, 20.0, "high", fs=SR, output="sos"), np.tanh(g * x + b) - np.tanh(b), axis=-1)
+    np.testing.assert_allclose(y.numpy(), ref, atol=1e-9)
+
+
+def test_distortion_amp_config_validates_and_round_trips():
+    from fxlens.fx.chain import Chain
+
+    fx = get_effect("distortion", input_highpass_hz=300.0, bias=0.2, mid_gain_db=-9.0, cabinet_lowpass_hz=5000.0)
+    assert fx.config() == {"backend": "fft", "input_highpass_hz": 300.0, "bias": 0.2, "mid_gain_db": -9.0,
+                           "mid_freq_hz": 700.0, "cabinet_lowpass_hz": 5000.0}
+    assert get_effect("distortion", bias=0.0, mid_freq_hz=900.0).config() == {"backend": "fft"}  # stages off
+    preset = Chain([(fx, {"drive_db": 30.0})]).to_preset(SR)
+    again = Chain.from_preset(preset)
+    assert again.to_preset(SR) == preset
+    flat = {n: torch.tensor([v]) for n, v in zip(("low_shelf_freq", "low_shelf_gain", "low_shelf_q", "high_shelf_freq",
+                                                  "high_shelf_gain", "high_shelf_q"), (100.0, 0.0, 0.7, 1e3, 0.0, 0.7))}
+    b, a = fx.coefficients(SR, **flat)
+    assert b.shape == a.shape == (1, 6, 3)  # coupling high-pass, 2 shelves, mid peak, 2 cabinet sections
+    for key, bad in (("input_highpass_hz", 5.0), ("bias", -0.1), ("bias", None), ("mid_gain_db", 30.0),
+                     ("mid_freq_hz", 50.0), ("input_highpass_hz", "low")):
+        with pytest.raises(ParameterError, match=key):
+            get_effect("distortion", **{key: bad})
+    with pytest.raises(ParameterError, match="unknown distortion config"):
+        get_effect("distortion", presence_db=3.0)
+
+
 def test_distortion_tail_is_short():
     fx = get_effect("distortion")
     worst = {"low_shelf_freq": torch.tensor([50.0]), "low_shelf_gain": torch.tensor([-10.0]),

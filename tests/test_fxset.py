@@ -296,8 +296,10 @@ def test_randomized_internals_change_only_the_internals(stems, tmp_path):
                 if key == "mix_scale":
                     continue
                 v = e["config"].get(key)
-                if v is None:
-                    assert spec[3:] == (None,), (fine, key)
+                if v is None:  # the effect's default, which a config leaves out (a bias of 0, a mid frequency
+                    # without a mid gain)
+                    assert (spec[3:] == (None,) or (key == "bias" and spec[0] == 0.0)
+                            or (key == "mid_freq_hz" and "mid_gain_db" not in e["config"])), (fine, key)
                     continue
                 assert v in spec if isinstance(spec[0], int) else spec[0] <= v <= spec[1], (fine, key, v)
             if fine == "reverb":
@@ -308,15 +310,20 @@ def test_randomized_internals_change_only_the_internals(stems, tmp_path):
         assert float((read_clip(tmp_path / "b", r) - y).abs().max()) < 2e-4, r["clip_id"]
 
 
-def test_randomized_stereo_phase_is_mono_and_the_cabinet_off_half_the_time():
+def test_randomized_stereo_phase_is_mono_and_each_amp_stage_off_half_the_time():
     rng = np.random.default_rng(0)
     phases = np.array([fxset._draw_internals("flanger", rng)["stereo_phase_deg"] for _ in range(2000)])
     mono = phases == 0.0
     assert abs(mono.mean() - 0.5) < 0.05  # binomial sd 0.011
     assert 0.0 < phases[~mono].min() and phases[~mono].max() <= 180.0 and phases[~mono].std() > 40  # U(0, 180): 52
-    cabinets = [fxset._draw_internals("fuzz", rng).get("cabinet_lowpass_hz") for _ in range(2000)]
-    on = np.array([c for c in cabinets if c is not None])
-    assert abs(len(on) / 2000 - 0.5) < 0.05 and 2500.0 <= on.min() and on.max() <= 12000.0
+    drives = [fxset._draw_internals("fuzz", rng) for _ in range(2000)]
+    for key, (lo, hi) in (("cabinet_lowpass_hz", (2500.0, 12000.0)), ("input_highpass_hz", (60.0, 800.0)),
+                          ("mid_gain_db", (-15.0, 6.0))):
+        on = np.array([d[key] for d in drives if d.get(key) is not None])
+        assert abs(len(on) / 2000 - 0.5) < 0.05 and lo <= on.min() and on.max() <= hi, key
+    biased = np.array([d["bias"] for d in drives]) > 0.0
+    assert abs(biased.mean() - 0.5) < 0.05
+    get_effect("distortion", **drives[0])  # every draw is a valid config
 
 
 def test_randomizing_some_classes_leaves_the_others_as_built(stems, tmp_path):

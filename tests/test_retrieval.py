@@ -641,7 +641,7 @@ def test_pedalboard_mapping_errors(tiny_root):
     from fxlens.fx.distortion import Distortion
 
     cabinet = Chain([(Distortion(cabinet_lowpass_hz=4000.0), {})]).to_preset(SR)
-    with pytest.raises(FxlensError, match="cabinet_lowpass_hz"):  # pedalboard's low-pass is first order only
+    with pytest.raises(FxlensError, match="cabinet_lowpass_hz"):  # pedalboard has no 4th-order low-pass
         preset_to_stages(cabinet, SR)
     pytest.importorskip("pedalboard")
     with pytest.raises(FxlensError, match="pedalboard cannot render"):

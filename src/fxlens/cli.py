@@ -269,8 +269,9 @@ def data_fxset(
     chain_clips: Optional[int] = typer.Option(None, help="Chain clips per split (default: 2 x clips per class)."),
     randomize_internals: bool = typer.Option(
         False, "--randomize-internals",
-        help="Draw chorus/flanger/phaser internals (sweep widths, phaser stages, stereo phase, mix law) and a "
-             "cabinet low-pass after overdrive/distortion/fuzz per clip: domain randomization for training sets."),
+        help="Draw chorus/flanger/phaser internals (sweep widths, phaser stages, stereo phase, mix law) and the "
+             "amp stages of overdrive/distortion/fuzz (cabinet, input high-pass, bias, mid peak) per clip: domain "
+             "randomization for training sets."),
     randomize_classes: Optional[str] = typer.Option(
         None, help="Randomize only these classes' internals, comma-separated (e.g. overdrive,distortion,fuzz); "
                    "implies --randomize-internals."),

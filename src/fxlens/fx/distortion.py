@@ -9,8 +9,9 @@ and a registered module form:
 - `taylor_waveshaper` / `TaylorWaveshaper` ("taylor_waveshaper") and `chebyshev_waveshaper` /
   `ChebyshevWaveshaper` ("chebyshev_waveshaper"): BE-AFX eqs. 4-6, 24 coefficients each, plus a drive.
 - `distortion` / `Distortion` ("distortion"): AutoFX (fig. 5.1): tanh waveshaper with drive 0..60 dB, then a low
-  shelf (50-500 Hz) and a higher shelf (500-2000 Hz), +-10 dB, Q 0.5-2, and a dry/wet mix; optionally (config
-  ``cabinet_lowpass_hz``) a speaker-cabinet low-pass after the shelves, as a guitar amplifier's speaker adds.
+  shelf (50-500 Hz) and a higher shelf (500-2000 Hz), +-10 dB, Q 0.5-2, and a dry/wet mix; optionally (config,
+  `AMP_CONFIG_RANGES`) the stages of a guitar amplifier around it: an input high-pass, an asymmetric bias, a mid
+  peak or scoop and a speaker-cabinet low-pass.
 
 DC. An asymmetric curve (clipper offset, even polynomial orders) adds DC. Two stages remove it:
 
@@ -402,11 +403,51 @@ SHELF_GAIN_RANGE_DB = (-10.0, 10.0)
 SHELF_Q_RANGE = (0.5, 2.0)
 SHELF_PARAM_NAMES = tuple(f"{s}_shelf_{p}" for s in ("low", "high") for p in ("freq", "gain", "q"))
 _MAX_FREQ_RATIO = 0.45  # keep the shelves clear of Nyquist at low sample rates (as fxlens.fx.eq does)
-#: the cabinet low-pass: a 4th-order Butterworth as two RBJ low-pass biquads with the Butterworth pole-pair Qs
-#: 1 / (2 cos(pi / 8)) and 1 / (2 cos(3 pi / 8)): scipy.signal.butter(4, f)'s response (both bilinear, prewarped
-#: at f; tested)
+#: The amplifier stages around the tanh (config, all off by default: AutoFX's effect). Each is a fixed part of the
+#: sound, like a pedal's or an amp's circuit, not a setting the estimators read; fxset draws them per clip for
+#: training sets (domain randomization), and a preset stores them in the effect's config.
+#: - ``input_highpass_hz``: a 2nd-order Butterworth high-pass *before* the waveshaper, an amp's input coupling or a
+#:   Tube Screamer's bass cut: low notes then clip less and stop blurring the distortion of the rest ("tight").
+#: - ``bias``: an offset into the tanh, y = tanh(g x + bias) - tanh(bias) (the static curve still passes through 0): a
+#:   valve stage's asymmetric clipping, which adds even harmonics; a 2nd-order Butterworth 20 Hz high-pass after it
+#:   (the stage's output coupling capacitor) removes the DC that even harmonics of a loud signal carry.
+#: - ``mid_gain_db`` (with ``mid_freq_hz``, default 700 Hz): an RBJ peaking filter of Q 0.7 after the shelves, a tone
+#:   stack's mid scoop (metal) or hump; the middle band that two shelves cannot shape.
+#: - ``cabinet_lowpass_hz``: a 4th-order Butterworth low-pass after all of that, as two RBJ low-pass biquads with the
+#:   Butterworth pole-pair Qs 1 / (2 cos(pi / 8)) and 1 / (2 cos(3 pi / 8)): scipy.signal.butter(4, f)'s response
+#:   (both bilinear, prewarped at f; tested), a speaker cabinet's roll-off.
+#: The 2nd-order high-passes use the RBJ high-pass at Q 1/sqrt(2), which is scipy.signal.butter(2, f, "high").
 CABINET_BUTTERWORTH_QS = (1.0 / (2.0 * math.cos(math.pi / 8.0)), 1.0 / (2.0 * math.cos(3.0 * math.pi / 8.0)))
-CABINET_RANGE_HZ = (500.0, 20000.0)
+BUTTERWORTH_Q2 = 1.0 / math.sqrt(2.0)
+COUPLING_HIGHPASS_HZ = 20.0
+MID_Q = 0.7
+#: config key -> (low, high) of its allowed values; None (the default) switches the stage off, except bias (0 = off)
+AMP_CONFIG_RANGES = {
+    "input_highpass_hz": (20.0, 2000.0),
+    "bias": (0.0, 1.0),
+    "mid_gain_db": (-18.0, 18.0),
+    "mid_freq_hz": (200.0, 3000.0),
+    "cabinet_lowpass_hz": (500.0, 20000.0),
+}
+CABINET_RANGE_HZ = AMP_CONFIG_RANGES["cabinet_lowpass_hz"]
+AMP_CONFIG_DEFAULTS = {"input_highpass_hz": None, "bias": 0.0, "mid_gain_db": None, "mid_freq_hz": 700.0,
+                       "cabinet_lowpass_hz": None}
+
+
+def check_amp_config(**config) -> dict:
+    """Validate the amplifier stages' config (see `AMP_CONFIG_RANGES`); returns it with floats, defaults filled in."""
+    out = dict(AMP_CONFIG_DEFAULTS)
+    for key, value in config.items():
+        if key not in AMP_CONFIG_RANGES:
+            raise ParameterError(f"unknown distortion config {key!r}; expected one of {tuple(AMP_CONFIG_RANGES)}")
+        if value is None and AMP_CONFIG_DEFAULTS[key] is None:
+            continue
+        lo, hi = AMP_CONFIG_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= float(value) <= hi:
+            none = "None or " if AMP_CONFIG_DEFAULTS[key] is None else ""
+            raise ParameterError(f"{key} must be {none}a value in [{lo:g}, {hi:g}], got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 def distortion_coefficients(
@@ -418,17 +459,29 @@ def distortion_coefficients(
     high_shelf_gain: torch.Tensor,
     high_shelf_q: torch.Tensor,
     cabinet_lowpass_hz: float | None = None,
+    bias: float = 0.0,
+    mid_gain_db: float | None = None,
+    mid_freq_hz: float = 700.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tone stage as a biquad cascade (b, a), each (B, S, 3): RBJ low shelf then RBJ high shelf (S = 2), then,
-    with `cabinet_lowpass_hz`, the cabinet's two low-pass sections (S = 4). Args (B,)."""
+    """The stages after the waveshaper as a biquad cascade (b, a), each (B, S, 3): with a bias, the 20 Hz coupling
+    high-pass; the RBJ low shelf and high shelf; with `mid_gain_db`, the mid peak; with `cabinet_lowpass_hz`, the
+    cabinet's two low-pass sections. Shelf args (B,)."""
     fmax = _MAX_FREQ_RATIO * sample_rate
-    sections = [
+    ref = low_shelf_freq
+
+    def fixed(kind: str, hz: float, q: float, gain_db: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        fc = torch.full_like(ref, min(float(hz), fmax))
+        return biquad(kind, fc, torch.full_like(fc, q), gain_db, sample_rate)
+
+    sections = [fixed("highpass", COUPLING_HIGHPASS_HZ, BUTTERWORTH_Q2)] if bias else []
+    sections += [
         biquad("low_shelf", low_shelf_freq.clamp(1.0, fmax), low_shelf_q, low_shelf_gain, sample_rate),
         biquad("high_shelf", high_shelf_freq.clamp(1.0, fmax), high_shelf_q, high_shelf_gain, sample_rate),
     ]
+    if mid_gain_db is not None:
+        sections.append(fixed("peaking", mid_freq_hz, MID_Q, mid_gain_db))
     if cabinet_lowpass_hz is not None:
-        fc = torch.full_like(low_shelf_freq, min(float(cabinet_lowpass_hz), fmax))
-        sections += [biquad("lowpass", fc, torch.full_like(fc, q), 0.0, sample_rate) for q in CABINET_BUTTERWORTH_QS]
+        sections += [fixed("lowpass", cabinet_lowpass_hz, q) for q in CABINET_BUTTERWORTH_QS]
     return torch.stack([b for b, _ in sections], dim=1), torch.stack([a for _, a in sections], dim=1)
 
 
@@ -445,8 +498,12 @@ def distortion(
     mix: torch.Tensor | float = 1.0,
     backend: str = "fft",
     cabinet_lowpass_hz: float | None = None,
+    input_highpass_hz: float | None = None,
+    bias: float = 0.0,
+    mid_gain_db: float | None = None,
+    mid_freq_hz: float = 700.0,
 ) -> torch.Tensor:
-    """AutoFX distortion: y = (1 - mix) x + mix * cabinet(shelves(tanh(10 ** (drive_db / 20) * x))).
+    """AutoFX distortion: y = (1 - mix) x + mix * shelves(tanh(10 ** (drive_db / 20) * x)), and optional amp stages.
 
     x: (B, C, T). drive_db: 0..60 dB input gain into tanh, as pedalboard.Distortion (AutoFX's waveshaper); no level
     compensation, so the shaped signal is bounded by +-1 and +6.02 dB of drive doubles a small signal. The drive
@@ -455,20 +512,29 @@ def distortion(
     square wave). Tone: an RBJ low shelf (low_shelf_freq 50-500 Hz, low_shelf_gain +-10 dB, low_shelf_q 0.5-2) and an
     RBJ high shelf (high_shelf_freq 500-2000 Hz, same gain and Q ranges) after the waveshaper, on the wet signal
     only. mix: dry/wet, 0..1. backend: "fft" (frequency sampling, default) or "iir" (exact recursion).
-    cabinet_lowpass_hz: None (default: no cabinet, AutoFX's effect) or the -3 dB frequency of a 4th-order
-    Butterworth low-pass on the wet signal after the shelves (clamped to 0.45 x rate) — a guitar speaker cabinet's
-    roll-off (real ones sit around 3-6 kHz), which takes away the fizz above it that a bare tanh leaves.
+
+    Amp stages (floats, off by default; `AMP_CONFIG_RANGES`, comment above it), on the wet path in this order:
+    input_highpass_hz (before the tanh), bias (asymmetric tanh + 20 Hz coupling high-pass), the shelves,
+    mid_gain_db at mid_freq_hz, cabinet_lowpass_hz. Filter frequencies are clamped to 0.45 x the rate.
     """
     check_audio(x)
     _check_choice("backend", backend, BACKENDS)
-    _check_cabinet(cabinet_lowpass_hz)
+    amp = check_amp_config(cabinet_lowpass_hz=cabinet_lowpass_hz, input_highpass_hz=input_highpass_hz, bias=bias,
+                           mid_gain_db=mid_gain_db, mid_freq_hz=mid_freq_hz)
     g = torch.pow(10.0, bcast(drive_db, x) / 20.0)
-    wet = torch.tanh(g * x)
+    if amp["input_highpass_hz"] is not None:
+        fc = torch.full((x.shape[0],), min(amp["input_highpass_hz"], _MAX_FREQ_RATIO * sample_rate),
+                        dtype=x.dtype, device=x.device)
+        b, a = biquad("highpass", fc, torch.full_like(fc, BUTTERWORTH_Q2), 0.0, sample_rate)
+        driven = apply_biquads(x, b[:, None], a[:, None], backend=backend)
+    else:
+        driven = x
+    wet = torch.tanh(g * driven + amp["bias"]) - math.tanh(amp["bias"])
     b, a = distortion_coefficients(
         sample_rate,
         *(as_batch(p, x) for p in (low_shelf_freq, low_shelf_gain, low_shelf_q)),
         *(as_batch(p, x) for p in (high_shelf_freq, high_shelf_gain, high_shelf_q)),
-        cabinet_lowpass_hz,
+        amp["cabinet_lowpass_hz"], amp["bias"], amp["mid_gain_db"], amp["mid_freq_hz"],
     )
     wet = apply_biquads(wet, b, a, backend=backend)
     m = bcast(mix, x)
@@ -479,16 +545,17 @@ def distortion(
 class Distortion(Effect):
     """AutoFX's distortion: tanh drive (0-60 dB: overdrive / distortion / fuzz) + low and high shelves + mix.
 
-    Config: backend ("fft" | "iir") for the filters; cabinet_lowpass_hz (None, or a speaker-cabinet low-pass after
-    the shelves, see `distortion`) — a fixed part of the sound, not a setting the estimators read.
+    Config: backend ("fft" | "iir") for the filters; the amp stages input_highpass_hz, bias, mid_gain_db,
+    mid_freq_hz, cabinet_lowpass_hz (off by default, see `AMP_CONFIG_RANGES` and `distortion`) — fixed parts of the
+    sound, not settings the estimators read.
     """
 
     name = "distortion"
     description = "tanh distortion (drive 0-60 dB) with a low and a high tone shelf and dry/wet mix, after AutoFX."
 
-    def __init__(self, backend: str = "fft", cabinet_lowpass_hz: float | None = None) -> None:
+    def __init__(self, backend: str = "fft", **amp) -> None:
         self.backend = _check_choice("backend", backend, BACKENDS)
-        self.cabinet_lowpass_hz = _check_cabinet(cabinet_lowpass_hz)
+        self.amp = check_amp_config(**amp)
         q0 = 1.0 / math.sqrt(2.0)
         super().__init__(
             (
@@ -504,32 +571,33 @@ class Distortion(Effect):
         )
 
     def process(self, x, sample_rate, **params):
-        return distortion(x, sample_rate, backend=self.backend, cabinet_lowpass_hz=self.cabinet_lowpass_hz, **params)
+        return distortion(x, sample_rate, backend=self.backend, **self.amp, **params)
 
     def coefficients(self, sample_rate: int, **params) -> tuple[torch.Tensor, torch.Tensor]:
-        """The tone cascade (b, a), each (B, S, 3), for physical shelf parameters given as (B,) tensors (with the
-        cabinet's sections when the config has one)."""
+        """The cascade after the waveshaper (b, a), each (B, S, 3), for physical shelf parameters given as (B,)
+        tensors (with the coupling high-pass, mid peak and cabinet sections when the config has them)."""
         shelves = (torch.atleast_1d(torch.as_tensor(params[n])) for n in SHELF_PARAM_NAMES)
-        return distortion_coefficients(sample_rate, *shelves, self.cabinet_lowpass_hz)
+        amp = self.amp
+        return distortion_coefficients(sample_rate, *shelves, amp["cabinet_lowpass_hz"], amp["bias"],
+                                       amp["mid_gain_db"], amp["mid_freq_hz"])
 
     def config(self) -> dict:
-        # the cabinet key only when there is one: presets written before it existed read back unchanged
-        cabinet = {} if self.cabinet_lowpass_hz is None else {"cabinet_lowpass_hz": self.cabinet_lowpass_hz}
-        return {"backend": self.backend, **cabinet}
+        # the amp keys only when their stage is on: presets written before they existed read back unchanged
+        return {"backend": self.backend, **amp_config_set(self.amp)}
 
     def tail_seconds(self, params: dict[str, torch.Tensor]) -> float:
-        """Ringing of the slowest filter section down to -60 dB (tens of ms at most: a 50 Hz shelf at Q 2)."""
+        """Ringing of the slowest filter section down to -60 dB (tens of ms at most: a 50 Hz shelf at Q 2, the
+        20 Hz coupling high-pass)."""
         _, a = self.coefficients(44100, **params)
         return decay_seconds(a, 44100)
 
 
-def _check_cabinet(hz: float | None) -> float | None:
-    if hz is None:
-        return None
-    lo, hi = CABINET_RANGE_HZ
-    if isinstance(hz, bool) or not isinstance(hz, numbers.Real) or not lo <= float(hz) <= hi:
-        raise ParameterError(f"cabinet_lowpass_hz must be None or a frequency in [{lo:g}, {hi:g}] Hz, got {hz!r}")
-    return float(hz)
+def amp_config_set(amp: dict) -> dict:
+    """The amp stages that are on, as config entries (mid_freq_hz only with a mid gain)."""
+    on = {k: v for k, v in amp.items() if v is not None and v != AMP_CONFIG_DEFAULTS[k] and k != "mid_freq_hz"}
+    if amp.get("mid_gain_db") is not None:
+        on["mid_freq_hz"] = amp["mid_freq_hz"]
+    return {k: on[k] for k in AMP_CONFIG_RANGES if k in on}
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:

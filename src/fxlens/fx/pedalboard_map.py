@@ -29,7 +29,8 @@ parametric_eq      LowShelfFilter, PeakFilter x n, HighShelfFilter with the same
 delay              Delay(time_ms / 1000, feedback, mix): same echo law ``(1 - mix) x + mix sum fb^(k-1) x(t - k D)``;
                    pedalboard rounds the delay to whole samples (fxlens: fractional, band-limited). No ping-pong.
 distortion         dry_wet(mix, [Distortion(drive_db), LowShelfFilter, HighShelfFilter]): tanh(10^(drive/20) x)
-                   then the two tone shelves on the wet signal, as fxlens. None with a cabinet low-pass (config).
+                   then the two tone shelves on the wet signal, as fxlens. None with an amp stage (config: input
+                   high-pass, bias, mid peak, cabinet low-pass; pedalboard's filters are first order or lack them).
 stereo_imager      mid_side_width in numpy (pedalboard has no imager; the matrix is fxlens's, so it is exact).
 multiband_compressor  scipy LR4 crossover + one Compressor(threshold, ratio, attack, release) per band, parallel mix
                    per band as fxlens. Departures: JUCE's compressor has a hard knee (knee_db dropped), detects each
@@ -64,6 +65,7 @@ import numpy as np
 import torch
 
 from fxlens.errors import FxlensError, ParameterError
+from fxlens.fx.distortion import AMP_CONFIG_RANGES, amp_config_set, check_amp_config
 from fxlens.fx.preset import stages_from_preset  # validates names, units and ranges as `fx apply` does
 
 __all__ = [
@@ -128,9 +130,10 @@ def _map_delay(p: Mapping[str, float], sr: int, config: Mapping) -> list[dict]:
 
 
 def _map_distortion(p: Mapping[str, float], sr: int, config: Mapping) -> list[dict]:
-    if config.get("cabinet_lowpass_hz") is not None:  # pedalboard's LowpassFilter is first order, not the cabinet's 4th
-        raise FxlensError("pedalboard has no 4th-order low-pass: no pedalboard mapping for "
-                          "distortion(cabinet_lowpass_hz=...)")
+    stages = list(amp_config_set(check_amp_config(**{k: v for k, v in config.items() if k in AMP_CONFIG_RANGES})))
+    if stages:  # pedalboard's high- and low-pass filters are first order, its Distortion has no bias
+        raise FxlensError(f"no pedalboard mapping for distortion with amp stages ({', '.join(stages)}): pedalboard "
+                          "has no 2nd/4th-order high- or low-pass and no biased waveshaper")
     wet = [_plugin("Distortion", drive_db=p["drive_db"]),
            _plugin("LowShelfFilter", cutoff_frequency_hz=_freq(p["low_shelf_freq"], sr), gain_db=p["low_shelf_gain"],
                    q=p["low_shelf_q"]),
