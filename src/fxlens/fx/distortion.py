@@ -429,7 +429,6 @@ AMP_CONFIG_RANGES = {
     "mid_freq_hz": (200.0, 3000.0),
     "cabinet_lowpass_hz": (500.0, 20000.0),
 }
-CABINET_RANGE_HZ = AMP_CONFIG_RANGES["cabinet_lowpass_hz"]
 AMP_CONFIG_DEFAULTS = {"input_highpass_hz": None, "bias": 0.0, "mid_gain_db": None, "mid_freq_hz": 700.0,
                        "cabinet_lowpass_hz": None}
 
