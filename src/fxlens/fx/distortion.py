@@ -438,7 +438,8 @@ def check_amp_config(**config) -> dict:
     out = dict(AMP_CONFIG_DEFAULTS)
     for key, value in config.items():
         if key not in AMP_CONFIG_RANGES:
-            raise ParameterError(f"unknown distortion config {key!r}; expected one of {tuple(AMP_CONFIG_RANGES)}")
+            raise ParameterError(f"unknown distortion config {key!r}; expected backend or one of "
+                                 f"{tuple(AMP_CONFIG_RANGES)}")
         if value is None and AMP_CONFIG_DEFAULTS[key] is None:
             continue
         lo, hi = AMP_CONFIG_RANGES[key]
