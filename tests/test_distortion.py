@@ -324,8 +324,8 @@ def test_distortion_input_highpass_is_a_2nd_order_butterworth(backend):
 
 @pytest.mark.parametrize("backend", ["fft", "iir"])
 def test_distortion_mid_peak_is_the_rbj_peaking_filter(backend):
-    # reference: the RBJ peaking prototype H(s) = (s^2 + s A w0 / Q + w0^2) / (s^2 + s w0 / (A Q) + w0^2), A = 10^(G/40),
-    # through scipy's bilinear transform with w0 prewarped: exact gain G at f0, 0 dB far from it
+    # reference: the RBJ peaking prototype H(s) = (s^2 + s A w0 / Q + w0^2) / (s^2 + s w0 / (A Q) + w0^2),
+    # A = 10^(G/40), through scipy's bilinear transform with w0 prewarped: exact gain G at f0, 0 dB far from it
     for f0, gain_db in ((500.0, -12.0), (1500.0, 9.0)):
         freqs, measured = _impulse_response_db(backend, mid_gain_db=gain_db, mid_freq_hz=f0)
         band = (freqs >= 20) & (freqs <= 20000)

@@ -118,14 +118,11 @@ def window_readings(model, config: dict, windows: torch.Tensor, threshold: float
     """Per window (N, 2, W) of 44.1 kHz audio, as `fxlens analyze` decides: (the strongest reading — the most
     probable aggregated group that passes `threshold`, else "dry"; a single-label model: its top class —, whether
     distortion is detected)."""
-    from fxlens import audio as fxaudio
-    from fxlens.train.inputs import compute_features
+    from fxlens.tasks.analyze import window_probabilities
 
     classes = list(config["classes"])
     multilabel = bool(config.get("multilabel", False))
-    feats = compute_features(windows, fxaudio.WORKING_SAMPLE_RATE, config["feature_set"])
-    with torch.no_grad():
-        probs = model.probabilities(feats, windows).numpy()
+    probs = window_probabilities(model, config, windows)[1].numpy()
     agg = aggregate_probabilities(classes, probs, multilabel)
     top = strongest_groups(agg, multilabel, threshold)
     if multilabel:

@@ -322,8 +322,9 @@ def _controls(effect, values: Mapping[str, float]) -> list[float]:
 #: 2026-11-22). ``mix_scale`` is the mix law: the drawn mix is multiplied by it (another implementation's
 #: "mix 0.5" may put its wet path lower: at the same settings pedalboard's flanger and phaser sit as far from the
 #: dry sound as fxlens's at about half the mix; below half, U(0.3, 1) put 0.12-0.18 mixes in the set, which sound
-#: dry, and a recognizer trained on them read dry clips as modulation). The drive classes get, each on half their clips and independently,
-#: the amplifier stages of `fxlens.fx.distortion` (`AMP_CONFIG_RANGES`): a speaker-cabinet low-pass (2.5-12 kHz),
+#: dry, and a recognizer trained on them read dry clips as modulation). The drive classes get, each on half their
+#: clips and independently, the amplifier stages of `fxlens.fx.distortion` (`AMP_CONFIG_RANGES`): a speaker-cabinet
+#: low-pass (2.5-12 kHz),
 #: an input high-pass (60-800 Hz), an asymmetric bias (0-0.6) and a mid peak or scoop (-15..+6 dB at 300-1500 Hz):
 #: a real amplifier's distortion has no fizz above its speaker's roll-off, a tight low end and a shaped middle, and
 #: a recognizer trained on bare tanh reads such audio as EQ; with the cabinet on every clip it forgot some bare ones

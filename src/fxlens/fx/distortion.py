@@ -450,6 +450,13 @@ def check_amp_config(**config) -> dict:
     return out
 
 
+def _fixed_biquad(kind: str, hz: float, q: float, gain_db: float, sample_rate: int,
+                  like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One RBJ section at a fixed frequency (clamped to 0.45 x the rate) and Q, batched as `like` (B,): b, a (B, 3)."""
+    fc = torch.full_like(like, min(float(hz), _MAX_FREQ_RATIO * sample_rate))
+    return biquad(kind, fc, torch.full_like(fc, q), gain_db, sample_rate)
+
+
 def distortion_coefficients(
     sample_rate: int,
     low_shelf_freq: torch.Tensor,
@@ -467,11 +474,9 @@ def distortion_coefficients(
     high-pass; the RBJ low shelf and high shelf; with `mid_gain_db`, the mid peak; with `cabinet_lowpass_hz`, the
     cabinet's two low-pass sections. Shelf args (B,)."""
     fmax = _MAX_FREQ_RATIO * sample_rate
-    ref = low_shelf_freq
 
     def fixed(kind: str, hz: float, q: float, gain_db: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        fc = torch.full_like(ref, min(float(hz), fmax))
-        return biquad(kind, fc, torch.full_like(fc, q), gain_db, sample_rate)
+        return _fixed_biquad(kind, hz, q, gain_db, sample_rate, low_shelf_freq)
 
     sections = [fixed("highpass", COUPLING_HIGHPASS_HZ, BUTTERWORTH_Q2)] if bias else []
     sections += [
@@ -523,9 +528,8 @@ def distortion(
                            mid_gain_db=mid_gain_db, mid_freq_hz=mid_freq_hz)
     g = torch.pow(10.0, bcast(drive_db, x) / 20.0)
     if amp["input_highpass_hz"] is not None:
-        fc = torch.full((x.shape[0],), min(amp["input_highpass_hz"], _MAX_FREQ_RATIO * sample_rate),
-                        dtype=x.dtype, device=x.device)
-        b, a = biquad("highpass", fc, torch.full_like(fc, BUTTERWORTH_Q2), 0.0, sample_rate)
+        b, a = _fixed_biquad("highpass", amp["input_highpass_hz"], BUTTERWORTH_Q2, 0.0, sample_rate,
+                             x.new_empty(x.shape[0]))
         driven = apply_biquads(x, b[:, None], a[:, None], backend=backend)
     else:
         driven = x

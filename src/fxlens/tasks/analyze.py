@@ -214,6 +214,16 @@ def _period_audio(x: torch.Tensor, segs: torch.Tensor) -> torch.Tensor:
     return x if x.shape[-1] < segs.shape[-1] else segs
 
 
+
+def window_probabilities(rec, rcfg: dict, segs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recognizer's inputs and its fine-class probabilities (N, K) for windows (N, 2, W) at the working rate."""
+    from fxlens.train.inputs import compute_features
+
+    feats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, rcfg["feature_set"])
+    with torch.no_grad():  # a ResNet recognizer reads the windows' audio too; the MLP ignores it
+        return feats, rec.probabilities(feats, segs)
+
+
 def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold: float = 0.5) -> AnalysisResult:
     """Detect the effects on `audio` and estimate their settings.
 
@@ -241,11 +251,9 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
     x = _as_audio(audio, sample_rate)
     duration = x.shape[-1] / fxaudio.WORKING_SAMPLE_RATE
     segs = windows(x)
-    feats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, rcfg["feature_set"])
+    feats, p = window_probabilities(rec, rcfg, segs)
     multilabel = bool(rcfg.get("multilabel", False))
     classes = list(rcfg["classes"])
-    with torch.no_grad():  # a ResNet recognizer reads the windows' audio too; the MLP ignores it
-        p = rec.probabilities(feats, segs)
     # per window, then averaged: a multi-label model's groups and "dry" (no effect on) are not linear in p
     agg = dict(zip(AGGREGATED_CLASSES, aggregate_probabilities(classes, p.numpy(), multilabel).mean(0).tolist()))
     fine = dict(zip(classes, p.mean(0).tolist()))
