@@ -365,3 +365,25 @@ def test_analyze_runs_with_a_resnet_estimator(tiny_resnet, monkeypatch):
     res = analyze(x, 44100, estimator=tiny_resnet[0])
     assert res.effects and res.effects[0].fine_class == "fuzz"  # the estimator ran
     assert all(0.0 <= c <= 1.0 for d in res.effects for c in d.controls.values())
+
+
+def test_randomized_internals_share_the_class_slot_and_re_render_with_their_own(stems, tmp_path):  # noqa: F811
+    """A set built with --randomize-internals (drives with amplifier stages drawn per clip, chorus with its sweep
+    and stereo phase drawn): one slot per class, under the class's configuration; re-rendering a clip's true
+    controls with the clip's own configuration gives back the clip (MRSTFT about 0), whereas the class's
+    configuration alone would not."""
+    out = tmp_path / "fxset-rand"
+    fxset.build_fxset(stems, out, clips_per_class=2, seed=5, chains=False, classes=["dry", "fuzz", "chorus"],
+                      randomize_internals=True)
+    labels = fxset.read_labels(out, "train")
+    configs = {json.dumps(r["preset"]["effects"][0].get("config") or {}, sort_keys=True)
+               for r in labels if r["fine_class"] == "fuzz"}
+    assert any("cabinet_lowpass_hz" in c or "input_highpass_hz" in c or "mid_gain_db" in c for c in configs)
+    est = tmp_path / "est"
+    metrics = train_estimator(out, est, epochs=1, seed=0, finetune_steps=1, finetune_batch=4, spectral_clips=2)
+    _, cfg = load_estimator(est)
+    assert cfg["class_slots"]["fuzz"] == slot_key("distortion", dict(fxset.FXSET_CLASSES["fuzz"].config))
+    assert cfg["class_slots"]["chorus"] == slot_key("modulated_delay", {"stereo_phase_deg": 90.0})
+    assert cfg["slot_info"][cfg["class_slots"]["fuzz"]]["config"] == {}
+    sc = metrics["finetune"]["spectral"]["test"]
+    assert sc["mean"]["truth"] < 0.05 < sc["mean"]["dry"]

@@ -69,13 +69,22 @@ def _single_effect(labels: list[dict]) -> list[int]:
 
 def build_layout(labels: list[dict]) -> tuple[list[str], list[tuple[str, int]], dict[str, str | None], dict]:
     """Classes (sorted fine classes with an effect, plus 'dry'), slots, class -> slot and slot -> (effect, config)
-    from the train labels."""
+    from the train labels.
+
+    A class's slot is its effect under the class's own configuration (`FXSET_CLASSES`), not the configuration each
+    clip was rendered with: a set built with ``--randomize-internals`` draws internals per clip (a chorus's sweep,
+    a drive's amplifier stages), which change the sound but not the parameters the estimator predicts. Re-rendering
+    a clip's estimate uses the clip's own configuration (`ClipEffects`).
+    """
     classes, slot_of, slot_info = set(), {}, {}
     for i in _single_effect(labels):
         r = labels[i]
         e = r["preset"]["effects"][0]
-        key = slot_key(e["name"], e.get("config") or {})
-        slot_info[key] = (e["name"], e.get("config") or {})
+        cls = FXSET_CLASSES.get(r["fine_class"])
+        name, cfg = ((cls.effect, dict(cls.config)) if cls is not None and cls.effect == e["name"]
+                     else (e["name"], e.get("config") or {}))
+        key = slot_key(name, cfg)
+        slot_info[key] = (name, cfg)
         if slot_of.setdefault(r["fine_class"], key) != key:
             raise FxlensError(f"class '{r['fine_class']}' uses two effect configurations; cannot build slots")
         classes.add(r["fine_class"])
@@ -85,6 +94,26 @@ def build_layout(labels: list[dict]) -> tuple[list[str], list[tuple[str, int]], 
     slot_of["dry"] = None
     slots = [(k, get_effect(n, **cfg).n_params) for k, (n, cfg) in sorted(slot_info.items())]
     return classes_list, slots, slot_of, {k: {"effect": n, "config": c} for k, (n, c) in slot_info.items()}
+
+
+class ClipEffects:
+    """The fxlens effect each single-effect clip was rendered with (its preset's name and configuration), built once
+    per configuration."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, object] = {}
+
+    @staticmethod
+    def key(label: dict) -> str:
+        e = label["preset"]["effects"][0]
+        return slot_key(e["name"], e.get("config") or {})
+
+    def __call__(self, label: dict):
+        k = self.key(label)
+        if k not in self._built:
+            e = label["preset"]["effects"][0]
+            self._built[k] = get_effect(e["name"], **(e.get("config") or {}))
+        return self._built[k]
 
 
 def targets(model: SlotEstimator, labels: list[dict], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor,
@@ -280,10 +309,6 @@ def spectral_finetune_loss(model: SlotEstimator, inputs: torch.Tensor, class_nam
     return mrstft_per_clip(loss, y, wet).mean(), out
 
 
-def _slot_effects(model: SlotEstimator, slot_info: dict) -> dict:
-    return {k: get_effect(slot_info[k]["effect"], **slot_info[k]["config"]) for k, _ in model.slots}
-
-
 def _clips_per_class(labels: list[dict], model: SlotEstimator, per_class: int) -> list[int]:
     """The first `per_class` single-effect clips of every class the model estimates, in label order."""
     return _subset_per_class(labels, _estimated_clips(labels, model), per_class)
@@ -312,7 +337,7 @@ def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labe
     """
     first = next(iter(models.values()))
     dry_sources = dry_sources or DrySources()
-    effects = _slot_effects(first, slot_info)
+    clip_effect = ClipEffects()
     pnames = _param_names(first, slot_info)
     loss = mrstft_loss()
     sr = audio.WORKING_SAMPLE_RATE
@@ -326,7 +351,7 @@ def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labe
         r = labels[i]
         c = r["fine_class"]
         key = first.class_slots[c]
-        effect = effects[key]
+        effect = clip_effect(r)
         a, b = first.offsets[key]
         dry = dry_sources.load(r)
         wet = load_clip(fxset, r, sr)
@@ -380,7 +405,7 @@ def finetune_spectral(model: SlotEstimator, inputs: torch.Tensor, labels: list[d
     minimizes MRSTFT(render, wet) + `param_weight` x masked L1 to the true controls. Batch norm statistics and
     dropout stay in eval mode (batches are small). Returns the per-step history."""
     dry_sources = dry_sources or DrySources()
-    effects = _slot_effects(model, slot_info)
+    clip_effect = ClipEffects()
     loss_fn = mrstft_loss()
     sr = audio.WORKING_SAMPLE_RATE
     pool = _estimated_clips(labels, model)
@@ -395,14 +420,14 @@ def finetune_spectral(model: SlotEstimator, inputs: torch.Tensor, labels: list[d
     for step in range(steps):
         model.eval()
         chosen = [pool[k] for k in rng.choice(len(pool), size=min(batch, len(pool)), replace=False)]
-        by_class: dict[str, list[int]] = {}
+        groups: dict[tuple[str, str], list[int]] = {}  # clips of one class rendered with one configuration
         for i in chosen:
-            by_class.setdefault(labels[i]["fine_class"], []).append(i)
+            groups.setdefault((labels[i]["fine_class"], ClipEffects.key(labels[i])), []).append(i)
         spec_terms, preds, tgt_rows = [], [], []
-        for c, rows in by_class.items():
+        for (c, _), rows in groups.items():
             dry = torch.cat([dry_sources.load(labels[i]) for i in rows])
             wet = torch.cat([load_clip(fxset, labels[i], sr) for i in rows])
-            spec, out = spectral_finetune_loss(model, inputs[rows], c, dry, wet, effects[model.class_slots[c]],
+            spec, out = spectral_finetune_loss(model, inputs[rows], c, dry, wet, clip_effect(labels[rows[0]]),
                                                loss_fn, sr)
             spec_terms.append(spec * len(rows))
             preds.append(out)
