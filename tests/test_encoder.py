@@ -295,7 +295,7 @@ def test_cli_bench_speed(model, tmp_path):
     save_checkpoint(tmp_path / "enc", model.state_dict(), model.config(), "# card\n")
     out = tmp_path / "speed.json"
     assert main(["bench", "speed", "--model", str(tmp_path / "enc"), "--seconds", "1", "--batch", "1",
-                 "--repeats", "1", "--json", str(out)]) == 0
+                 "--repeats", "1", "--part", "encoder", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert {r["case"].split(" ")[0] for r in rows} == {"mixture", "text", "audio"}
     assert all(r["x_real_time"] > 0 for r in rows)

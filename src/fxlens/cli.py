@@ -49,6 +49,27 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 train_app = typer.Typer(help="Training: every shipped model is made by one of these commands.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+features_app = typer.Typer(help="Features: the recognition features as a program that runs without fxlens.",
+                           no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("export")
+def features_export(
+    out: Path = typer.Argument(..., help="The program file to write (.pt2; a .json with its shape and names beside)."),
+    feature_set: str = typer.Option("fxlens-406", "--feature-set", help="autofx-163 or fxlens-406 (what the shipped "
+                                    "recognizer reads)."),
+    seconds: float = typer.Option(1.5, help="Window length the program reads (the shape is fixed)."),
+    batch: int = typer.Option(1, help="Windows per call (the shape is fixed)."),
+) -> None:
+    """Export a feature set as a torch.export program: stereo 44.1 kHz windows in, features out; load it with
+    torch.export.load(path).module() (no fxlens needed)."""
+    from fxlens.features.export import export_features
+
+    with console.status("exporting (a few seconds)"):
+        info = export_features(out, feature_set, seconds=seconds, batch=batch)
+    console.print(f"wrote {out} ({info['n_features']} features of input {tuple(info['input_shape'])} at "
+                  f"{info['sample_rate']} Hz) and {out.with_suffix('.json')}")
 
 
 @app.command()
@@ -794,18 +815,22 @@ def train_encoder_command(
 @bench_app.command("speed")
 def bench_speed_command(
     model: Optional[Path] = typer.Option(None, "--model", help="An encoder checkpoint folder (default: shipped small)."),
-    seconds: float = typer.Option(10.0, help="Clip length (stereo, 44.1 kHz)."),
+    seconds: float = typer.Option(10.0, help="Clip length for the encoder (stereo, 44.1 kHz)."),
     batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
     repeats: int = typer.Option(3, help="Timed runs per figure (median reported)."),
+    part: str = typer.Option("all", help="What to time: encoder, features (the recognition features on 1.5 s "
+                             "windows, eager and exported), or all."),
     json_out: Path = typer.Option(Path("bench-speed.json"), "--json", help="Where to write the JSON results."),
 ) -> None:
-    """Speed of the effects encoder (x real time): mixture embeddings, text and audio queries."""
+    """Speed (x real time) of the effects encoder (mixture embeddings, text and audio queries) and of the
+    recognition features that `fxlens analyze` computes per 1.5 s window."""
     import json
 
     import torch
 
     from fxlens.atomic import write_text_atomic
-    from fxlens.bench.speed import TARGET_EMBED, bench_embedding, embedding_markdown, machine_description
+    from fxlens.bench.speed import (TARGET_EMBED, TARGET_FEATURES, bench_embedding, bench_features, cases_markdown,
+                                    machine_description)
     from fxlens.models.encoder import load_encoder
 
     try:
@@ -814,14 +839,26 @@ def bench_speed_command(
         raise FxlensError(f"--batch must be comma-separated integers, got {batch!r}") from None
     if seconds < 0.5 or repeats < 1 or any(b < 1 for b in batches):
         raise FxlensError("--seconds must be >= 0.5, --repeats >= 1 and batch sizes >= 1")
-    enc = load_encoder(model)
-    rows = bench_embedding(enc, seconds, batches, repeats)
-    console.print(embedding_markdown(rows))
-    worst = min(r["x_real_time"] for r in rows)
-    console.print(f"slowest case {worst:.0f}x real time (target {TARGET_EMBED:.0f}x for the small encoder): "
-                  + ("[green]met[/]" if worst >= TARGET_EMBED else "[red]missed[/]"))
-    payload = {"benchmark": "speed", "machine": machine_description(), "model": str(model or "shipped encoder-small"),
-               "threads": torch.get_num_threads(), "rows": rows}
+    if part not in ("all", "encoder", "features"):
+        raise FxlensError(f"--part must be encoder, features or all, got {part!r}")
+    payload = {"benchmark": "speed", "machine": machine_description(), "threads": torch.get_num_threads()}
+
+    def verdict(rows, target, what):
+        worst = min(r["x_real_time"] for r in rows)
+        console.print(f"slowest case {worst:.0f}x real time (target {target:.0f}x {what}): "
+                      + ("[green]met[/]" if worst >= target else "[red]missed[/]"))
+
+    if part in ("all", "encoder"):
+        rows = bench_embedding(load_encoder(model), seconds, batches, repeats)
+        console.print(cases_markdown(rows, "embedding"))
+        verdict(rows, TARGET_EMBED, "for the small encoder")
+        payload.update({"model": str(model or "shipped encoder-small"), "rows": rows})
+    if part in ("all", "features"):
+        frows = bench_features(1.5, batches, repeats)
+        console.print(cases_markdown(frows, "features, 1.5 s windows"))
+        verdict([r for r in frows if r["batch"] == 1 and "eager" in r["case"]], TARGET_FEATURES,
+                "per clip, eager, batch 1")
+        payload["feature_rows"] = frows
     console.print(f"wrote {write_text_atomic(json_out, json.dumps(payload, indent=2) + chr(10))}")
 
 

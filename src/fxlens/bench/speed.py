@@ -244,12 +244,43 @@ def bench_embedding(model=None, seconds: float = 10.0, batches: tuple[int, ...] 
     return rows
 
 
-def embedding_markdown(rows: list[dict]) -> str:
+def cases_markdown(rows: list[dict], what: str = "embedding") -> str:
+    """A case x batch table of x-real-time figures (`bench_embedding`'s or `bench_features`'s rows)."""
     batches = sorted({r["batch"] for r in rows})
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    lines = ["| embedding | " + " | ".join(f"batch {b}" for b in batches) + " |",
+    lines = [f"| {what} | " + " | ".join(f"batch {b}" for b in batches) + " |",
              "|---|" + "---:|" * len(batches)]
     for c in cases:
-        cells = [format_xrt(next(r["x_real_time"] for r in rows if r["case"] == c and r["batch"] == b)) for b in batches]
+        cells = [next((format_xrt(r["x_real_time"]) for r in rows if r["case"] == c and r["batch"] == b), "-")
+                 for b in batches]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+TARGET_FEATURES = 40.0  # x real time per 1.5 s clip for the recognition features (issue 6; AutoFX reports 43x)
+
+
+def bench_features(seconds: float = 1.5, batches: tuple[int, ...] = (1, 16), repeats: int = 3,
+                   exported: bool = True) -> list[dict]:
+    """x-real-time of the recognition feature sets (`fxlens.features.sets.FEATURE_SETS`) on `seconds`-long stereo
+    44.1 kHz clips: eager (`compute_features`, soxr resampling) and, with `exported`, the `torch.export` program of
+    `fxlens.features.export` (exported once per batch size; export time not counted)."""
+    import tempfile
+
+    from fxlens.features.export import export_features, load_exported_features
+    from fxlens.features.sets import FEATURE_SETS, compute_features
+
+    rows = []
+    for b in batches:
+        x = _test_signal(b, seconds)
+        for name in FEATURE_SETS:
+            cases = {f"{name} (eager)": lambda: compute_features(x, SR, name)}
+            if exported:
+                with tempfile.TemporaryDirectory() as tmp:
+                    export_features(Path(tmp) / "f.pt2", name, seconds=seconds, batch=b)
+                    run = load_exported_features(Path(tmp) / "f.pt2")
+                cases[f"{name} (exported program)"] = lambda: run(x)
+            for case, fn in cases.items():
+                t = _median_seconds(fn, repeats)
+                rows.append({"case": case, "batch": b, "seconds": seconds, "x_real_time": b * seconds / t})
+    return rows

@@ -35,8 +35,11 @@ absolute level except through the relative envelope, so loudness is no cue.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -87,15 +90,28 @@ def _frames(x: torch.Tensor, frame: int, hop: int) -> torch.Tensor:
     return F.pad(x, (pad, pad)).unfold(-1, frame, hop)
 
 
+@functools.lru_cache(maxsize=256)
+def _bin_slice(n: int, rate: float, lo: float, hi: float, closed: bool = False) -> slice:
+    """The rfft bins of an `n`-point FFT at `rate` with ``lo <= f < hi`` (``<= hi`` when `closed`), as a slice.
+
+    A slice computed from Python numbers, not a boolean mask of a tensor: the bins a band holds do not depend on
+    the audio, and `fxlens.features.export` needs that to be visible (a mask's size is data-dependent to a graph
+    exporter). numpy computes the bin frequencies (a graph exporter traces torch calls, even on constants).
+    """
+    f = np.fft.rfftfreq(n, d=1.0 / rate)
+    idx = np.flatnonzero((f >= lo) & ((f <= hi) if closed else (f < hi)))
+    return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
+
+
 def _band_power(spec_power: torch.Tensor, rate: float, n: int, lo: float, hi: float) -> torch.Tensor:
-    f = torch.fft.rfftfreq(n, d=1.0 / rate).to(spec_power.device)
-    m = (f >= lo) & (f < hi)
-    if not bool(m.any()):
+    band = _bin_slice(n, rate, lo, hi)
+    if band.stop == band.start:
         return torch.zeros(spec_power.shape[0], dtype=spec_power.dtype, device=spec_power.device)
-    return spec_power[:, m].mean(dim=-1)
+    return spec_power[:, band].mean(dim=-1)
 
 
-def effect_features(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+def effect_features(x: torch.Tensor, sample_rate: int,
+                    resample: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
     """The 243 `EFFECT_FEATURE_NAMES` features of ``x`` ``(B, C, T)`` (any rate; resampled to 44.1 kHz): ``(B, 243)``.
 
     Mono input counts as identical left and right channels; more than two channels are not expected here (convert
@@ -106,8 +122,8 @@ def effect_features(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     x = x.to(torch.float32)
     sr = int(round(float(sample_rate)))
     if sr != FEATURE_SAMPLE_RATE:
-        from fxlens.audio import resample
-
+        if resample is None:
+            from fxlens.audio import resample
         x = resample(x, sr, FEATURE_SAMPLE_RATE)
         sr = FEATURE_SAMPLE_RATE
     if x.shape[1] == 1:
@@ -154,11 +170,11 @@ def effect_features(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     spec = torch.fft.rfft(e0n * w, n=nfft).abs().square() / n_env
     out.append(torch.stack([torch.log10(_band_power(spec, env_rate, nfft, lo, hi) + 1e-6) for lo, hi in _MOD_BANDS],
                            -1))
-    f = torch.fft.rfftfreq(nfft, d=1.0 / env_rate)
-    m = (f >= 1.0) & (f <= 20.0)
-    sub = spec[:, m]
+    band = _bin_slice(nfft, env_rate, 1.0, 20.0, closed=True)
+    sub = spec[:, band]
     pk, ik = sub.max(-1)
-    out.append(torch.stack([f[m][ik], torch.log10((pk + 1e-9) / (sub.median(-1).values + 1e-9))], -1))
+    peak_hz = torch.fft.rfftfreq(nfft, d=1.0 / env_rate)[band][ik]
+    out.append(torch.stack([peak_hz, torch.log10((pk + 1e-9) / (sub.median(-1).values + 1e-9))], -1))
 
     # envelope autocorrelation (biased, normalized to lag 0)
     n2 = 1 << int(math.ceil(math.log2(2 * n_env)))
@@ -201,6 +217,9 @@ def effect_features(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
     return torch.nan_to_num(res, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def recognition_features(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """`autofx_features` (163) then `effect_features` (243) of ``x`` ``(B, C, T)``: ``(B, 406)`` float32."""
-    return torch.cat([autofx_features(x, sample_rate).float(), effect_features(x, sample_rate)], dim=1)
+def recognition_features(x: torch.Tensor, sample_rate: int,
+                         resample: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """`autofx_features` (163) then `effect_features` (243) of ``x`` ``(B, C, T)``: ``(B, 406)`` float32.
+    ``resample``: as in `autofx_features`."""
+    return torch.cat([autofx_features(x, sample_rate, resample=resample).float(),
+                      effect_features(x, sample_rate, resample=resample)], dim=1)

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -441,21 +442,24 @@ FEATURE_NAMES: tuple[str, ...] = _build_names()
 _KEEP = [i for i, n in enumerate(functional_names(SPECTRAL_FEATURES)) if n != _DROP]
 
 
-def autofx_features(x: torch.Tensor, sample_rate: float, n_fft: int = 8192, hop: int = 512) -> torch.Tensor:
+def autofx_features(x: torch.Tensor, sample_rate: float, n_fft: int = 8192, hop: int = 512,
+                    resample: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
     """The report's 163 classification features of ``x`` ``(B, C, T)``: ``(B, 163)``, columns `FEATURE_NAMES`.
 
     Channels are averaged to mono, the result resampled to 22 050 Hz with `fxlens.audio.resample` when
     ``sample_rate`` differs (numpy/soxr, on CPU), then: functionals of the 8 spectral features and of their deltas
     (minus ``delta_flux_min``), mean and max over frames of MFCC 0-9 (HTK mel, 128 bands), and functionals of the 8
     spectral features divided by `estimate_pitch`. Output dtype: float64 for float64 input, else float32.
+    ``resample(x, orig_sr, target_sr)`` replaces `fxlens.audio.resample` (`fxlens.features.export` passes a torch
+    decimator: soxr cannot be exported).
     """
     mono = to_mono(x)
     sr = int(round(float(sample_rate)))
     if sr <= 0:
         raise ParameterError(f"sample_rate must be positive, got {sample_rate}")
     if sr != AUTOFX_SAMPLE_RATE:
-        from fxlens.audio import resample
-
+        if resample is None:
+            from fxlens.audio import resample
         mono = resample(mono, sr, AUTOFX_SAMPLE_RATE)
     sr = AUTOFX_SAMPLE_RATE
     if mono.shape[-1] == 0:

@@ -217,7 +217,7 @@ def _period_audio(x: torch.Tensor, segs: torch.Tensor) -> torch.Tensor:
 
 def window_probabilities(rec, rcfg: dict, segs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The recognizer's inputs and its fine-class probabilities (N, K) for windows (N, 2, W) at the working rate."""
-    from fxlens.train.inputs import compute_features
+    from fxlens.features.sets import compute_features
 
     feats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, rcfg["feature_set"])
     with torch.no_grad():  # a ResNet recognizer reads the windows' audio too; the MLP ignores it
@@ -242,7 +242,7 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
         InvalidAudioError: NaN/inf samples, silence, shorter than 0.5 s, a bad shape; CheckpointError: a missing
         or wrong-kind checkpoint.
     """
-    from fxlens.train.inputs import compute_features
+    from fxlens.features.sets import compute_features
 
     if not 0.0 < float(threshold) < 1.0:
         raise ParameterError(f"threshold must be between 0 and 1, got {threshold}")

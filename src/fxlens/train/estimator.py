@@ -49,7 +49,8 @@ from fxlens.fx.effect import get_effect
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.estimator import (MelResNetEstimator, ParameterEstimator, SlotEstimator, masked_l1,
                                      refine_controls, slot_key)
-from fxlens.train.inputs import FEATURE_SET, FEATURE_SETS, load_clip, split_features, split_log_mels
+from fxlens.train.inputs import (FEATURE_SET, FEATURE_SETS, check_feature_set, load_clip, split_features,
+                                 split_log_mels)
 from fxlens.train import command_line
 
 MODELS = ("mlp", "resnet")
@@ -526,8 +527,7 @@ def train_estimator(
     """
     if model is not None and model not in MODELS:
         raise FxlensError(f"unknown estimator model '{model}' (use {' or '.join(MODELS)})")
-    if feature_set not in FEATURE_SETS:
-        raise FxlensError(f"unknown feature set '{feature_set}' (known: {', '.join(FEATURE_SETS)})")
+    check_feature_set(feature_set)
     if epochs < (0 if init is not None else 1):
         raise FxlensError("epochs must be >= 1 (>= 0 with --init)")
     if finetune_steps < 0 or (spectral_clips is not None and spectral_clips < 0):

@@ -20,24 +20,10 @@ import torch
 from fxlens import audio
 from fxlens.atomic import atomic_path
 from fxlens.data.fxset import read_labels
-from fxlens.errors import FxlensError
-from fxlens.features.recognition import RECOGNITION_FEATURE_NAMES, recognition_features
-from fxlens.features.spectral import FEATURE_NAMES, autofx_features
+from fxlens.features.sets import FEATURE_SET, FEATURE_SETS, check_feature_set, compute_features
 
-#: feature sets by name: (function (B, C, T), sample_rate -> (B, n), column names)
-FEATURE_SETS = {
-    "autofx-163": (autofx_features, FEATURE_NAMES),
-    "fxlens-406": (recognition_features, RECOGNITION_FEATURE_NAMES),
-}
-FEATURE_SET = "fxlens-406"
-
-
-def compute_features(x: torch.Tensor, sample_rate: int, feature_set: str = FEATURE_SET) -> torch.Tensor:
-    """Features of ``x`` ``(B, C, T)`` by feature-set name (`FEATURE_SETS`): ``(B, n)`` float32."""
-    if feature_set not in FEATURE_SETS:
-        raise FxlensError(f"unknown feature set '{feature_set}' (known: {', '.join(FEATURE_SETS)})")
-    with torch.no_grad():
-        return FEATURE_SETS[feature_set][0](x, sample_rate).float()
+__all__ = ["FEATURE_SET", "FEATURE_SETS", "check_feature_set", "compute_features", "load_clip", "split_features",
+           "split_log_mels"]
 
 
 def _load_cache(cache: Path) -> dict:
@@ -64,8 +50,7 @@ def split_features(fxset: str | os.PathLike, split: str, batch: int = 64,
                    progress: Callable[[int, int], None] | None = None,
                    feature_set: str = FEATURE_SET) -> tuple[torch.Tensor, list[dict]]:
     """Features (N, n) of every clip of a split, cached beside the clips (recomputed if clips change)."""
-    if feature_set not in FEATURE_SETS:
-        raise FxlensError(f"unknown feature set '{feature_set}' (known: {', '.join(FEATURE_SETS)})")
+    check_feature_set(feature_set)
     labels = read_labels(fxset, split)
     if not labels:
         return torch.zeros(0, len(FEATURE_SETS[feature_set][1])), []

@@ -24,7 +24,7 @@ from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.classifier import (FeatureClassifier, MelResNetClassifier, calibrated_probabilities,
                                       fit_temperature)
 from fxlens.train import command_line
-from fxlens.train.inputs import FEATURE_SET, FEATURE_SETS, split_features, split_log_mels
+from fxlens.train.inputs import FEATURE_SET, FEATURE_SETS, check_feature_set, split_features, split_log_mels
 
 
 def _targets(labels: list[dict], target: str) -> list[str | None]:
@@ -162,8 +162,7 @@ def train_recognizer(
     epochs = MODEL_KINDS[model_kind]["epochs"] if epochs is None else int(epochs)
     if target not in ("aggregated", "fine"):
         raise FxlensError(f"target must be 'aggregated' or 'fine', got {target!r}")
-    if feature_set not in FEATURE_SETS:
-        raise FxlensError(f"unknown feature set '{feature_set}' (known: {', '.join(FEATURE_SETS)})")
+    check_feature_set(feature_set)
     if epochs < 1:
         raise FxlensError("epochs must be >= 1")
     if not lr >= 0:

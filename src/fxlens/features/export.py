@@ -1,0 +1,132 @@
+"""The recognition features as one exported graph: run them outside fxlens's Python (AutoFX §4 asks for features
+that ship with the model).
+
+`export_features` writes a `torch.export` program (``.pt2``: `torch.export.save`) that maps stereo audio at
+44.1 kHz, ``(batch, 2, samples)`` of a fixed length (default 1.5 s: the window `fxlens analyze` reads), to a feature
+set of `fxlens.features.sets.FEATURE_SETS`. Load it with `torch.export.load(path).module()` — no fxlens needed —
+or with `load_exported_features`, which also checks the input shape. The program is AOT-compilable (AOTInductor)
+for C++ deployment; that step is the user's.
+
+What differs from `compute_features`: the AutoFX features read mono audio at 22,050 Hz, which the eager path gets
+from soxr (numpy, not traceable). The exported graph halves the rate with soxr's own filter instead, read off soxr
+as an impulse response (`soxr_halfband`) and applied as a strided convolution, so the features agree with the eager
+ones to float32 rounding (tested). Input validation (finite samples, shapes) is the caller's: a graph has no error
+paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fxlens.atomic import atomic_path
+from fxlens.errors import FxlensError, InvalidAudioError
+from fxlens.features.recognition import FEATURE_SAMPLE_RATE
+from fxlens.features.sets import FEATURE_SET, FEATURE_SETS, check_feature_set
+
+@lru_cache(maxsize=1)
+def soxr_halfband() -> tuple[np.ndarray, int]:
+    """soxr's own 2:1 "HQ" decimation filter, read off soxr as its impulse response: ``(taps, lead)`` such that
+    ``y[j] = sum_t taps[t] * x[2 j + lead - t]``.
+
+    For a rate ratio of exactly 2, soxr is a linear filter followed by keeping every second sample, so two impulses
+    (at an even and an odd position, far from the ends) give every tap; taps below 1e-9 are dropped. The graph then
+    computes what `fxlens.audio.resample` computes (the tests: within 1e-6 on noise, at both ends too)."""
+    import soxr
+
+    n = 1 << 15
+    c = n // 2
+    resp = []
+    for shift in (0, 1):
+        e = np.zeros((n, 1))
+        e[c + shift, 0] = 1.0
+        resp.append(soxr.resample(e, 2, 1, quality="HQ")[:, 0])
+    h = {}  # offset m -> tap: output j of an impulse at i is h[2 j - i]
+    for j in range(resp[0].shape[0]):
+        h[2 * j - c], h[2 * j - c - 1] = resp[0][j], resp[1][j]
+    offsets = np.array(sorted(h))
+    taps = np.array([h[m] for m in offsets])
+    keep = np.flatnonzero(np.abs(taps) > 1e-9)
+    lo, hi = int(offsets[keep[0]]), int(offsets[keep[-1]])
+    return taps[keep[0]:keep[-1] + 1][::-1].copy(), hi  # reversed: t = hi - m
+
+
+def decimate2(x: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
+    """``x`` (..., T) at ``orig_sr`` = 2 x ``target_sr`` to ``target_sr`` through `soxr_halfband`; ``(T + 1) // 2``
+    samples out (soxr's length, as `fxlens.audio.resample` pins it). Traceable by `torch.export`.
+
+    Written here rather than taken from a library because the point is to be soxr, inside a torch graph: torchaudio
+    does not import on these machines, and its resampler is not soxr's filter."""
+    if int(orig_sr) != 2 * int(target_sr):
+        raise FxlensError(f"the exported features decimate by 2 only (got {orig_sr} -> {target_sr} Hz)")
+    taps, lead = soxr_halfband()
+    w = torch.from_numpy(taps).to(x.dtype).view(1, 1, -1)
+    lead_, T = x.shape[:-1], x.shape[-1]
+    y = F.conv1d(F.pad(x.reshape(-1, 1, T), (lead, taps.size - 1 - lead)), w, stride=2)
+    return y.reshape(*lead_, y.shape[-1])
+
+
+class FeatureExtractor(torch.nn.Module):
+    """``forward(x)``: the feature set's ``(B, n)`` float32 features of stereo 44.1 kHz audio ``x`` ``(B, 2, T)``."""
+
+    def __init__(self, feature_set: str = FEATURE_SET) -> None:
+        super().__init__()
+        check_feature_set(feature_set)
+        self.feature_set = feature_set
+        self.fn = FEATURE_SETS[feature_set][0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, FEATURE_SAMPLE_RATE, resample=decimate2).float()
+
+
+def export_features(path: str | os.PathLike, feature_set: str = FEATURE_SET, seconds: float = 1.5,
+                    batch: int = 1) -> dict:
+    """Export `FeatureExtractor` for inputs ``(batch, 2, round(seconds * 44100))`` to ``path`` (``.pt2``) and a
+    ``<path>.json`` beside it (feature set, input shape, feature names). Returns that JSON's contents.
+    Shapes are fixed: export one program per window length and batch size."""
+    check_feature_set(feature_set)
+    if not 0.1 <= float(seconds) <= 60.0 or int(batch) < 1:
+        raise FxlensError(f"--seconds must be within 0.1-60 and --batch >= 1 (got {seconds}, {batch})")
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise FxlensError(f"the exported program's file name must end in .pt2 (got '{path.name}')")
+    n = int(round(float(seconds) * FEATURE_SAMPLE_RATE))
+    example = torch.randn(int(batch), 2, n, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        program = torch.export.export(FeatureExtractor(feature_set).eval(), (example,), strict=False)
+    info = {"feature_set": feature_set, "input_shape": [int(batch), 2, n], "sample_rate": FEATURE_SAMPLE_RATE,
+            "n_features": len(FEATURE_SETS[feature_set][1]), "feature_names": list(FEATURE_SETS[feature_set][1]),
+            "torch": torch.__version__,
+            "load": "torch.export.load(path).module()(x)  # x: float32 (batch, 2, samples), 44.1 kHz"}
+    with atomic_path(path) as tmp:
+        torch.export.save(program, tmp)
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        Path(tmp).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def load_exported_features(path: str | os.PathLike):
+    """A callable ``f(x) -> (B, n)`` running an exported feature program; checks ``x`` against its input shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise FxlensError(f"no exported feature program at '{path}'")
+    try:
+        module = torch.export.load(str(path)).module()
+    except Exception as e:  # a foreign or corrupt file: one line, not torch's traceback
+        raise FxlensError(f"'{path}' is not an exported feature program ({type(e).__name__})") from None
+    meta = path.with_suffix(".json")
+    shape = json.loads(meta.read_text(encoding="utf-8"))["input_shape"] if meta.is_file() else None
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if shape is not None and list(x.shape) != shape:
+            raise InvalidAudioError(f"this program reads audio of shape {tuple(shape)}, got {tuple(x.shape)}")
+        with torch.no_grad():
+            return module(x.float())
+
+    return run
