@@ -118,7 +118,8 @@ def test_cli_fxset_splits_and_chain_clips(stems, tmp_path, capsys):  # noqa: F81
 def test_feature_cache_grows_with_the_set(stems, tmp_path):  # noqa: F811
     """A set that grows keeps the cached rows of its old clips and computes only the new ones."""
     from fxlens import audio
-    from fxlens.train.inputs import compute_features, split_features
+    from fxlens.features.sets import compute_features
+    from fxlens.train.inputs import split_features
 
     out = tmp_path / "grow"
     fxset.build_fxset(stems, out, clips_per_class=1, seed=5, chains=False, classes=["dry", "fuzz"], splits=["test"])
@@ -166,7 +167,7 @@ def tiny_resnet_recognizer(tiny_fxset, tmp_path_factory):
 def test_resnet_recognizer_trains_and_loads(tiny_fxset, tiny_resnet_recognizer):
     from fxlens import audio
     from fxlens.models.classifier import MelResNetClassifier
-    from fxlens.train.inputs import compute_features
+    from fxlens.features.sets import compute_features
     from fxlens.train.recognizer import load_recognizer
 
     out, metrics = tiny_resnet_recognizer

@@ -45,12 +45,12 @@ import torch
 from fxlens import audio
 from fxlens.data.fxset import FXSET_CLASSES, INPUT_LUFS, read_labels
 from fxlens.errors import CheckpointError, FxlensError
+from fxlens.features.sets import FEATURE_SET, FEATURE_SETS, check_feature_set
 from fxlens.fx.effect import get_effect
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.estimator import (MelResNetEstimator, ParameterEstimator, SlotEstimator, masked_l1,
                                      refine_controls, slot_key)
-from fxlens.train.inputs import (FEATURE_SET, FEATURE_SETS, check_feature_set, load_clip, split_features,
-                                 split_log_mels)
+from fxlens.train.inputs import load_clip, split_features, split_log_mels
 from fxlens.train import command_line
 
 MODELS = ("mlp", "resnet")

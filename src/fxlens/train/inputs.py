@@ -22,9 +22,6 @@ from fxlens.atomic import atomic_path
 from fxlens.data.fxset import read_labels
 from fxlens.features.sets import FEATURE_SET, FEATURE_SETS, check_feature_set, compute_features
 
-__all__ = ["FEATURE_SET", "FEATURE_SETS", "check_feature_set", "compute_features", "load_clip", "split_features",
-           "split_log_mels"]
-
 
 def _load_cache(cache: Path) -> dict:
     """A split cache's contents ({} when there is none)."""

@@ -20,11 +20,12 @@ import torch
 from fxlens import audio
 from fxlens.data.fxset import AGGREGATED_CLASSES, FINE_CLASSES, aggregate_probabilities, aggregated_of
 from fxlens.errors import CheckpointError, FxlensError
+from fxlens.features.sets import FEATURE_SET, FEATURE_SETS, check_feature_set
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.classifier import (FeatureClassifier, MelResNetClassifier, calibrated_probabilities,
                                       fit_temperature)
 from fxlens.train import command_line
-from fxlens.train.inputs import FEATURE_SET, FEATURE_SETS, check_feature_set, split_features, split_log_mels
+from fxlens.train.inputs import split_features, split_log_mels
 
 
 def _targets(labels: list[dict], target: str) -> list[str | None]:
