@@ -397,7 +397,7 @@ def spectral_scores(models: dict[str, SlotEstimator], inputs: torch.Tensor, labe
     return {"clips": len(idx), "per_class": per_cls, "mean": mean, "references": refs, "models": estimates}
 
 
-def finetune_spectral(model: SlotEstimator, inputs: torch.Tensor, labels: list[dict], fxset, slot_info: dict,
+def finetune_spectral(model: SlotEstimator, inputs: torch.Tensor, labels: list[dict], fxset,
                       steps: int, batch: int = 8, lr: float = 1e-4, param_weight: float = 0.1, seed: int = 0,
                       dry_sources: DrySources | None = None, progress: Callable[[str, int, int], None] | None = None,
                       log: Callable[[str], None] | None = None) -> list[dict]:
@@ -660,7 +660,7 @@ def train_estimator(
         before = copy.deepcopy(net).eval()
         metrics["before_finetune"] = evaluate_all(before)
         say(f"before fine-tuning: test MAE {metrics['before_finetune'].get('test', {}).get('mean', {}).get('model')}")
-        ft_hist = finetune_spectral(net, x_all, lab_tr, fxset, slot_info, finetune_steps, batch=finetune_batch,
+        ft_hist = finetune_spectral(net, x_all, lab_tr, fxset, finetune_steps, batch=finetune_batch,
                                     lr=finetune_lr, param_weight=param_weight, seed=seed, dry_sources=dry_sources,
                                     progress=progress, log=say)
         metrics["splits"] = evaluate_all(net)
