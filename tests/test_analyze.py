@@ -256,10 +256,12 @@ def test_cli_preset_round_trip_into_fx_apply(fuzz_file, dry, tmp_path, capsys):
     assert code == 0, err
     y, sr = sf.read(out, dtype="float32", always_2d=True)
     values = {k: v["value"] for k, v in json.loads(preset.read_text())["effects"][0]["params"].items()}
-    ref = get_effect("distortion")(dry, SR, get_effect("distortion").to_normalized(
-        {k: torch.tensor([v], dtype=torch.float64) for k, v in values.items()}).float())
+    # the reference renders the module form in float64; `fx apply` renders in float32, which at a fuzz's 40-60 dB
+    # of drive (x100-1000 before the tanh, then float32 biquads) is about 1e-3 from float64
+    ref = get_effect("distortion")(dry.double(), SR, get_effect("distortion").to_normalized(
+        {k: torch.tensor([v], dtype=torch.float64) for k, v in values.items()})).float()
     assert sr == SR and y.shape == (dry.shape[-1], 2)
-    assert np.abs(y.T - ref[0].numpy()).max() < 1e-4
+    assert np.abs(y.T - ref[0].numpy()).max() < 2e-3
 
 
 def _bad_files(d):
