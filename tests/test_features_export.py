@@ -99,3 +99,10 @@ def test_cli_bench_speed_times_the_features(tmp_path):
     assert {r["case"] for r in rows} == {f"{s} ({k})" for s in FEATURE_SETS for k in ("eager", "exported program")}
     assert all(r["x_real_time"] > 0 and r["seconds"] == 1.5 for r in rows)
     assert main(["bench", "speed", "--part", "nothing"]) == 1
+
+
+def test_bench_analyze_times_the_main_job():
+    from fxlens.bench.speed import bench_analyze
+
+    rows = bench_analyze(lengths=(2.0,), repeats=1)
+    assert [r["seconds"] for r in rows] == [2.0] and rows[0]["x_real_time"] > 0

@@ -819,18 +819,19 @@ def bench_speed_command(
     batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
     repeats: int = typer.Option(3, help="Timed runs per figure (median reported)."),
     part: str = typer.Option("all", help="What to time: encoder, features (the recognition features on 1.5 s "
-                             "windows, eager and exported), or all."),
+                             "windows, eager and exported), analyze (the main job on 10 s and 3 min recordings), "
+                             "or all."),
     json_out: Path = typer.Option(Path("bench-speed.json"), "--json", help="Where to write the JSON results."),
 ) -> None:
-    """Speed (x real time) of the effects encoder (mixture embeddings, text and audio queries) and of the
-    recognition features that `fxlens analyze` computes per 1.5 s window."""
+    """Speed (x real time) of the effects encoder (mixture embeddings, text and audio queries), of the recognition
+    features that `fxlens analyze` computes per 1.5 s window, and of `fxlens analyze` itself."""
     import json
 
     import torch
 
     from fxlens.atomic import write_text_atomic
-    from fxlens.bench.speed import (TARGET_EMBED, TARGET_FEATURES, bench_embedding, bench_features, cases_markdown,
-                                    machine_description)
+    from fxlens.bench.speed import (TARGET_EMBED, TARGET_FEATURES, bench_analyze, bench_embedding, bench_features,
+                                    cases_markdown, machine_description)
     from fxlens.models.encoder import load_encoder
 
     try:
@@ -839,8 +840,8 @@ def bench_speed_command(
         raise FxlensError(f"--batch must be comma-separated integers, got {batch!r}") from None
     if seconds < 0.5 or repeats < 1 or any(b < 1 for b in batches):
         raise FxlensError("--seconds must be >= 0.5, --repeats >= 1 and batch sizes >= 1")
-    if part not in ("all", "encoder", "features"):
-        raise FxlensError(f"--part must be encoder, features or all, got {part!r}")
+    if part not in ("all", "encoder", "features", "analyze"):
+        raise FxlensError(f"--part must be encoder, features, analyze or all, got {part!r}")
     payload = {"benchmark": "speed", "machine": machine_description(), "threads": torch.get_num_threads()}
 
     def verdict(rows, target, what):
@@ -859,6 +860,10 @@ def bench_speed_command(
         verdict([r for r in frows if r["batch"] == 1 and "eager" in r["case"]], TARGET_FEATURES,
                 "per clip, eager, batch 1")
         payload["feature_rows"] = frows
+    if part in ("all", "analyze"):
+        arows = bench_analyze(repeats=repeats)
+        console.print(cases_markdown(arows, "fxlens analyze (shipped models)"))
+        payload["analyze_rows"] = arows
     console.print(f"wrote {write_text_atomic(json_out, json.dumps(payload, indent=2) + chr(10))}")
 
 

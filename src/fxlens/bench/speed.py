@@ -284,3 +284,21 @@ def bench_features(seconds: float = 1.5, batches: tuple[int, ...] = (1, 16), rep
                 t = _median_seconds(fn, repeats)
                 rows.append({"case": case, "batch": b, "seconds": seconds, "x_real_time": b * seconds / t})
     return rows
+
+
+def bench_analyze(lengths: tuple[float, ...] = (10.0, 180.0), repeats: int = 3) -> list[dict]:
+    """x-real-time of `fxlens.analyze` (shipped models, loaded once beforehand and not counted) on stereo 44.1 kHz
+    clips of each length in seconds: windowing, features, recognizer, estimator, the periods read from the audio.
+    A recording yields at most 32 windows, so long files cost little more than short ones."""
+    from fxlens.tasks.analyze import analyze, load_estimator, load_recognizer
+
+    load_recognizer()
+    load_estimator()
+    rows = []
+    for seconds in lengths:
+        x = _test_signal(1, seconds)[0]
+        t = _median_seconds(lambda: analyze(x, SR), repeats)
+        rows.append({"case": f"analyze, {seconds:g} s recording", "batch": 1, "seconds": seconds,
+                     "x_real_time": seconds / t})
+    return rows
+
