@@ -4,14 +4,15 @@ that ship with the model).
 `export_features` writes a `torch.export` program (``.pt2``: `torch.export.save`) that maps stereo audio at
 44.1 kHz, ``(batch, 2, samples)`` of a fixed length (default 1.5 s: the window `fxlens analyze` reads), to a feature
 set of `fxlens.features.sets.FEATURE_SETS`. Load it with `torch.export.load(path).module()` — no fxlens needed —
-or with `load_exported_features`, which also checks the input shape. The program is AOT-compilable (AOTInductor)
-for C++ deployment; that step is the user's.
+or with `load_exported_features`, which also checks the input shape. (Compiling it for C++ with AOTInductor was
+not tried.)
 
 What differs from `compute_features`: the AutoFX features read mono audio at 22,050 Hz, which the eager path gets
 from soxr (numpy, not traceable). The exported graph halves the rate with soxr's own filter instead, read off soxr
-as an impulse response (`soxr_halfband`) and applied by FFT correlation, so the features agree with the eager
-ones to float32 rounding (tested). Input validation (finite samples, shapes) is the caller's: a graph has no error
-paths.
+as an impulse response (`soxr_halfband`) and applied by FFT correlation, so the features agree with the eager ones
+within 1e-3 — all but the rounding-sensitive higher moments (spectral skewness and kurtosis statistics, which
+float32 rounding moves in the eager path too: `docs/analyze.md`). Input validation (finite samples, shapes) is the
+caller's: a graph has no error paths.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from fxlens.errors import FxlensError, InvalidAudioError
 from fxlens.features.recognition import FEATURE_SAMPLE_RATE
 from fxlens.features.sets import FEATURE_SET, FEATURE_SETS, check_feature_set
 
+
 @lru_cache(maxsize=1)
 def soxr_halfband() -> tuple[np.ndarray, int]:
     """soxr's own 2:1 "HQ" decimation filter, read off soxr as its impulse response: ``(taps, lead)`` such that
-    ``y[j] = sum_t taps[t] * x[2 j + lead - t]``.
+    ``y[j] = sum_t taps[t] * x[2 j - lead + t]``.
 
     For a rate ratio of exactly 2, soxr is a linear filter followed by keeping every second sample, so two impulses
     (at an even and an odd position, far from the ends) give every tap; taps below 1e-9 are dropped. The graph then
@@ -53,7 +55,7 @@ def soxr_halfband() -> tuple[np.ndarray, int]:
     offsets = np.array(sorted(h))
     taps = np.array([h[m] for m in offsets])
     keep = np.flatnonzero(np.abs(taps) > 1e-9)
-    lo, hi = int(offsets[keep[0]]), int(offsets[keep[-1]])
+    hi = int(offsets[keep[-1]])
     return taps[keep[0]:keep[-1] + 1][::-1].copy(), hi  # reversed: t = hi - m
 
 
