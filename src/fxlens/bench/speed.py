@@ -1,4 +1,6 @@
-"""`fxlens bench fx`: how fast each effect and an 8-effect chain run, forward and forward+backward, against peers.
+"""`fxlens bench fx`: how fast each effect and an 8-effect chain run, forward and forward+backward, against peers;
+`fxlens bench speed`: the effects encoder (`bench_embedding`), the recognition features (`bench_features`) and
+`fxlens analyze` (`bench_analyze`).
 
 Speed is reported as x-real-time: seconds of audio processed per second of wall time, counting every item of
 the batch (batch 16 x 10 s in 1 s is 160x). Each figure is the median of `repeats` timed runs after one warm-up.
