@@ -14,10 +14,11 @@ from fxlens.features.sets import FEATURE_SETS, compute_features
 
 SR = 44100
 # The spectral skewness and kurtosis (and their deltas / per-pitch versions) weight each bin by its distance from
-# the centroid to the 3rd / 4th power, so the spectrum's floor 140 dB down moves them: float32 rounding alone (the
-# eager features of float32 vs float64 input) changes them by several standard deviations on music. The skewness
-# and kurtosis over frames of a frame-to-frame difference are also rounding-sensitive (they move with the FFT's
-# thread count). Those are checked for finiteness only; every other feature within 1e-3 (absolute or relative).
+# the centroid to the 3rd / 4th power, so the spectrum's floor far below the peak moves them: on these signals
+# float32 rounding alone changes them visibly. The skewness and kurtosis over frames of a frame-to-frame difference
+# are also rounding-sensitive (they move with the FFT's thread count). Those are checked for finiteness only;
+# every other feature within 1e-3 (absolute or relative). (On music the spectral slope and frames of near-silence
+# are ill-conditioned too, docs/analyze.md; these test signals have neither.)
 _MOMENTS = ("skewness", "kurtosis", "delta_skewness", "delta_kurtosis")
 
 
