@@ -49,14 +49,13 @@ def soxr_halfband() -> tuple[np.ndarray, int]:
         e = np.zeros((n, 1))
         e[c + shift, 0] = 1.0
         resp.append(soxr.resample(e, 2, 1, quality="HQ")[:, 0])
-    h = {}  # offset m -> tap: output j of an impulse at i is h[2 j - i]
-    for j in range(resp[0].shape[0]):
-        h[2 * j - c], h[2 * j - c - 1] = resp[0][j], resp[1][j]
-    offsets = np.array(sorted(h))
-    taps = np.array([h[m] for m in offsets])
-    keep = np.flatnonzero(np.abs(taps) > 1e-9)
-    hi = int(offsets[keep[-1]])
-    return taps[keep[0]:keep[-1] + 1][::-1].copy(), hi  # reversed: t = hi - m
+    # output j of an impulse at i is h[2 j - i]: the impulse at c + 1 gives the offsets 2 j - c - 1, the one at c
+    # the offsets 2 j - c; interleaved, h[p] is the tap at offset m = p - c - 1
+    h = np.empty(2 * resp[0].shape[0])
+    h[0::2], h[1::2] = resp[1], resp[0]
+    keep = np.flatnonzero(np.abs(h) > 1e-9)
+    hi = int(keep[-1]) - c - 1
+    return h[keep[0]:keep[-1] + 1][::-1].copy(), hi  # reversed: t = hi - m
 
 
 def decimate2(x: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:

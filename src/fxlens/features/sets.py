@@ -17,6 +17,7 @@ FEATURE_SET = "fxlens-406"
 
 
 def check_feature_set(feature_set: str) -> None:
+    """Raise `FxlensError` (one line, listing the known sets) for a name that is not in `FEATURE_SETS`."""
     if feature_set not in FEATURE_SETS:
         raise FxlensError(f"unknown feature set '{feature_set}' (known: {', '.join(FEATURE_SETS)})")
 

@@ -214,7 +214,6 @@ def _period_audio(x: torch.Tensor, segs: torch.Tensor) -> torch.Tensor:
     return x if x.shape[-1] < segs.shape[-1] else segs
 
 
-
 def window_probabilities(rec, rcfg: dict, segs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The recognizer's inputs and its fine-class probabilities (N, K) for windows (N, 2, W) at the working rate."""
     from fxlens.features.sets import compute_features
