@@ -69,7 +69,7 @@ def test_exported_program_matches_the_eager_features(exported):
     torch.testing.assert_close(out[:, keep], ref[:, keep], rtol=1e-3, atol=1e-3)
 
 
-def test_exported_program_checks_its_shape_and_bad_files(exported, tmp_path):
+def test_exported_program_checks_its_shape_and_bad_files(exported, tmp_path, capfd):
     path, _ = exported
     run = load_exported_features(path)
     assert run(_signals(22050, 2)).shape == (2, 406)
@@ -77,8 +77,10 @@ def test_exported_program_checks_its_shape_and_bad_files(exported, tmp_path):
         run(_signals(22050, 1))
     junk = tmp_path / "junk.pt2"
     junk.write_bytes(b"not a program")
+    capfd.readouterr()
     with pytest.raises(FxlensError, match="not an exported feature program"):
         load_exported_features(junk)
+    assert "Traceback" not in capfd.readouterr().err
     with pytest.raises(FxlensError, match="no exported feature program"):
         load_exported_features(tmp_path / "missing.pt2")
 

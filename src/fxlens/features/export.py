@@ -18,6 +18,7 @@ caller's: a graph has no error paths.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -121,10 +122,15 @@ def load_exported_features(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise FxlensError(f"no exported feature program at '{path}'")
+    export_log = logging.getLogger("torch.export")  # it logs the whole traceback of a failed load as a warning
+    level = export_log.level
+    export_log.setLevel(logging.ERROR)
     try:
         module = torch.export.load(str(path)).module()
     except Exception as e:  # a foreign or corrupt file: one line, not torch's traceback
         raise FxlensError(f"'{path}' is not an exported feature program ({type(e).__name__})") from None
+    finally:
+        export_log.setLevel(level)
     meta = path.with_suffix(".json")
     shape = json.loads(meta.read_text(encoding="utf-8"))["input_shape"] if meta.is_file() else None
 
