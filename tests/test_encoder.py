@@ -18,7 +18,7 @@ import torch
 from fxlens.cli import main
 from fxlens.data.pairs import PairBuilder
 from fxlens.data.stems import open_dataset
-from fxlens.errors import CheckpointError, InvalidAudioError, ParameterError
+from fxlens.errors import CheckpointError, FxlensError, InvalidAudioError, ParameterError
 from fxlens.models import encoder as enc_mod
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.encoder import FxEncoder, chunk, load_encoder, prepare_audio
@@ -100,6 +100,34 @@ def test_hard_negatives_share_the_music_of_their_item(stems):  # noqa: F811
     b = pb.batch(3)
     # a gain change only rescales, and the mixture is loudness-normalized: the negative equals mixture A
     torch.testing.assert_close(b.negatives[0], b.mix_a[int(b.negative_of[0])], atol=1e-4, rtol=1e-3)
+
+
+def test_other_song_positives_take_the_music_of_the_previous_item(stems):  # noqa: F811
+    # gain-only chains vanish under the mixtures' loudness normalization, so a mixture is its music alone: in
+    # other-song mode mixture B of item i is the same-song builder's mixture B of item i - 1, mixture A unchanged
+    ds = open_dataset(stems, split="train")
+    kw = dict(batch_size=3, seconds=1.0, max_instruments=1, hard_negatives=0, effects=["gain"],
+              probabilities={"gain": 1.0}, seed=2)
+    same, other = PairBuilder(ds, **kw).batch(4), PairBuilder(ds, positives="other-song", **kw).batch(4)
+    torch.testing.assert_close(other.mix_a, same.mix_a, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(other.mix_b, same.mix_b.roll(1, dims=0), atol=1e-4, rtol=1e-3)
+    assert not torch.allclose(other.mix_b, same.mix_b, atol=1e-3)
+    with pytest.raises(FxlensError, match="unknown positives"):
+        PairBuilder(ds, positives="same-bar")
+
+
+def test_training_refuses_saved_batches_made_with_other_options(stems, tmp_path):  # noqa: F811
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    torch.save({}, train_mod.saved_path(folder, 0))
+    (folder / "pairs.json").write_text('{"seed": 0, "batch_size": 16, "seconds": 2.0, "max_instruments": 4, '
+                                       '"hard_negatives": 2}')  # saved before the option: same-song
+    cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), precomputed=str(folder),
+                                       positives="other-song")
+    with pytest.raises(FxlensError, match="positives same-song \\(run: other-song\\)"):
+        train_mod.check_saved_batches(cfg)
+    cfg.positives = "same-song"
+    train_mod.check_saved_batches(cfg)
 
 
 # --- networks -----------------------------------------------------------------------------------------------------

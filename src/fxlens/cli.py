@@ -738,6 +738,9 @@ def data_pairs(
     seconds: float = typer.Option(2.0, help="Segment length."),
     max_instruments: int = typer.Option(4, help="Most stems per mixture (1..N, uniform)."),
     hard_negatives: int = typer.Option(2, help="Hard negatives per batch (same music, other effects)."),
+    positives: str = typer.Option("same-song", help="Where a positive pair's second mixture takes its music from: "
+                                  "same-song (the paper: another segment of the same song) or other-song (another "
+                                  "song under the same chains, as the retrieval benchmark's targets)."),
     seed: int = typer.Option(0, help="Decides every batch (the training run must use the same)."),
     workers: int = typer.Option(2, help="Parallel processes."),
 ) -> None:
@@ -753,7 +756,7 @@ def data_pairs(
         task = progress.add_task("batches", total=batches)
         n = precompute_batches(root, out, batches, batch_size=batch_size, seconds=seconds,
                                max_instruments=max_instruments, hard_negatives=hard_negatives, seed=seed,
-                               workers=workers, progress=_progress_callback(progress, task))
+                               workers=workers, positives=positives, progress=_progress_callback(progress, task))
     console.print(f"{n} batches in [bold]{out}[/]")
 
 
@@ -769,6 +772,9 @@ def train_encoder_command(
     no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Leave the hard negatives out of the loss."),
     objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
                                   "baseline: which effects are on which instrument)."),
+    positives: str = typer.Option("same-song", help="Where a positive pair's second mixture takes its music from: "
+                                  "same-song (the paper: another segment of the same song) or other-song (another "
+                                  "song under the same chains, as the retrieval benchmark's targets)."),
     precomputed: Optional[Path] = typer.Option(None, help="Train on batches saved by `fxlens data pairs` (CPU)."),
     workers: int = typer.Option(1, help="DataLoader processes building batches on the fly."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads."),
@@ -788,6 +794,7 @@ def train_encoder_command(
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
                              lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives, objective=objective,
+                             positives=positives,
                              precomputed=str(precomputed) if precomputed else None, workers=workers,
                              threads=threads, accelerator=accelerator,
                              devices=int(devices) if devices.isdigit() else devices, precision=precision, seed=seed,

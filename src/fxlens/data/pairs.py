@@ -12,6 +12,9 @@ One batch = `batch_size` pairs of mixtures. For a batch:
    `stem_lufs` (-18..-14 LUFS), so level-dependent effects act alike on both.
 4. The processed stems are summed into mixture A (first segments) and mixture B (second segments), each
    normalized to `mix_lufs` (-18 LUFS). A and B are the positive pair: same effects, different music.
+   With `positives="other-song"` (fxlens's departure, see below) item i's second segments come from the song of
+   item i - 1 (a cyclic shift over the batch), so the positive is another song under the same chains, and B_i
+   shares its music with A_{i-1}, which carries other chains: every item also gets a same-music negative.
 5. Hard negatives (`hard_negatives` per batch): the first segments of an item's stems again, each under a fresh
    chain (other effects, count, order and settings), mixed and normalized the same way - same music, other effects.
 
@@ -23,7 +26,10 @@ batches whether they are built on the fly (in DataLoader workers) or saved to di
 saves their log-mels: `fxlens.train.encoder.precompute_batches`). Effect probabilities (probability scheduling) are part of the request: a batch is
 the same for the same (seed, index, probabilities).
 
-Departures from the paper: 2 s segments instead of 10 s (CPU budget; the benchmark uses 2 s clips), and
+Departures from the paper: positives from another song (`positives="other-song"`): with the paper's two segments
+of one song (`"same-song"`), and a batch of different songs, the in-batch task can be solved by recognizing the
+song (its timbre, key, tempo) without hearing any effect, while the benchmark's target is always another song
+under the same chain (`fxlens.bench.retrieval`). 2 s segments instead of 10 s (CPU budget; the benchmark uses 2 s clips), and
 loudness normalization of the stems before their effects rather than after (the paper's text allows both; before
 keeps compressor thresholds and distortion drive meaningful, after would erase the gain effect).
 """
@@ -41,6 +47,7 @@ from fxlens.data.stems import StemDataset
 from fxlens.errors import FxlensError, InvalidAudioError
 from fxlens.fx.chain import RandomChain
 
+POSITIVES = ("same-song", "other-song")  # where a positive's second mixture takes its music from (module docstring)
 PAIR_POOL = ("parametric_eq", "delay", "distortion", "stereo_imager", "multiband_compressor", "limiter", "gain",
              "reverb")
 
@@ -119,11 +126,15 @@ class PairBuilder:
         sample_rate: int = fxaudio.WORKING_SAMPLE_RATE,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        positives: str = "same-song",
     ) -> None:
         if batch_size < 2:
             raise FxlensError(f"a contrastive batch needs at least 2 pairs, got batch_size={batch_size}")
         if not 1 <= max_instruments:
             raise FxlensError("max_instruments must be >= 1")
+        if positives not in POSITIVES:
+            raise FxlensError(f"unknown positives '{positives}' (choose {', '.join(POSITIVES)})")
+        self.positives = positives
         self.dataset, self.batch_size, self.seconds = dataset, int(batch_size), float(seconds)
         self.max_instruments, self.hard_negatives = int(max_instruments), min(int(hard_negatives), int(batch_size))
         self.stem_lufs, self.mix_lufs, self.sample_rate, self.seed = stem_lufs, float(mix_lufs), sample_rate, int(seed)
@@ -240,6 +251,8 @@ class PairBuilder:
                     if attempt == 9 or instruments is not None:
                         raise
             B, k = self.batch_size, len(names)
+            if self.positives == "other-song":
+                seg_b = seg_b.roll(1, dims=0)  # item i's second segments: item i - 1's song
             seg_a, seg_b = seg_a.to(self.device), seg_b.to(self.device)
             T = seg_a.shape[-1]
             lufs = torch.as_tensor(rng.uniform(*self.stem_lufs, size=B * k), dtype=torch.float64)

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from fxlens import __version__
 from fxlens.atomic import atomic_path, write_text_atomic
-from fxlens.data.pairs import PAIR_POOL, PairBatch, PairBuilder
+from fxlens.data.pairs import PAIR_POOL, POSITIVES, PairBatch, PairBuilder
 from fxlens.data.stems import open_dataset, taxonomy
 from fxlens.errors import FxlensError
 from fxlens.features.mel import log_mel
@@ -73,6 +73,7 @@ class EncoderTrainConfig:
     max_instruments: int = 4
     hard_negatives: int = 2
     use_hard_negatives: bool = True
+    positives: str = "same-song"
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 100
@@ -104,6 +105,8 @@ class EncoderTrainConfig:
             raise FxlensError("need steps >= 1, batch size >= 2 and 0 < crop seconds <= seconds")
         if not 0.0 <= self.lambda_inst < 1.0 or not 0.0 <= self.text_query_prob <= 1.0:
             raise FxlensError("lambda_inst must be in [0, 1) and text_query_prob in [0, 1]")
+        if self.positives not in POSITIVES:
+            raise FxlensError(f"unknown positives '{self.positives}' (choose {', '.join(POSITIVES)})")
         if self.objective not in OBJECTIVES:
             raise FxlensError(f"unknown objective '{self.objective}' (choose {', '.join(OBJECTIVES)})")
 
@@ -132,7 +135,8 @@ def batch_mels(batch: PairBatch, n_mels: int = 64) -> dict:
 def _builder(data_root: str, split: str, cfg: Mapping, seed: int, device: str | torch.device = "cpu") -> PairBuilder:
     ds = open_dataset(data_root, split=split)
     return PairBuilder(ds, batch_size=cfg["batch_size"], seconds=cfg["seconds"], max_instruments=cfg["max_instruments"],
-                       hard_negatives=cfg["hard_negatives"], seed=seed, device=device)
+                       hard_negatives=cfg["hard_negatives"], positives=cfg.get("positives", "same-song"), seed=seed,
+                       device=device)
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -188,6 +192,21 @@ def saved_indices(folder: str | os.PathLike) -> list[int]:
     return sorted(int(p.stem.split("-")[1]) for p in folder.glob("batch-*.pt"))
 
 
+def check_saved_batches(cfg: EncoderTrainConfig) -> None:
+    """The saved batches exist and were made with the training run's batch options."""
+    if not saved_indices(cfg.precomputed):
+        raise FxlensError(f"no saved batches in '{cfg.precomputed}' (make them with `fxlens data pairs`)")
+    meta_path = Path(cfg.precomputed) / "pairs.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta.setdefault("positives", "same-song")  # folders saved before the option existed
+    want = {"batch_size": cfg.batch_size, "seconds": cfg.seconds, "max_instruments": cfg.max_instruments,
+            "hard_negatives": cfg.hard_negatives, "positives": cfg.positives, "seed": cfg.seed}
+    wrong = {k: (meta[k], v) for k, v in want.items() if k in meta and meta[k] != v}
+    if wrong:
+        raise FxlensError(f"the batches in '{cfg.precomputed}' were made with other options than this run's: "
+                          + ", ".join(f"{k} {a} (run: {b})" for k, (a, b) in wrong.items()))
+
+
 def _precompute_worker(args) -> int:
     data_root, cfg, seed, folder, indices, threads = args
     torch.set_num_threads(threads)
@@ -203,18 +222,19 @@ def _precompute_worker(args) -> int:
 
 def precompute_batches(data_root: str | os.PathLike, folder: str | os.PathLike, n_batches: int, batch_size: int = 16,
                        seconds: float = 2.0, max_instruments: int = 4, hard_negatives: int = 2, seed: int = 0,
-                       workers: int = 1, progress: Callable[[int, int], None] | None = None) -> int:
+                       workers: int = 1, positives: str = "same-song", progress: Callable[[int, int], None] | None = None) -> int:
     """Build training batches 0..n_batches-1 of the train split and save their log-mels to `folder` (resumable:
     batches already there are kept). The options must match the training run's. Returns the number present."""
     folder = Path(folder)
     cfg = {"batch_size": batch_size, "seconds": seconds, "max_instruments": max_instruments,
-           "hard_negatives": hard_negatives}
+           "hard_negatives": hard_negatives, "positives": positives}
     _builder(str(data_root), "train", cfg, seed)  # fail on a bad dataset before writing anything
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"seed": seed, **cfg}
     meta_path = folder / "pairs.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
+        old.setdefault("positives", "same-song")  # folders saved before the option existed
         if old != meta:
             raise FxlensError(f"{folder} holds batches made with other options ({old}); use another folder")
     else:
@@ -505,8 +525,8 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
         torch.set_num_threads(cfg.threads)
     # bad data fails before anything is built or written
     open_dataset(cfg.data_root, split="train")
-    if cfg.precomputed and not saved_indices(cfg.precomputed):
-        raise FxlensError(f"no saved batches in '{cfg.precomputed}' (make them with `fxlens data pairs`)")
+    if cfg.precomputed:
+        check_saved_batches(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
@@ -542,7 +562,7 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
 
     # validation batches: the val split, built once
     bcfg = {"batch_size": cfg.batch_size, "seconds": cfg.seconds, "max_instruments": cfg.max_instruments,
-            "hard_negatives": cfg.hard_negatives}
+            "hard_negatives": cfg.hard_negatives, "positives": cfg.positives}
     val_builder = _builder(cfg.data_root, "val", bcfg, seed=10_000 + cfg.seed)
     val_data = [batch_mels(val_builder.batch(i)) for i in range(cfg.val_batches)]
 
