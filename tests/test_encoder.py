@@ -217,6 +217,20 @@ def test_checkpoint_round_trip_and_kind_check(model, tmp_path):
         load_encoder(tmp_path / "broken")
 
 
+def test_a_run_can_start_from_another_checkpoints_weights(model, text_vectors, tmp_path):
+    save_checkpoint(tmp_path / "enc", model.state_dict(), model.config(), "# card\n")
+    torch.manual_seed(1)
+    fresh = FxEncoder("small", INSTRUMENTS, text_vectors)
+    assert not torch.equal(fresh.encoder.fc.weight, model.encoder.fc.weight)
+    train_mod.start_from(fresh, tmp_path / "enc")
+    for (name, a), b in zip(fresh.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(FxlensError, match="cannot start a 'base' run"):
+        train_mod.start_from(FxEncoder("base", INSTRUMENTS, text_vectors), tmp_path / "enc")
+    with pytest.raises(FxlensError, match="do not fit"):
+        train_mod.start_from(FxEncoder("small", ["bass"], text_vectors[:1]), tmp_path / "enc")
+
+
 # --- losses and schedules -------------------------------------------------------------------------------------------
 
 

@@ -784,6 +784,8 @@ def train_encoder_command(
     seed: int = typer.Option(0, help="Decides the batches and the initialization."),
     val_every: int = typer.Option(250, help="Validate and checkpoint every N steps."),
     fresh: bool = typer.Option(False, "--fresh", help="Start over even if the run folder has a state to resume."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from the weights of this encoder checkpoint "
+                                        "folder (fine-tuning; same preset)."),
 ) -> None:
     """Train the Fx-Encoder++ model: mixture + instrument NT-Xent, audio query alignment, probability scheduling."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -794,7 +796,7 @@ def train_encoder_command(
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
                              lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives, objective=objective,
-                             positives=positives,
+                             positives=positives, init=str(init) if init else None,
                              precomputed=str(precomputed) if precomputed else None, workers=workers,
                              threads=threads, accelerator=accelerator,
                              devices=int(devices) if devices.isdigit() else devices, precision=precision, seed=seed,

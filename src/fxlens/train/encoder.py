@@ -55,7 +55,7 @@ from fxlens.data.stems import open_dataset, taxonomy
 from fxlens.errors import FxlensError
 from fxlens.features.mel import log_mel
 from fxlens.models.checkpoint import save_checkpoint
-from fxlens.models.encoder import EMBED_DIM, ENCODER_PRESETS, SAMPLE_RATE, FxEncoder, describe
+from fxlens.models.encoder import EMBED_DIM, ENCODER_PRESETS, SAMPLE_RATE, FxEncoder, describe, load_encoder
 
 MEL_KEYS = ("mix_a", "mix_b", "negatives", "stems_a", "stems_b")
 OBJECTIVES = ("contrastive", "classify")
@@ -96,6 +96,7 @@ class EncoderTrainConfig:
     precision: str = "32-true"
     resume: bool = True
     objective: str = "contrastive"
+    init: str | None = None  # an encoder checkpoint folder whose weights start the run (fine-tuning)
     command: str | None = field(default=None, repr=False)
 
     def check(self) -> None:
@@ -464,6 +465,17 @@ class Difficulty:
 # ------------------------------------------------------------------------------------------------------------------
 
 
+def start_from(model: FxEncoder, folder: str | os.PathLike) -> None:
+    """Load the weights of an encoder checkpoint folder into `model` (same preset and instruments)."""
+    source = load_encoder(folder)
+    if source.preset != model.preset:
+        raise FxlensError(f"{folder}: a '{source.preset}' encoder cannot start a '{model.preset}' run")
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as e:
+        raise FxlensError(f"{folder}: its weights do not fit this run's model ({str(e).splitlines()[0]})") from None
+
+
 def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapsed: float, device: str) -> str:
     params = describe(model)
     last = history["train"][-1] if history["train"] else {}
@@ -492,7 +504,9 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
         f"- Command: `{cfg.command or 'fxlens.train.encoder.train_encoder(...)'}`",
         f"- Data: `{cfg.data_root}`, train split; {data}; {cfg.batch_size} mixture pairs per batch, 1-"
         f"{cfg.max_instruments} instruments, {cfg.hard_negatives} hard negatives, {cfg.seconds:g} s segments "
-        f"cropped to {cfg.crop_seconds:g} s; effect pool {', '.join(PAIR_POOL)}.",
+        f"cropped to {cfg.crop_seconds:g} s; positives: {cfg.positives}; effect pool {', '.join(PAIR_POOL)}.",
+        *([f"- Started from the weights of `{cfg.init}` (fine-tuned; the optimizer started fresh)."]
+          if cfg.init else []),
         f"- Steps: {history['step']} of {cfg.steps}; AdamW lr {cfg.lr:g}, warm-up {cfg.warmup_steps}, cosine; "
         f"{objective}.",
         f"- Time: {elapsed / 60:.1f} min on {device} ({platform.processor() or platform.machine()}, "
@@ -537,6 +551,8 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
     instruments = list(taxonomy())
     text_index = {n: i for i, n in enumerate(instruments)}
     model = FxEncoder(cfg.preset, instruments, segment_seconds=cfg.seconds)
+    if cfg.init:
+        start_from(model, cfg.init)
     head = EffectHead(EMBED_DIM, len(instruments), len(PAIR_POOL)) if cfg.objective == "classify" else None
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
