@@ -197,6 +197,11 @@ def test_audio_query_and_mismatched_queries(model):
         model.embed(x, SR, query=torch.randn(2, 2, SR) * 0.1)
 
 
+def test_stats_preset_parameter_budget():
+    m = FxEncoder("stats", INSTRUMENTS, torch.zeros(2, 384))
+    assert 0.5e6 < enc_mod.count_parameters(m.encoder) < 1e6
+
+
 def test_small_preset_parameter_budget():
     m = FxEncoder("small", [], None)
     assert sum(p.numel() for p in m.parameters()) <= 5_000_000
@@ -298,6 +303,27 @@ def test_train_encoder_runs_saves_and_resumes(stems, tmp_path, monkeypatch):  # 
     cfg.steps = 3
     history = train_mod.train_encoder(cfg)  # resumes at step 2
     assert history["step"] == 3 and [r["step"] for r in history["val"]] == [1, 2, 3]
+
+
+def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(train_mod, "taxonomy", lambda: INSTRUMENTS)
+    monkeypatch.setattr(enc_mod, "minilm_embed", lambda texts: torch.nn.functional.normalize(
+        torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0)), dim=-1))
+    monkeypatch.setattr(train_mod, "PairBuilder", _cheap_pool_builder)
+    train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
+                                 hard_negatives=1, seed=0, positives="other-song")
+    cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), preset="stats", steps=2,
+                                       batch_size=2, seconds=1.0, crop_seconds=0.75, max_instruments=2,
+                                       hard_negatives=1, val_batches=1, val_every=2, ckpt_every=2, warmup_steps=1,
+                                       accelerator="cpu", precomputed=str(tmp_path / "pairs"), positives="other-song",
+                                       stem_weight=0.5)
+    history = train_mod.train_encoder(cfg)
+    assert history["step"] == 2 and all(math.isfinite(r["stem_loss"]) for r in history["train"])
+    enc = load_encoder(tmp_path / "run" / "model")
+    assert enc.preset == "stats" and isinstance(enc.encoder, enc_mod.BandStatsEncoder)
+    assert enc.embed(torch.randn(1, 2, SR) * 0.1, SR).shape == (1, 128)
+    card = (tmp_path / "run" / "model" / "MODEL_CARD.md").read_text()
+    assert "positives: other-song" in card and "stem pairs weight 0.5" in card
 
 
 def test_cli_embed_writes_npy_and_json(model, tmp_path, monkeypatch):

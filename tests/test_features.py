@@ -245,3 +245,53 @@ def test_bad_input():
         frame_features(torch.zeros(1, 100), SR)
     with pytest.raises(ParameterError):
         mfcc(torch.zeros(1, 1, 1000), SR, n_mfcc=200)
+
+
+# --- band statistics of the log-mel (the band-statistics encoder's input) ----------------------------------------
+
+
+def _band_statistics_loop(mel: np.ndarray) -> np.ndarray:
+    """Plain numpy, one clip (2, M, N): the documented statistics, written out term by term."""
+    L, R = mel[0].astype(np.float64), mel[1].astype(np.float64)
+    out = []
+    for x in ((L + R) / 2, L - R):
+        out += [x.mean(1), x.std(1), np.abs(np.diff(x, axis=1)).mean(1), x.max(1) - x.min(1)]
+
+    def ac(seq, lags):
+        d = seq - seq.mean()
+        e = (d ** 2).mean() + 1e-6
+        return [np.dot(d[:-k], d[k:]) / (len(d) - k) / e if k < len(d) else 0.0 for k in lags]
+
+    mid = (L + R) / 2
+    out.append(np.array(ac(mid.mean(0), range(1, 65))))
+    M = mel.shape[1]
+    for g in range(8):
+        out.append(np.array(ac(mid[g * M // 8:(g + 1) * M // 8].mean(0), (2, 4, 8, 16, 32, 48))))
+    return np.concatenate(out)
+
+
+def test_band_statistics_match_a_numpy_loop_and_closed_forms():
+    from fxlens.features.mel import band_statistics, band_statistics_size
+
+    g = torch.Generator().manual_seed(0)
+    mel = torch.rand(3, 2, 64, 90, generator=g) * 2 - 1
+    got = band_statistics(mel)
+    assert got.shape == (3, band_statistics_size(64)) == (3, 624)
+    for i in range(3):
+        np.testing.assert_allclose(got[i].numpy(), _band_statistics_loop(mel[i].numpy()), rtol=1e-4, atol=1e-5)
+    # closed forms: a band envelope cos(2 pi n / P) has autocorrelation ~ cos(2 pi k / P); identical channels have
+    # no side difference; a constant spectrum has no spread, flux or range
+    n = torch.arange(400, dtype=torch.float32)
+    env = 0.5 * torch.cos(2 * np.pi * n / 20)
+    mel = env.expand(1, 2, 64, 400).clone()
+    s = band_statistics(mel)[0]
+    ac = s[512: 512 + 64]
+    for k in (5, 10, 20, 40):
+        assert float(ac[k - 1]) == pytest.approx(np.cos(2 * np.pi * k / 20), abs=0.03)
+    side = s[256:512]
+    assert float(side.abs().max()) == 0.0
+    flat = band_statistics(torch.full((1, 2, 64, 50), 0.3))[0]
+    assert float(flat[64:256].abs().max()) < 1e-6  # std, flux and range of the mid
+    # a clip shorter than the longest lag: those lags are 0, nothing undefined
+    short = band_statistics(torch.rand(1, 2, 64, 22, generator=g))
+    assert torch.isfinite(short).all() and float(short[0, 512 + 21:512 + 64].abs().max()) == 0.0

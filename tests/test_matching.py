@@ -244,7 +244,8 @@ def test_cli_end_to_end(root, encoder_dir, tmp_path, capsys):
     assert code == 0, err
     res = json.loads((tmp_path / "m.json").read_text())
     assert list(res["methods"]) == [mt.ROW_INPUT, mt.ROW_RANDOM, "ITO CMA-ES · mfcc+spectral",
-                                    "ITO CMA-ES · log-mel stats", "ITO CMA-ES · random CNN",
+                                    "ITO CMA-ES · log-mel stats", "ITO CMA-ES · band statistics",
+                                    "ITO CMA-ES · random CNN",
                                     "ITO CMA-ES · Fx-Encoder++ (enc-test)", "ITO grad · Fx-Encoder++ (enc-test)",
                                     mt.ROW_ORACLE]
     assert "L_d" in (tmp_path / "m.md").read_text() and "oracle (true parameters)" in out

@@ -231,7 +231,7 @@ def test_baselines_run_and_table(tiny_root, tmp_path):
                                      embedders=bl.default_baselines(seed=0), out_json=out,
                                      cache_dir=tmp_path / "c", include_real=False, n_boot=50,
                                      effects=EFFECTS, max_effects=3, sample_rate=SR)
-    assert list(res["methods"]) == ["random", "mfcc+spectral", "log-mel stats", "random CNN"]
+    assert list(res["methods"]) == ["random", "mfcc+spectral", "log-mel stats", "band statistics", "random CNN"]
     on_disk = json.loads(out.read_text())
     assert on_disk["methods"]["random CNN"]["overall"]["R@1"] == res["methods"]["random CNN"]["overall"]["R@1"]
     for r in res["methods"].values():
@@ -239,7 +239,7 @@ def test_baselines_run_and_table(tiny_root, tmp_path):
             assert 0.0 <= g["overall"]["R@1"]["mean"] <= 1.0
     table = rt.markdown_table(res).splitlines()
     assert table[0] == "| method | bass | drums | mixture | all |"
-    assert len(table) == 2 + 4 and table[2].startswith("| random | ")
+    assert len(table) == 2 + 5 and table[2].startswith("| random | ")
     # standardization fitted on other (training) audio instead of per evaluation group
     emb = bl.AutoFXEmbedder().fit(torch.randn(6, 2, SR) * 0.1, SR)
     e = emb.embed(torch.randn(2, 2, SR) * 0.1, SR)
@@ -514,7 +514,7 @@ def test_cli_end_to_end_with_a_model(inst_root, encoder_dir, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     res = json.loads((tmp_path / "r.json").read_text())
-    assert list(res["methods"]) == ["random", "mfcc+spectral", "log-mel stats", "random CNN", "Fx-Encoder++ (enc-test)"]
+    assert list(res["methods"]) == ["random", "mfcc+spectral", "log-mel stats", "band statistics", "random CNN", "Fx-Encoder++ (enc-test)"]
     assert res["config"]["effects"] == ["gain", "parametric_eq"] and res["config"]["max_effects"] == 2
     assert "q_text R@1" in (tmp_path / "r.md").read_text() and (tmp_path / "plots" / "tsne-chains.png").is_file()
 

@@ -764,12 +764,15 @@ def data_pairs(
 def train_encoder_command(
     out: Path = typer.Option(Path("runs/encoder-small"), "--out", help="Run folder: state.pt (resume), model/, history.json."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A rendered dataset (default: <data-dir>/fxlens-dry)."),
-    preset: str = typer.Option("small", help="small (CPU, ~1.4 M parameters) or base (the paper's CNN14, GPU)."),
+    preset: str = typer.Option("small", help="small (CNN, CPU, ~1.4 M parameters), stats (an MLP on per-band "
+                               "statistics, ~0.65 M) or base (the paper's CNN14, GPU)."),
     steps: int = typer.Option(2000, help="Optimizer steps."),
     batch_size: int = typer.Option(16, help="Mixture pairs per batch."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
     lambda_inst: float = typer.Option(0.2, help="Final weight of the instrument loss (0: mixture objective only)."),
     no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Leave the hard negatives out of the loss."),
+    stem_weight: float = typer.Option(0.0, help="Weight of an NT-Xent on the stems of 2+ instrument mixtures as "
+                                      "pairs of their own (0: the paper's objective)."),
     objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
                                   "baseline: which effects are on which instrument)."),
     positives: str = typer.Option("same-song", help="Where a positive pair's second mixture takes its music from: "
@@ -796,7 +799,7 @@ def train_encoder_command(
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
                              lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives, objective=objective,
-                             positives=positives, init=str(init) if init else None,
+                             positives=positives, stem_weight=stem_weight, init=str(init) if init else None,
                              precomputed=str(precomputed) if precomputed else None, workers=workers,
                              threads=threads, accelerator=accelerator,
                              devices=int(devices) if devices.isdigit() else devices, precision=precision, seed=seed,

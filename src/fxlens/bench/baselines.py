@@ -3,6 +3,7 @@
 - `RandomEmbedder`: Gaussian vectors, independent of the audio (chance: R@1 ~ 1/N).
 - `AutoFXEmbedder`: the 163 AutoFX features (MFCC + spectral statistics, `autofx_features`), z-scored.
 - `LogMelStatsEmbedder`: mean and std over time of each mel band of each channel of `log_mel`, z-scored.
+- `BandStatsEmbedder`: `band_statistics` of `log_mel` (the band-statistics encoder's input), z-scored.
 - `RandomCNNEmbedder`: a small randomly initialized (seeded) CNN on the stereo `log_mel`, mean + max pooled.
 
 And the learned model, scored in the same run: `EncoderEmbedder` (a trained `FxEncoder` checkpoint: mixture-level
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fxlens.features.mel import log_mel
+from fxlens.features.mel import band_statistics, log_mel
 from fxlens.features.spectral import autofx_features
 
 
@@ -95,6 +96,18 @@ class LogMelStatsEmbedder(_Standardized):
         return torch.cat([m.mean(-1), m.std(-1)], dim=1).flatten(1)
 
 
+class BandStatsEmbedder(_Standardized):
+    """`band_statistics` of the stereo log-mel, z-scored: the input of the band-statistics encoder (preset
+    ``stats``) without its learned layers, so a table shows what the training adds."""
+
+    def __init__(self, name: str = "band statistics", device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.name, self.device = name, device
+
+    def features(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        return band_statistics(log_mel(audio.to(self.device) if self.device else audio, sample_rate))
+
+
 class SmallCNN(nn.Module):
     """4 conv blocks (3x3 conv, batch-free: ReLU, 2x2 average pool) 2 -> 32 -> 64 -> 128 -> 128 channels, then mean +
     max pooling over time and frequency and a linear projection to `dim`."""
@@ -130,9 +143,10 @@ class RandomCNNEmbedder:
 
 
 def default_baselines(seed: int = 0, device: str | torch.device | None = None) -> list:
-    """The four baselines, in table order: random, MFCC + spectral statistics, log-mel statistics, random CNN."""
+    """The five baselines, in table order: random, MFCC + spectral statistics, log-mel statistics, band statistics,
+    random CNN."""
     return [RandomEmbedder(seed=seed), AutoFXEmbedder(), LogMelStatsEmbedder(device=device),
-            RandomCNNEmbedder(seed=seed, device=device)]
+            BandStatsEmbedder(device=device), RandomCNNEmbedder(seed=seed, device=device)]
 
 
 class EncoderEmbedder:

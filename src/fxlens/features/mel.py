@@ -1,4 +1,5 @@
-"""Log-mel spectrograms scaled as the Fx-Encoder++ encoder expects them (`log_mel`).
+"""Log-mel spectrograms scaled as the Fx-Encoder++ encoder expects them (`log_mel`), and statistics of them over
+time (`band_statistics`, the input of the band-statistics encoder).
 
 Fx-Encoder++ (Yeh et al., ISMIR 2025) feeds its CNN14-style encoder a stereo log-mel: n_fft 2048, hop 512, 64 mel
 bands from 50 Hz to 18 kHz at 44.1 kHz, power in dB clamped to [-80, 40] dB and mapped linearly to [-1, 1]. The mel
@@ -47,3 +48,50 @@ def log_mel(
     db = db.clamp(DB_MIN, DB_MAX)
     scaled = (db - DB_MIN) / (DB_MAX - DB_MIN) * 2.0 - 1.0
     return scaled.reshape(B, C, n_mels, -1)
+
+
+ENVELOPE_LAGS = 64  # frames (0.74 s at hop 512): echoes and modulation periods of the broadband envelope
+GROUP_LAGS = (2, 4, 8, 16, 32, 48)  # frames, for the envelopes of 8 groups of bands
+N_GROUPS = 8
+
+
+def _autocorrelation(x: torch.Tensor, lags) -> torch.Tensor:
+    """Normalized autocorrelation of (..., N) sequences (mean removed) at each lag: (..., len(lags)). A lag at or
+    beyond the length gives 0."""
+    x = x - x.mean(-1, keepdim=True)
+    energy = x.square().mean(-1) + 1e-6
+    n = x.shape[-1]
+    out = [(x[..., :-k] * x[..., k:]).mean(-1) / energy if k < n else torch.zeros_like(energy) for k in lags]
+    return torch.stack(out, -1)
+
+
+def band_statistics(mel: torch.Tensor) -> torch.Tensor:
+    """Statistics over time of a stereo `log_mel` ``(B, 2, M, N)`` -> ``(B, 8 M + 64 + 48)``.
+
+    For the mid (mean of the two channels' scaled dB) and for the side difference (left minus right, a level
+    difference per band): per band the mean, standard deviation, mean absolute frame-to-frame change (flux) and
+    range (max - min) over time; the normalized autocorrelation of the broadband mid envelope (mean over bands) at
+    lags of 1..64 frames (echoes up to 0.74 s, tremolo and modulation periods); and that of 8 groups of adjacent
+    bands at lags of 2, 4, 8, 16, 32 and 48 frames. Effects change these (an EQ the band means, a compressor the
+    spread and flux, a reverb or delay the autocorrelation, an imager the side difference) while the music's notes
+    mostly move in time, which the statistics average out.
+    """
+    if mel.dim() != 4 or mel.shape[1] != 2:
+        raise ParameterError(f"band_statistics expects a stereo log-mel (batch, 2, mels, frames), got {tuple(mel.shape)}")
+    B, _, M, N = mel.shape
+    if M % N_GROUPS:
+        raise ParameterError(f"band_statistics needs a multiple of {N_GROUPS} mel bands, got {M}")
+    mel = mel.float()
+    mid, side = 0.5 * (mel[:, 0] + mel[:, 1]), mel[:, 0] - mel[:, 1]
+    feats = []
+    for x in (mid, side):
+        flux = (x[..., 1:] - x[..., :-1]).abs().mean(-1) if N > 1 else torch.zeros_like(x[..., 0])
+        feats += [x.mean(-1), x.std(-1, correction=0), flux, x.amax(-1) - x.amin(-1)]
+    feats.append(_autocorrelation(mid.mean(1), range(1, ENVELOPE_LAGS + 1)))
+    groups = mid.reshape(B, N_GROUPS, M // N_GROUPS, N).mean(2)
+    feats.append(_autocorrelation(groups, GROUP_LAGS).flatten(1))
+    return torch.cat(feats, 1)
+
+
+def band_statistics_size(n_mels: int) -> int:
+    return 8 * n_mels + ENVELOPE_LAGS + N_GROUPS * len(GROUP_LAGS)

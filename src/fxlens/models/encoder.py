@@ -33,7 +33,7 @@ from torch import nn
 
 from fxlens import audio as fxaudio
 from fxlens.errors import CheckpointError, FxlensError, InvalidAudioError, ParameterError
-from fxlens.features.mel import log_mel
+from fxlens.features.mel import band_statistics, band_statistics_size, log_mel
 from fxlens.models.checkpoint import load_checkpoint, shipped_checkpoint
 
 KIND = "fx-encoder"
@@ -48,6 +48,8 @@ ENCODER_PRESETS: dict[str, dict] = {
     "small": {"channels": [32, 64, 128, 256], "hidden": 512, "dim": EMBED_DIM, "n_mels": 64},
     # the paper's CNN14 (6 blocks 64..2048, fc 2048, ~80 M parameters): for GPUs
     "base": {"channels": [64, 128, 256, 512, 1024, 2048], "hidden": 2048, "dim": EMBED_DIM, "n_mels": 64},
+    # fxlens's departure: an MLP on per-band statistics over time (~0.65 M parameters); see docs/encoder.md
+    "stats": {"type": "band-stats", "hidden": 512, "dim": EMBED_DIM, "n_mels": 64},
 }
 QUERY_PRESET: dict = {"channels": [16, 32, 64, 128], "hidden": 256, "dim": QUERY_DIM, "n_mels": 64}
 
@@ -68,8 +70,27 @@ class ConvBlock(nn.Module):
         return F.avg_pool2d(x, 2, ceil_mode=True)
 
 
-class CnnEncoder(nn.Module):
-    """Stereo audio (B, 2, T) at 44.1 kHz -> L2-normalized (B, dim) embedding (see the module docstring)."""
+class _MelEncoder(nn.Module):
+    """Stereo audio (B, 2, T) at 44.1 kHz -> its `log_mel` -> `features` -> projection -> L2-normalized (B, dim)."""
+
+    n_mels: int
+
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mel(self, audio: torch.Tensor) -> torch.Tensor:
+        """The network's input: `log_mel` of (B, 2, T) audio at 44.1 kHz."""
+        return log_mel(audio, SAMPLE_RATE, n_mels=self.n_mels)
+
+    def embed_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.features(mel)), dim=-1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.embed_mel(self.mel(audio))
+
+
+class CnnEncoder(_MelEncoder):
+    """PANN/CNN14-style CNN on the stereo log-mel (see the module docstring)."""
 
     def __init__(self, channels: Sequence[int], hidden: int, dim: int, n_mels: int = 64, in_channels: int = 2) -> None:
         super().__init__()
@@ -89,15 +110,29 @@ class CnnEncoder(nn.Module):
         x = x.amax(dim=2) + x.mean(dim=2)
         return F.relu(self.fc(x))
 
-    def mel(self, audio: torch.Tensor) -> torch.Tensor:
-        """The network's input: `log_mel` of (B, 2, T) audio at 44.1 kHz."""
-        return log_mel(audio, SAMPLE_RATE, n_mels=self.n_mels)
 
-    def embed_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projection(self.features(mel)), dim=-1)
+class BandStatsEncoder(_MelEncoder):
+    """An MLP on `band_statistics` of the stereo log-mel: per-band statistics over time of the mid and side, and
+    envelope autocorrelations (batch norm, two GELU layers with dropout 0.1, projection)."""
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.embed_mel(self.mel(audio))
+    def __init__(self, hidden: int, dim: int, n_mels: int = 64) -> None:
+        super().__init__()
+        self.n_mels = n_mels
+        size = band_statistics_size(n_mels)
+        self.bn0 = nn.BatchNorm1d(size)
+        self.net = nn.Sequential(nn.Linear(size, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, hidden),
+                                 nn.GELU())
+        self.projection = nn.Linear(hidden, dim)
+
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.net(self.bn0(band_statistics(mel)))
+
+
+def make_encoder(preset: Mapping) -> _MelEncoder:
+    """The network of an `ENCODER_PRESETS` entry (or `QUERY_PRESET`)."""
+    kw = dict(preset)
+    kind = kw.pop("type", "cnn")
+    return BandStatsEncoder(**kw) if kind == "band-stats" else CnnEncoder(**kw)
 
 
 class Extractor(nn.Module):
@@ -212,8 +247,8 @@ class FxEncoder(nn.Module):
         if preset not in ENCODER_PRESETS:
             raise ParameterError(f"unknown encoder preset '{preset}' (choose {', '.join(ENCODER_PRESETS)})")
         self.preset, self.segment_seconds = preset, float(segment_seconds)
-        self.encoder = CnnEncoder(**ENCODER_PRESETS[preset])
-        self.query_encoder = CnnEncoder(**QUERY_PRESET)
+        self.encoder = make_encoder(ENCODER_PRESETS[preset])
+        self.query_encoder = make_encoder(QUERY_PRESET)
         self.extractor = Extractor()
         self.text = TextQueryEncoder(instruments, text_vectors) if instruments else None
 
@@ -304,5 +339,5 @@ def describe(model: FxEncoder) -> Mapping[str, int]:
             "extractor": count_parameters(model.extractor)}
 
 
-__all__ = ["FxEncoder", "CnnEncoder", "Extractor", "TextQueryEncoder", "load_encoder", "minilm_embed",
+__all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "TextQueryEncoder", "load_encoder", "minilm_embed",
            "instrument_query", "prepare_audio", "chunk", "ENCODER_PRESETS", "QUERY_PRESET", "describe"]

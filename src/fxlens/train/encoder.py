@@ -79,6 +79,7 @@ class EncoderTrainConfig:
     warmup_steps: int = 100
     tau: float = 0.1
     lambda_inst: float = 0.2
+    stem_weight: float = 0.0  # weight of an NT-Xent on the stems themselves (fxlens's addition; 0: the paper)
     curriculum: tuple[float, float] = (0.2, 0.5)
     query_dropout: tuple[float, float] = (0.75, 0.95)
     text_query_prob: float = 0.5
@@ -106,6 +107,8 @@ class EncoderTrainConfig:
             raise FxlensError("need steps >= 1, batch size >= 2 and 0 < crop seconds <= seconds")
         if not 0.0 <= self.lambda_inst < 1.0 or not 0.0 <= self.text_query_prob <= 1.0:
             raise FxlensError("lambda_inst must be in [0, 1) and text_query_prob in [0, 1]")
+        if not 0.0 <= self.stem_weight <= 10.0:
+            raise FxlensError("stem_weight must be in [0, 10]")
         if self.positives not in POSITIVES:
             raise FxlensError(f"unknown positives '{self.positives}' (choose {', '.join(POSITIVES)})")
         if self.objective not in OBJECTIVES:
@@ -366,11 +369,17 @@ class EncoderObjective:
                 losses, hits = nt_xent(z_a, z_b, cfg.tau)
                 inst_loss = inst_loss + losses.mean() / k
                 inst_hits.append(hits.float().mean())
+        # the stems of mixtures of 2+ instruments as positive pairs of their own (each stem's chain on two songs)
+        stem_loss = torch.zeros((), device=device)
+        if cfg.stem_weight > 0 and k > 1:
+            e_s = m.encoder.embed_mel(stems)
+            stem_loss = nt_xent(e_s[: B * k], e_s[B * k:], cfg.tau)[0].mean()
         mix_loss = mix_losses.mean()
-        loss = (1.0 - lambda_inst) * mix_loss + lambda_inst * inst_loss + query_loss
+        loss = (1.0 - lambda_inst) * mix_loss + lambda_inst * inst_loss + query_loss + cfg.stem_weight * stem_loss
         metrics = {"loss": float(loss.detach()), "mix_loss": float(mix_loss.detach()), "mix_acc": float(mix_hits.float().mean()),
                    "query_loss": float(query_loss.detach()), "query_acc": float(query_acc),
-                   "inst_loss": float(inst_loss.detach()), "lambda_inst": lambda_inst, "hard_negatives": H}
+                   "inst_loss": float(inst_loss.detach()), "lambda_inst": lambda_inst, "hard_negatives": H,
+                   "stem_loss": float(stem_loss.detach())}
         if inst_hits:
             metrics["inst_acc"] = float(torch.stack(inst_hits).mean())
         item_loss = (mix_losses[:B] + mix_losses[B:]).detach() / 2
@@ -494,7 +503,8 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
         what = ("Effects embeddings (128-d, L2-normalized) for mixtures, and per instrument through the extractor with "
                 "a text or audio query. Trained by fxlens's own trainer on fxlens's rendered dry multitracks.")
         objective = (f"tau {cfg.tau:g}; lambda_inst 0 -> {cfg.lambda_inst:g} over "
-                     f"{cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}")
+                     f"{cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}"
+                     + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else ""))
     lines = [
         title,
         "",
