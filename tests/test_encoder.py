@@ -281,12 +281,17 @@ def _cheap_pool_builder(*args, **kwargs):
     return PairBuilder(*args, effects=["gain", "stereo_imager"], **kwargs)
 
 
-
-def test_train_encoder_runs_saves_and_resumes(stems, tmp_path, monkeypatch):  # noqa: F811
+@pytest.fixture
+def offline_training(monkeypatch):
+    """Training without the text model, on the test instruments, with a cheap effect pool."""
     monkeypatch.setattr(train_mod, "taxonomy", lambda: INSTRUMENTS)
     monkeypatch.setattr(enc_mod, "minilm_embed", lambda texts: torch.nn.functional.normalize(
         torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0)), dim=-1))
     monkeypatch.setattr(train_mod, "PairBuilder", _cheap_pool_builder)
+
+
+
+def test_train_encoder_runs_saves_and_resumes(stems, tmp_path, offline_training):  # noqa: F811
     n = train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
                                      hard_negatives=1, seed=0)
     assert n == 2
@@ -305,11 +310,7 @@ def test_train_encoder_runs_saves_and_resumes(stems, tmp_path, monkeypatch):  # 
     assert history["step"] == 3 and [r["step"] for r in history["val"]] == [1, 2, 3]
 
 
-def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(train_mod, "taxonomy", lambda: INSTRUMENTS)
-    monkeypatch.setattr(enc_mod, "minilm_embed", lambda texts: torch.nn.functional.normalize(
-        torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0)), dim=-1))
-    monkeypatch.setattr(train_mod, "PairBuilder", _cheap_pool_builder)
+def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems, tmp_path, offline_training):  # noqa: F811
     train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
                                  hard_negatives=1, seed=0, positives="other-song")
     cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), preset="stats", steps=2,
@@ -391,8 +392,11 @@ def test_cli_training_bad_data_writes_nothing(stems, tmp_path, capsys):  # noqa:
     assert main(["train", "encoder", "--out", str(tmp_path / "run"), "--data-dir", str(stems),
                  "--precomputed", str(tmp_path / "empty"), "--steps", "1"]) == 1
     assert not (tmp_path / "run").exists()
+    assert main(["train", "encoder", "--out", str(tmp_path / "run"), "--data-dir", str(stems),
+                 "--init", str(tmp_path / "missing"), "--steps", "1"]) == 1
+    assert not (tmp_path / "run").exists()
     err = capsys.readouterr().err
-    assert err.count("error:") == 2 and "Traceback" not in err
+    assert err.count("error:") == 3 and "Traceback" not in err
 
 
 # --- AFx-Rep-style baseline objective ----------------------------------------------------------------------------
@@ -429,11 +433,7 @@ def test_classify_objective_targets_and_loss_match_a_loop_reference(model):
     assert item_loss.shape == (B,) and 0.0 <= metrics["cls_acc"] <= 1.0 and "mix_acc" in metrics
 
 
-def test_train_encoder_classify_objective_runs_and_resumes(stems, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(train_mod, "taxonomy", lambda: INSTRUMENTS)
-    monkeypatch.setattr(enc_mod, "minilm_embed", lambda texts: torch.nn.functional.normalize(
-        torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0)), dim=-1))
-    monkeypatch.setattr(train_mod, "PairBuilder", _cheap_pool_builder)
+def test_train_encoder_classify_objective_runs_and_resumes(stems, tmp_path, offline_training):  # noqa: F811
     train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
                                  hard_negatives=1, seed=0)
     cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), steps=2, batch_size=2,

@@ -552,7 +552,6 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
     if cfg.precomputed:
         check_saved_batches(cfg)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
     fabric.launch()
     fabric.seed_everything(cfg.seed)
@@ -563,6 +562,7 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
     model = FxEncoder(cfg.preset, instruments, segment_seconds=cfg.seconds)
     if cfg.init:
         start_from(model, cfg.init)
+    out.mkdir(parents=True, exist_ok=True)  # after every check that can refuse the run
     head = EffectHead(EMBED_DIM, len(instruments), len(PAIR_POOL)) if cfg.objective == "classify" else None
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
