@@ -310,7 +310,8 @@ def test_train_encoder_runs_saves_and_resumes(stems, tmp_path, offline_training)
     assert history["step"] == 3 and [r["step"] for r in history["val"]] == [1, 2, 3]
 
 
-def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems, tmp_path, offline_training):  # noqa: F811
+def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems, tmp_path,  # noqa: F811
+                                                                            offline_training):
     train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
                                  hard_negatives=1, seed=0, positives="other-song")
     cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), preset="stats", steps=2,

@@ -77,7 +77,8 @@ def band_statistics(mel: torch.Tensor) -> torch.Tensor:
     mostly move in time, which the statistics average out.
     """
     if mel.dim() != 4 or mel.shape[1] != 2:
-        raise ParameterError(f"band_statistics expects a stereo log-mel (batch, 2, mels, frames), got {tuple(mel.shape)}")
+        raise ParameterError("band_statistics expects a stereo log-mel (batch, 2, mels, frames), "
+                             f"got {tuple(mel.shape)}")
     B, _, M, N = mel.shape
     if M % N_GROUPS:
         raise ParameterError(f"band_statistics needs a multiple of {N_GROUPS} mel bands, got {M}")

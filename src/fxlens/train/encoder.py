@@ -226,7 +226,8 @@ def _precompute_worker(args) -> int:
 
 def precompute_batches(data_root: str | os.PathLike, folder: str | os.PathLike, n_batches: int, batch_size: int = 16,
                        seconds: float = 2.0, max_instruments: int = 4, hard_negatives: int = 2, seed: int = 0,
-                       workers: int = 1, positives: str = "same-song", progress: Callable[[int, int], None] | None = None) -> int:
+                       workers: int = 1, positives: str = "same-song",
+                       progress: Callable[[int, int], None] | None = None) -> int:
     """Build training batches 0..n_batches-1 of the train split and save their log-mels to `folder` (resumable:
     batches already there are kept). The options must match the training run's. Returns the number present."""
     folder = Path(folder)
