@@ -84,28 +84,37 @@ class AutoFXEmbedder(_Standardized):
         return autofx_features(audio.float().cpu(), sample_rate)
 
 
-class LogMelStatsEmbedder(_Standardized):
-    """Mean and standard deviation over time of every mel band of every channel: ``(B, 2 * 2 * n_mels)``."""
+class _MelStandardized(_Standardized):
+    """Standardized features of the stereo `log_mel`, computed on `device` (None: where the audio is)."""
 
-    def __init__(self, name: str = "log-mel stats", device: str | torch.device | None = None) -> None:
+    def __init__(self, name: str, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.name, self.device = name, device
 
+    def mel(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        return log_mel(audio.to(self.device) if self.device else audio, sample_rate)  # (B, C, M, F)
+
+
+class LogMelStatsEmbedder(_MelStandardized):
+    """Mean and standard deviation over time of every mel band of every channel: ``(B, 2 * 2 * n_mels)``."""
+
+    def __init__(self, name: str = "log-mel stats", device: str | torch.device | None = None) -> None:
+        super().__init__(name, device)
+
     def features(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        m = log_mel(audio.to(self.device) if self.device else audio, sample_rate)  # (B, C, M, F)
+        m = self.mel(audio, sample_rate)
         return torch.cat([m.mean(-1), m.std(-1)], dim=1).flatten(1)
 
 
-class BandStatsEmbedder(_Standardized):
+class BandStatsEmbedder(_MelStandardized):
     """`band_statistics` of the stereo log-mel, z-scored: the input of the band-statistics encoder (preset
     ``stats``) without its learned layers, so a table shows what the training adds."""
 
     def __init__(self, name: str = "band statistics", device: str | torch.device | None = None) -> None:
-        super().__init__()
-        self.name, self.device = name, device
+        super().__init__(name, device)
 
     def features(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        return band_statistics(log_mel(audio.to(self.device) if self.device else audio, sample_rate))
+        return band_statistics(self.mel(audio, sample_rate))
 
 
 class SmallCNN(nn.Module):

@@ -100,6 +100,11 @@ class EncoderTrainConfig:
     init: str | None = None  # an encoder checkpoint folder whose weights start the run (fine-tuning)
     command: str | None = field(default=None, repr=False)
 
+    def batch_options(self) -> dict:
+        """What decides the batches besides the seed (`_builder`'s options; `fxlens data pairs` saves the same)."""
+        return {"batch_size": self.batch_size, "seconds": self.seconds, "max_instruments": self.max_instruments,
+                "hard_negatives": self.hard_negatives, "positives": self.positives}
+
     def check(self) -> None:
         if self.preset not in ENCODER_PRESETS:
             raise FxlensError(f"unknown preset '{self.preset}' (choose {', '.join(ENCODER_PRESETS)})")
@@ -203,8 +208,7 @@ def check_saved_batches(cfg: EncoderTrainConfig) -> None:
     meta_path = Path(cfg.precomputed) / "pairs.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta.setdefault("positives", "same-song")  # folders saved before the option existed
-    want = {"batch_size": cfg.batch_size, "seconds": cfg.seconds, "max_instruments": cfg.max_instruments,
-            "hard_negatives": cfg.hard_negatives, "positives": cfg.positives, "seed": cfg.seed}
+    want = {**cfg.batch_options(), "seed": cfg.seed}
     wrong = {k: (meta[k], v) for k, v in want.items() if k in meta and meta[k] != v}
     if wrong:
         raise FxlensError(f"the batches in '{cfg.precomputed}' were made with other options than this run's: "
@@ -588,8 +592,7 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
         say(f"resumed from step {start}")
 
     # validation batches: the val split, built once
-    bcfg = {"batch_size": cfg.batch_size, "seconds": cfg.seconds, "max_instruments": cfg.max_instruments,
-            "hard_negatives": cfg.hard_negatives, "positives": cfg.positives}
+    bcfg = cfg.batch_options()
     val_builder = _builder(cfg.data_root, "val", bcfg, seed=10_000 + cfg.seed)
     val_data = [batch_mels(val_builder.batch(i)) for i in range(cfg.val_batches)]
 
