@@ -314,7 +314,7 @@ def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems
                                                                             offline_training):
     train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
                                  hard_negatives=1, seed=0, positives="other-song")
-    cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), preset="stats", steps=2,
+    cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), preset="stats2", steps=2,
                                        batch_size=2, seconds=1.0, crop_seconds=0.75, max_instruments=2,
                                        hard_negatives=1, val_batches=1, val_every=2, ckpt_every=2, warmup_steps=1,
                                        accelerator="cpu", precomputed=str(tmp_path / "pairs"), positives="other-song",
@@ -322,7 +322,9 @@ def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems
     history = train_mod.train_encoder(cfg)
     assert history["step"] == 2 and all(math.isfinite(r["stem_loss"]) for r in history["train"])
     enc = load_encoder(tmp_path / "run" / "model")
-    assert enc.preset == "stats" and isinstance(enc.encoder, enc_mod.BandStatsEncoder)
+    assert enc.preset == "stats2" and isinstance(enc.encoder, enc_mod.BandStatsEncoder)
+    assert enc.encoder.bn0.num_features == 1264  # version 2 of the statistics; preset "stats" keeps version 1's 624
+    assert enc_mod.make_encoder(enc_mod.ENCODER_PRESETS["stats"]).bn0.num_features == 624
     assert enc.embed(torch.randn(1, 2, SR) * 0.1, SR).shape == (1, 128)
     card = (tmp_path / "run" / "model" / "MODEL_CARD.md").read_text()
     assert "positives: other-song" in card and "stem pairs weight 0.5" in card

@@ -295,3 +295,30 @@ def test_band_statistics_match_a_numpy_loop_and_closed_forms():
     # a clip shorter than the longest lag: those lags are 0, nothing undefined
     short = band_statistics(torch.rand(1, 2, 64, 22, generator=g))
     assert torch.isfinite(short).all() and float(short[0, 512 + 21:512 + 64].abs().max()) == 0.0
+
+
+def test_band_statistics_version_2_adds_quantiles_skewness_and_rising_flux_as_numpy_and_scipy_compute_them():
+    from scipy.stats import skew
+
+    from fxlens.features.mel import band_statistics, band_statistics_size
+
+    g = torch.Generator().manual_seed(1)
+    mel = torch.rand(2, 2, 64, 173, generator=g) * 2 - 1
+    v1, v2 = band_statistics(mel), band_statistics(mel, version=2)
+    assert v2.shape == (2, band_statistics_size(64, 2)) == (2, 624 + 640)
+    assert torch.equal(v2[:, :624], v1)  # version 1's values come first, unchanged
+    for i in range(2):
+        L, R = mel[i, 0].double().numpy(), mel[i, 1].double().numpy()
+        mid, side = (L + R) / 2, L - R
+        want = np.concatenate([
+            np.percentile(mid, [5, 25, 50, 75, 95], axis=1).reshape(-1),  # quantile-major, band-minor
+            skew(mid, axis=1),
+            np.clip(np.diff(mid, axis=1), 0, None).mean(1),
+            np.percentile(side, [10, 50, 90], axis=1).reshape(-1)])
+        np.testing.assert_allclose(v2[i, 624:].numpy(), want, rtol=1e-4, atol=1e-5)
+    # a steady band has no skewness (not 0/0); a single frame has no flux; an unknown version is refused
+    steady = band_statistics(torch.full((1, 2, 64, 40), -0.2), version=2)
+    assert torch.isfinite(steady).all() and float(steady[0, 624 + 320:624 + 384].abs().max()) == 0.0
+    assert torch.isfinite(band_statistics(torch.rand(1, 2, 64, 1, generator=g), version=2)).all()
+    with pytest.raises(ParameterError, match="version"):
+        band_statistics(mel, version=3)

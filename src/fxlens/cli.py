@@ -764,8 +764,8 @@ def data_pairs(
 def train_encoder_command(
     out: Path = typer.Option(Path("runs/encoder-small"), "--out", help="Run folder: state.pt (resume), model/, history.json."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A rendered dataset (default: <data-dir>/fxlens-dry)."),
-    preset: str = typer.Option("small", help="small (CNN, CPU, ~1.4 M parameters), stats (an MLP on per-band "
-                               "statistics, ~0.65 M) or base (the paper's CNN14, GPU)."),
+    preset: str = typer.Option("small", help="small (CNN, CPU, ~1.4 M parameters), stats2 / stats (an MLP on "
+                               "per-band statistics, version 2 / 1, ~0.9 / 0.65 M) or base (the paper's CNN14, GPU)."),
     steps: int = typer.Option(2000, help="Optimizer steps."),
     batch_size: int = typer.Option(16, help="Mixture pairs per batch."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),

@@ -107,14 +107,16 @@ class LogMelStatsEmbedder(_MelStandardized):
 
 
 class BandStatsEmbedder(_MelStandardized):
-    """`band_statistics` of the stereo log-mel, z-scored: the input of the band-statistics encoder (preset
-    ``stats``) without its learned layers, so a table shows what the training adds."""
+    """`band_statistics` of the stereo log-mel, z-scored: the input of the band-statistics encoder (version 2:
+    preset ``stats2``; version 1: ``stats``) without its learned layers, so a table shows what the training adds."""
 
-    def __init__(self, name: str = "band statistics", device: str | torch.device | None = None) -> None:
+    def __init__(self, name: str = "band statistics", device: str | torch.device | None = None,
+                 version: int = 2) -> None:
         super().__init__(name, device)
+        self.version = version
 
     def features(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        return band_statistics(self.mel(audio, sample_rate))
+        return band_statistics(self.mel(audio, sample_rate), self.version)
 
 
 class SmallCNN(nn.Module):

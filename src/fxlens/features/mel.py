@@ -9,6 +9,8 @@ which the peer's torchlibrosa front end uses).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from fxlens.errors import ParameterError
@@ -65,20 +67,47 @@ def _autocorrelation(x: torch.Tensor, lags) -> torch.Tensor:
     return torch.stack(out, -1)
 
 
-def band_statistics(mel: torch.Tensor) -> torch.Tensor:
-    """Statistics over time of a stereo `log_mel` ``(B, 2, M, N)`` -> ``(B, 8 M + 64 + 48)``.
+MID_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)  # version 2: the level distribution of each band of the mid
+SIDE_QUANTILES = (0.1, 0.5, 0.9)  # ... and of the side difference
+BAND_STATISTICS_VERSIONS = (1, 2)
 
-    For the mid (mean of the two channels' scaled dB) and for the side difference (left minus right, a level
-    difference per band): per band the mean, standard deviation, mean absolute frame-to-frame change (flux) and
-    range (max - min) over time; the normalized autocorrelation of the broadband mid envelope (mean over bands) at
-    lags of 1..64 frames (echoes up to 0.74 s, tremolo and modulation periods); and that of 8 groups of adjacent
-    bands at lags of 2, 4, 8, 16, 32 and 48 frames. Effects change these (an EQ the band means, a compressor the
-    spread and flux, a reverb or delay the autocorrelation, an imager the side difference) while the music's notes
-    mostly move in time, which the statistics average out.
+
+def _quantiles(x: torch.Tensor, qs) -> torch.Tensor:
+    """Quantiles over the last axis of (..., N), linear interpolation between order statistics (numpy's and
+    torch.quantile's default): (..., len(qs)). Written with a sort because torch.quantile refuses inputs of more
+    than 2**24 values (the bands of a long file)."""
+    s = x.sort(-1).values
+    n = x.shape[-1]
+    out = []
+    for q in qs:
+        pos = q * (n - 1)
+        lo = int(math.floor(pos))
+        hi = min(lo + 1, n - 1)
+        out.append(s[..., lo] + (pos - lo) * (s[..., hi] - s[..., lo]))
+    return torch.stack(out, -1)
+
+
+def band_statistics(mel: torch.Tensor, version: int = 1) -> torch.Tensor:
+    """Statistics over time of a stereo `log_mel` ``(B, 2, M, N)`` -> ``(B, band_statistics_size(M, version))``.
+
+    Version 1 (``8 M + 64 + 48`` values): for the mid (mean of the two channels' scaled dB) and for the side
+    difference (left minus right, a level difference per band): per band the mean, standard deviation, mean absolute
+    frame-to-frame change (flux) and range (max - min) over time; the normalized autocorrelation of the broadband mid
+    envelope (mean over bands) at lags of 1..64 frames (echoes up to 0.74 s, tremolo and modulation periods); and
+    that of 8 groups of adjacent bands at lags of 2, 4, 8, 16, 32 and 48 frames. Effects change these (an EQ the band
+    means, a compressor the spread and flux, a reverb or delay the autocorrelation, an imager the side difference)
+    while the music's notes mostly move in time, which the statistics average out.
+
+    Version 2 (``18 M + 64 + 48``) adds the shape of each band's level distribution over time, which a compressor
+    or limiter changes more than its spread: per band of the mid the 5, 25, 50, 75 and 95 % quantiles, the
+    skewness and the rising part of the flux (the mean of the positive frame-to-frame changes, i.e. the attacks;
+    the falling part is the flux minus it); per band of the side the 10, 50 and 90 % quantiles.
     """
     if mel.dim() != 4 or mel.shape[1] != 2:
         raise ParameterError("band_statistics expects a stereo log-mel (batch, 2, mels, frames), "
                              f"got {tuple(mel.shape)}")
+    if version not in BAND_STATISTICS_VERSIONS:
+        raise ParameterError(f"unknown band statistics version {version} (have {BAND_STATISTICS_VERSIONS})")
     B, _, M, N = mel.shape
     if M % N_GROUPS:
         raise ParameterError(f"band_statistics needs a multiple of {N_GROUPS} mel bands, got {M}")
@@ -91,8 +120,20 @@ def band_statistics(mel: torch.Tensor) -> torch.Tensor:
     feats.append(_autocorrelation(mid.mean(1), range(1, ENVELOPE_LAGS + 1)))
     groups = mid.reshape(B, N_GROUPS, M // N_GROUPS, N).mean(2)
     feats.append(_autocorrelation(groups, GROUP_LAGS).flatten(1))
+    if version >= 2:
+        feats.append(_quantiles(mid, MID_QUANTILES).transpose(1, 2).flatten(1))
+        centred = mid - mid.mean(-1, keepdim=True)
+        var = centred.square().mean(-1)
+        # a band whose level does not move (values lie in [-1, 1]: 1e-8 is far below any real spread) has no skewness
+        steady = var <= 1e-8
+        skew = centred.pow(3).mean(-1) / torch.where(steady, torch.ones_like(var), var).pow(1.5)
+        feats.append(torch.where(steady, torch.zeros_like(skew), skew))
+        feats.append((mid[..., 1:] - mid[..., :-1]).clamp_min(0).mean(-1) if N > 1 else torch.zeros_like(mid[..., 0]))
+        feats.append(_quantiles(side, SIDE_QUANTILES).transpose(1, 2).flatten(1))
     return torch.cat(feats, 1)
 
 
-def band_statistics_size(n_mels: int) -> int:
-    return 8 * n_mels + ENVELOPE_LAGS + N_GROUPS * len(GROUP_LAGS)
+def band_statistics_size(n_mels: int, version: int = 1) -> int:
+    extra = (len(MID_QUANTILES) + 2 + len(SIDE_QUANTILES)) * n_mels if version >= 2 else 0
+    return 8 * n_mels + ENVELOPE_LAGS + N_GROUPS * len(GROUP_LAGS) + extra
+

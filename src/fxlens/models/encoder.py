@@ -50,6 +50,8 @@ ENCODER_PRESETS: dict[str, dict] = {
     "base": {"channels": [64, 128, 256, 512, 1024, 2048], "hidden": 2048, "dim": EMBED_DIM, "n_mels": 64},
     # fxlens's departure: an MLP on per-band statistics over time (~0.65 M parameters); see docs/encoder.md
     "stats": {"type": "band-stats", "hidden": 512, "dim": EMBED_DIM, "n_mels": 64},
+    # the same MLP on version 2 of the statistics (adds each band's level quantiles, skewness and rising flux)
+    "stats2": {"type": "band-stats", "hidden": 512, "dim": EMBED_DIM, "n_mels": 64, "version": 2},
 }
 QUERY_PRESET: dict = {"channels": [16, 32, 64, 128], "hidden": 256, "dim": QUERY_DIM, "n_mels": 64}
 
@@ -112,20 +114,20 @@ class CnnEncoder(_MelEncoder):
 
 
 class BandStatsEncoder(_MelEncoder):
-    """An MLP on `band_statistics` of the stereo log-mel: per-band statistics over time of the mid and side, and
-    envelope autocorrelations (batch norm, two GELU layers with dropout 0.1, projection)."""
+    """An MLP on `band_statistics` (of the given version) of the stereo log-mel: per-band statistics over time of
+    the mid and side, and envelope autocorrelations (batch norm, two GELU layers with dropout 0.1, projection)."""
 
-    def __init__(self, hidden: int, dim: int, n_mels: int = 64) -> None:
+    def __init__(self, hidden: int, dim: int, n_mels: int = 64, version: int = 1) -> None:
         super().__init__()
-        self.n_mels = n_mels
-        size = band_statistics_size(n_mels)
+        self.n_mels, self.version = n_mels, version
+        size = band_statistics_size(n_mels, version)
         self.bn0 = nn.BatchNorm1d(size)
         self.net = nn.Sequential(nn.Linear(size, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, hidden),
                                  nn.GELU())
         self.projection = nn.Linear(hidden, dim)
 
     def features(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.net(self.bn0(band_statistics(mel)))
+        return self.net(self.bn0(band_statistics(mel, self.version)))
 
 
 def make_encoder(preset: Mapping) -> _MelEncoder:
