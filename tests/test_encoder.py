@@ -318,16 +318,21 @@ def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems
                                        batch_size=2, seconds=1.0, crop_seconds=0.75, max_instruments=2,
                                        hard_negatives=1, val_batches=1, val_every=2, ckpt_every=2, warmup_steps=1,
                                        accelerator="cpu", precomputed=str(tmp_path / "pairs"), positives="other-song",
-                                       stem_weight=0.5)
+                                       stem_weight=0.5, inst_target="stem", lambda_inst=0.5, curriculum=(0.0, 0.0),
+                                       log_every=1)
     history = train_mod.train_encoder(cfg)
     assert history["step"] == 2 and all(math.isfinite(r["stem_loss"]) for r in history["train"])
+    last = history["train"][-1]  # the instrument loss is on from the second step (curriculum 0..0)
+    assert last["lambda_inst"] == 0.5 and last["inst_loss"] > 0 and math.isfinite(last["inst_loss"])
     enc = load_encoder(tmp_path / "run" / "model")
     assert enc.preset == "stats2" and isinstance(enc.encoder, enc_mod.BandStatsEncoder)
     assert enc.encoder.bn0.num_features == 1264  # version 2 of the statistics; preset "stats" keeps version 1's 624
     assert enc_mod.make_encoder(enc_mod.ENCODER_PRESETS["stats"]).bn0.num_features == 624
     assert enc.embed(torch.randn(1, 2, SR) * 0.1, SR).shape == (1, 128)
     card = (tmp_path / "run" / "model" / "MODEL_CARD.md").read_text()
-    assert "positives: other-song" in card and "stem pairs weight 0.5" in card
+    assert "positives: other-song" in card and "stem pairs weight 0.5" in card and "the queried stem alone" in card
+    with pytest.raises(FxlensError, match="instrument target"):
+        train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "x"), inst_target="nope").check()
 
 
 def test_cli_embed_writes_npy_and_json(model, tmp_path, monkeypatch):

@@ -773,6 +773,9 @@ def train_encoder_command(
     no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Leave the hard negatives out of the loss."),
     stem_weight: float = typer.Option(0.0, help="Weight of an NT-Xent on the stems of 2+ instrument mixtures as "
                                       "pairs of their own (0: the paper's objective)."),
+    inst_target: str = typer.Option("mixture", "--inst-target", help="What an extracted instrument embedding is "
+                                    "pulled towards: mixture (the paper: the other mixture's extraction) or stem (the "
+                                    "queried stem alone in the other mixture)."),
     objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
                                   "baseline: which effects are on which instrument)."),
     positives: str = typer.Option("same-song", help="Where a positive pair's second mixture takes its music from: "
@@ -799,7 +802,7 @@ def train_encoder_command(
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
                              lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives, objective=objective,
-                             positives=positives, stem_weight=stem_weight, init=str(init) if init else None,
+                             positives=positives, stem_weight=stem_weight, inst_target=inst_target, init=str(init) if init else None,
                              precomputed=str(precomputed) if precomputed else None, workers=workers,
                              threads=threads, accelerator=accelerator,
                              devices=int(devices) if devices.isdigit() else devices, precision=precision, seed=seed,

@@ -59,6 +59,9 @@ from fxlens.models.encoder import EMBED_DIM, ENCODER_PRESETS, SAMPLE_RATE, FxEnc
 
 MEL_KEYS = ("mix_a", "mix_b", "negatives", "stems_a", "stems_b")
 OBJECTIVES = ("contrastive", "classify")
+# what an extracted embedding is pulled towards: "mixture" (the paper) the extracted embedding of the other mixture of
+# the pair; "stem" the encoder's embedding of the queried stem alone in the other mixture (same chain, other song)
+INST_TARGETS = ("mixture", "stem")
 
 
 @dataclass
@@ -80,6 +83,7 @@ class EncoderTrainConfig:
     tau: float = 0.1
     lambda_inst: float = 0.2
     stem_weight: float = 0.0  # weight of an NT-Xent on the stems themselves (fxlens's addition; 0: the paper)
+    inst_target: str = "mixture"  # INST_TARGETS
     curriculum: tuple[float, float] = (0.2, 0.5)
     query_dropout: tuple[float, float] = (0.75, 0.95)
     text_query_prob: float = 0.5
@@ -116,6 +120,8 @@ class EncoderTrainConfig:
             raise FxlensError("stem_weight must be in [0, 10]")
         if self.positives not in POSITIVES:
             raise FxlensError(f"unknown positives '{self.positives}' (choose {', '.join(POSITIVES)})")
+        if self.inst_target not in INST_TARGETS:
+            raise FxlensError(f"unknown instrument target '{self.inst_target}' (choose {', '.join(INST_TARGETS)})")
         if self.objective not in OBJECTIVES:
             raise FxlensError(f"unknown objective '{self.objective}' (choose {', '.join(OBJECTIVES)})")
 
@@ -356,6 +362,10 @@ class EncoderObjective:
         q_labels = labels.repeat(2)
         query_loss = F.cross_entropy(q_logits, q_labels)
         query_acc = (q_logits.argmax(1) == q_labels).float().mean()
+        # the processed stems alone: the instrument target "stem" and the stem pairs
+        e_s = None
+        if cfg.inst_target == "stem" or (cfg.stem_weight > 0 and k > 1):
+            e_s = m.encoder.embed_mel(stems)
         # instrument-wise NT-Xent through the extractor
         inst_loss = torch.zeros((), device=device)
         inst_hits = []
@@ -371,13 +381,20 @@ class EncoderObjective:
                 if p_drop > 0:
                     q_for_a, q_for_b = F.dropout(q_for_a, p_drop), F.dropout(q_for_b, p_drop)
                 z_a, z_b = m.extractor(e_a, q_for_a), m.extractor(e_b, q_for_b)
-                losses, hits = nt_xent(z_a, z_b, cfg.tau)
+                if cfg.inst_target == "stem":
+                    # each mixture's extraction against stem j alone in the other mixture: the mixtures of a pair
+                    # share every stem's chain, so against each other's extraction the query could be ignored
+                    s_a, s_b = e_s[: B * k].reshape(B, k, -1)[:, j], e_s[B * k:].reshape(B, k, -1)[:, j]
+                    la, hits = nt_xent(z_a, s_b, cfg.tau)
+                    lb, _ = nt_xent(z_b, s_a, cfg.tau)
+                    losses = torch.cat([la, lb])
+                else:
+                    losses, hits = nt_xent(z_a, z_b, cfg.tau)
                 inst_loss = inst_loss + losses.mean() / k
                 inst_hits.append(hits.float().mean())
         # the stems of mixtures of 2+ instruments as positive pairs of their own (each stem's chain on two songs)
         stem_loss = torch.zeros((), device=device)
         if cfg.stem_weight > 0 and k > 1:
-            e_s = m.encoder.embed_mel(stems)
             stem_loss = nt_xent(e_s[: B * k], e_s[B * k:], cfg.tau)[0].mean()
         mix_loss = mix_losses.mean()
         loss = (1.0 - lambda_inst) * mix_loss + lambda_inst * inst_loss + query_loss + cfg.stem_weight * stem_loss
@@ -509,7 +526,8 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
                 "a text or audio query. Trained by fxlens's own trainer on fxlens's rendered dry multitracks.")
         objective = (f"tau {cfg.tau:g}; lambda_inst 0 -> {cfg.lambda_inst:g} over "
                      f"{cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}"
-                     + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else ""))
+                     + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else "")
+                     + ("; instrument target: the queried stem alone" if cfg.inst_target == "stem" else ""))
     lines = [
         title,
         "",
