@@ -765,7 +765,7 @@ def train_encoder_command(
     out: Path = typer.Option(Path("runs/encoder-small"), "--out", help="Run folder: state.pt (resume), model/, history.json."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A rendered dataset (default: <data-dir>/fxlens-dry)."),
     preset: str = typer.Option("small", help="small (CNN, CPU, ~1.4 M parameters), stats2 / stats (an MLP on "
-                               "per-band statistics, version 2 / 1, ~0.9 / 0.65 M) or base (the paper's CNN14, GPU)."),
+                               "per-band statistics, version 2 / 1, ~1.0 / 0.65 M) or base (the paper's CNN14, GPU)."),
     steps: int = typer.Option(2000, help="Optimizer steps."),
     batch_size: int = typer.Option(16, help="Mixture pairs per batch."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
@@ -802,7 +802,8 @@ def train_encoder_command(
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
                              lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives, objective=objective,
-                             positives=positives, stem_weight=stem_weight, inst_target=inst_target, init=str(init) if init else None,
+                             positives=positives, stem_weight=stem_weight, inst_target=inst_target,
+                             init=str(init) if init else None,
                              precomputed=str(precomputed) if precomputed else None, workers=workers,
                              threads=threads, accelerator=accelerator,
                              devices=int(devices) if devices.isdigit() else devices, precision=precision, seed=seed,

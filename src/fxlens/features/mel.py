@@ -136,4 +136,3 @@ def band_statistics(mel: torch.Tensor, version: int = 1) -> torch.Tensor:
 def band_statistics_size(n_mels: int, version: int = 1) -> int:
     extra = (len(MID_QUANTILES) + 2 + len(SIDE_QUANTILES)) * n_mels if version >= 2 else 0
     return 8 * n_mels + ENVELOPE_LAGS + N_GROUPS * len(GROUP_LAGS) + extra
-
