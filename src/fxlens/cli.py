@@ -729,6 +729,10 @@ def bench_fx_command(
 # --- the effects encoder (issue 4) --------------------------------------------------------------------------------
 
 
+_POSITIVES_HELP = ("Where a positive pair's second mixture takes its music from: same-song (the paper: another "
+                   "segment of the same song) or other-song (another song under the same chains, as the retrieval "
+                   "benchmark's targets).")
+
 @data_app.command("pairs")
 def data_pairs(
     out: Path = typer.Argument(..., help="Folder for the saved batches (resumable)."),
@@ -738,9 +742,7 @@ def data_pairs(
     seconds: float = typer.Option(2.0, help="Segment length."),
     max_instruments: int = typer.Option(4, help="Most stems per mixture (1..N, uniform)."),
     hard_negatives: int = typer.Option(2, help="Hard negatives per batch (same music, other effects)."),
-    positives: str = typer.Option("same-song", help="Where a positive pair's second mixture takes its music from: "
-                                  "same-song (the paper: another segment of the same song) or other-song (another "
-                                  "song under the same chains, as the retrieval benchmark's targets)."),
+    positives: str = typer.Option("same-song", help=_POSITIVES_HELP),
     seed: int = typer.Option(0, help="Decides every batch (the training run must use the same)."),
     workers: int = typer.Option(2, help="Parallel processes."),
 ) -> None:
@@ -778,9 +780,7 @@ def train_encoder_command(
                                     "queried stem alone in the other mixture)."),
     objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
                                   "baseline: which effects are on which instrument)."),
-    positives: str = typer.Option("same-song", help="Where a positive pair's second mixture takes its music from: "
-                                  "same-song (the paper: another segment of the same song) or other-song (another "
-                                  "song under the same chains, as the retrieval benchmark's targets)."),
+    positives: str = typer.Option("same-song", help=_POSITIVES_HELP),
     precomputed: Optional[Path] = typer.Option(None, help="Train on batches saved by `fxlens data pairs` (CPU)."),
     workers: int = typer.Option(1, help="DataLoader processes building batches on the fly."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads."),

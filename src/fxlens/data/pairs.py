@@ -30,8 +30,8 @@ Departures from the paper: positives from another song (`positives="other-song"`
 of one song (`"same-song"`), and a batch of different songs, the in-batch task can be solved by recognizing the
 song (its timbre, key, tempo) without hearing any effect, while the benchmark's target is always another song
 under the same chain (`fxlens.bench.retrieval`). 2 s segments instead of 10 s (CPU budget; the benchmark uses 2 s
-clips), and loudness normalization of the stems before their effects rather than after (the paper's text allows both; before
-keeps compressor thresholds and distortion drive meaningful, after would erase the gain effect).
+clips), and loudness normalization of the stems before their effects rather than after (the paper's text allows
+both; before keeps compressor thresholds and distortion drive meaningful, after would erase the gain effect).
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ not tried.)
 
 What differs from `compute_features`: the AutoFX features read mono audio at 22,050 Hz, which the eager path gets
 from soxr (numpy, not traceable). The exported graph halves the rate with soxr's own filter instead, read off soxr
-as an impulse response (`soxr_halfband`) and applied as a strided convolution, so the features agree with the eager ones
-within 1e-3 — all but the ill-conditioned ones, which float32 rounding moves in the eager path too (the spectral
-slope's statistics, the higher moments of the spectral shape, frames of near-silence: `docs/analyze.md`). Input validation (finite samples, shapes) is the
-caller's: a graph has no error paths.
+as an impulse response (`soxr_halfband`) and applied as a strided convolution, so the features agree with the
+eager ones within 1e-3 — all but the ill-conditioned ones, which float32 rounding moves in the eager path too (the
+spectral slope's statistics, the higher moments of the spectral shape, frames of near-silence: `docs/analyze.md`).
+Input validation (finite samples, shapes) is the caller's: a graph has no error paths.
 """
 
 from __future__ import annotations

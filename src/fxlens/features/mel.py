@@ -114,8 +114,10 @@ def band_statistics(mel: torch.Tensor, version: int = 1) -> torch.Tensor:
     mel = mel.float()
     mid, side = 0.5 * (mel[:, 0] + mel[:, 1]), mel[:, 0] - mel[:, 1]
     feats = []
-    for x in (mid, side):
-        flux = (x[..., 1:] - x[..., :-1]).abs().mean(-1) if N > 1 else torch.zeros_like(x[..., 0])
+    steps = {}  # frame-to-frame changes, (B, M, N - 1)
+    for name, x in (("mid", mid), ("side", side)):
+        steps[name] = x[..., 1:] - x[..., :-1]
+        flux = steps[name].abs().mean(-1) if N > 1 else torch.zeros_like(x[..., 0])
         feats += [x.mean(-1), x.std(-1, correction=0), flux, x.amax(-1) - x.amin(-1)]
     feats.append(_autocorrelation(mid.mean(1), range(1, ENVELOPE_LAGS + 1)))
     groups = mid.reshape(B, N_GROUPS, M // N_GROUPS, N).mean(2)
@@ -128,7 +130,7 @@ def band_statistics(mel: torch.Tensor, version: int = 1) -> torch.Tensor:
         steady = var <= 1e-8
         skew = centred.pow(3).mean(-1) / torch.where(steady, torch.ones_like(var), var).pow(1.5)
         feats.append(torch.where(steady, torch.zeros_like(skew), skew))
-        feats.append((mid[..., 1:] - mid[..., :-1]).clamp_min(0).mean(-1) if N > 1 else torch.zeros_like(mid[..., 0]))
+        feats.append(steps["mid"].clamp_min(0).mean(-1) if N > 1 else torch.zeros_like(mid[..., 0]))
         feats.append(_quantiles(side, SIDE_QUANTILES).transpose(1, 2).flatten(1))
     return torch.cat(feats, 1)
 

@@ -341,5 +341,5 @@ def describe(model: FxEncoder) -> Mapping[str, int]:
             "extractor": count_parameters(model.extractor)}
 
 
-__all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "TextQueryEncoder", "load_encoder", "minilm_embed",
-           "instrument_query", "prepare_audio", "chunk", "ENCODER_PRESETS", "QUERY_PRESET", "describe"]
+__all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "TextQueryEncoder",
+           "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk", "ENCODER_PRESETS", "QUERY_PRESET", "describe"]

@@ -207,13 +207,21 @@ def saved_indices(folder: str | os.PathLike) -> list[int]:
     return sorted(int(p.stem.split("-")[1]) for p in folder.glob("batch-*.pt"))
 
 
+def _saved_options(folder: str | os.PathLike) -> dict | None:
+    """The options a batch folder was made with (its pairs.json), None when it has none."""
+    meta_path = Path(folder) / "pairs.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    meta.setdefault("positives", "same-song")  # folders saved before the option existed
+    return meta
+
+
 def check_saved_batches(cfg: EncoderTrainConfig) -> None:
     """The saved batches exist and were made with the training run's batch options."""
     if not saved_indices(cfg.precomputed):
         raise FxlensError(f"no saved batches in '{cfg.precomputed}' (make them with `fxlens data pairs`)")
-    meta_path = Path(cfg.precomputed) / "pairs.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta.setdefault("positives", "same-song")  # folders saved before the option existed
+    meta = _saved_options(cfg.precomputed) or {}
     want = {**cfg.batch_options(), "seed": cfg.seed}
     wrong = {k: (meta[k], v) for k, v in want.items() if k in meta and meta[k] != v}
     if wrong:
@@ -246,14 +254,11 @@ def precompute_batches(data_root: str | os.PathLike, folder: str | os.PathLike, 
     _builder(str(data_root), "train", cfg, seed)  # fail on a bad dataset before writing anything
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"seed": seed, **cfg}
-    meta_path = folder / "pairs.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        old.setdefault("positives", "same-song")  # folders saved before the option existed
-        if old != meta:
-            raise FxlensError(f"{folder} holds batches made with other options ({old}); use another folder")
-    else:
-        write_text_atomic(meta_path, json.dumps(meta, indent=1) + "\n")
+    old = _saved_options(folder)
+    if old is None:
+        write_text_atomic(folder / "pairs.json", json.dumps(meta, indent=1) + "\n")
+    elif old != meta:
+        raise FxlensError(f"{folder} holds batches made with other options ({old}); use another folder")
     todo = [i for i in range(n_batches) if not saved_path(folder, i).exists()]
     chunks = [todo[i: i + 4] for i in range(0, len(todo), 4)]
     done = n_batches - len(todo)
