@@ -333,6 +333,27 @@ def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems
     assert "positives: other-song" in card and "stem pairs weight 0.5" in card and "the queried stem alone" in card
     with pytest.raises(FxlensError, match="instrument target"):
         train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "x"), inst_target="nope").check()
+    # fine-tuning from it without query dropout, the audio query encoder frozen
+    tuned = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "tuned"), preset="stats2",
+                                         steps=2, batch_size=2, seconds=1.0, crop_seconds=0.75, max_instruments=2,
+                                         hard_negatives=1, val_batches=1, val_every=2, ckpt_every=2, warmup_steps=1,
+                                         accelerator="cpu", precomputed=str(tmp_path / "pairs"), positives="other-song",
+                                         inst_target="stem", lambda_inst=0.5, curriculum=(0.0, 0.0),
+                                         query_dropout=(0.0, 0.0), freeze_query_encoder=True,
+                                         init=str(tmp_path / "run" / "model"), log_every=1)
+    history = train_mod.train_encoder(tuned)
+    assert all(math.isfinite(r["inst_loss"]) for r in history["train"]) and history["train"][-1]["inst_loss"] > 0
+    after = load_encoder(tmp_path / "tuned" / "model")
+    for (name, a), b in zip(after.query_encoder.state_dict().items(), enc.query_encoder.state_dict().values()):
+        assert torch.equal(a, b), name  # weights and batch-norm statistics alike
+    assert not torch.equal(after.extractor.net[0].weight, enc.extractor.net[0].weight)
+    card = (tmp_path / "tuned" / "model" / "MODEL_CARD.md").read_text()
+    assert "query dropout 0-0" in card and "audio query encoder frozen" in card
+    bad = dict(data_root=str(stems), out_dir=str(tmp_path / "x"))
+    with pytest.raises(FxlensError, match="needs --init"):
+        train_mod.EncoderTrainConfig(**bad, freeze_query_encoder=True).check()
+    with pytest.raises(FxlensError, match="query dropout"):
+        train_mod.EncoderTrainConfig(**bad, query_dropout=(0.5, 1.0)).check()
 
 
 def test_cli_embed_writes_npy_and_json(model, tmp_path, monkeypatch):
@@ -403,8 +424,12 @@ def test_cli_training_bad_data_writes_nothing(stems, tmp_path, capsys):  # noqa:
     assert main(["train", "encoder", "--out", str(tmp_path / "run"), "--data-dir", str(stems),
                  "--init", str(tmp_path / "missing"), "--steps", "1"]) == 1
     assert not (tmp_path / "run").exists()
+    for bad in (["--query-dropout", "lots"], ["--query-dropout", "0.5,1"], ["--freeze-query-encoder"]):
+        assert main(["train", "encoder", "--out", str(tmp_path / "run"), "--data-dir", str(stems), "--steps", "1",
+                     *bad]) == 1
+    assert not (tmp_path / "run").exists()
     err = capsys.readouterr().err
-    assert err.count("error:") == 3 and "Traceback" not in err
+    assert err.count("error:") == 6 and "Traceback" not in err
 
 
 # --- AFx-Rep-style baseline objective ----------------------------------------------------------------------------

@@ -762,6 +762,17 @@ def data_pairs(
     console.print(f"{n} batches in [bold]{out}[/]")
 
 
+def _dropout_range(text: str) -> tuple[float, float]:
+    """"0.75,0.95" -> (0.75, 0.95); one number is a fixed rate."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise FxlensError(f"--query-dropout: '{text}' is not LOW,HIGH or one number")
+    return values[0], values[-1]
+
+
 @train_app.command("encoder")
 def train_encoder_command(
     out: Path = typer.Option(Path("runs/encoder-small"), "--out", help="Run folder: state.pt (resume), model/, history.json."),
@@ -778,6 +789,10 @@ def train_encoder_command(
     inst_target: str = typer.Option("mixture", "--inst-target", help="What an extracted instrument embedding is "
                                     "pulled towards: mixture (the paper: the other mixture's extraction) or stem (the "
                                     "queried stem alone in the other mixture)."),
+    query_dropout: str = typer.Option("0.75,0.95", "--query-dropout", help="Dropout on the query vector while "
+                                      "training, drawn per step from LOW,HIGH (the paper: 0.75,0.95; 0: none)."),
+    freeze_query_encoder: bool = typer.Option(False, "--freeze-query-encoder", help="Keep the audio query encoder "
+                                              "of --init as it is (no query loss; a step costs far less on a CPU)."),
     objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
                                   "baseline: which effects are on which instrument)."),
     positives: str = typer.Option("same-song", help=_POSITIVES_HELP),
@@ -803,6 +818,7 @@ def train_encoder_command(
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
                              lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives, objective=objective,
                              positives=positives, stem_weight=stem_weight, inst_target=inst_target,
+                             query_dropout=_dropout_range(query_dropout), freeze_query_encoder=freeze_query_encoder,
                              init=str(init) if init else None,
                              precomputed=str(precomputed) if precomputed else None, workers=workers,
                              threads=threads, accelerator=accelerator,

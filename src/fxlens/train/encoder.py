@@ -7,7 +7,8 @@ Objective per step (paper eq. 3-4), on a batch of `fxlens.data.pairs`:
 - instrument NT-Xent on extracted embeddings: for each instrument j of the batch, extractor(E(A_i), q_ij) against
   extractor(E(B_i), q'_ij), where a query is the instrument's MiniLM text vector (probability `text_query_prob`)
   or the audio query encoder's vector of the instrument's stem in the *other* mixture (other music, same effects),
-  with dropout p ~ U(0.75, 0.95) on the query (paper);
+  with dropout p ~ U(0.75, 0.95) on the query (paper; `query_dropout`). fxlens's other target (`inst_target`):
+  "stem", the encoder's embedding of stem j alone in the other mixture;
 - lambda_inst rises linearly from 0 to `lambda_inst` between `curriculum[0]` and `curriculum[1]` of the run,
   lambda_mix = 1 - lambda_inst (paper: 1 -> 0.8 / 0.2);
 - audio query alignment: cross-entropy of the query encoder's vector of each stem against the text vectors of all
@@ -86,6 +87,7 @@ class EncoderTrainConfig:
     inst_target: str = "mixture"  # INST_TARGETS
     curriculum: tuple[float, float] = (0.2, 0.5)
     query_dropout: tuple[float, float] = (0.75, 0.95)
+    freeze_query_encoder: bool = False  # keep the audio query encoder of `init` as it is (no query loss)
     text_query_prob: float = 0.5
     schedule_every: int = 200
     log_every: int = 10
@@ -122,6 +124,11 @@ class EncoderTrainConfig:
             raise FxlensError(f"unknown positives '{self.positives}' (choose {', '.join(POSITIVES)})")
         if self.inst_target not in INST_TARGETS:
             raise FxlensError(f"unknown instrument target '{self.inst_target}' (choose {', '.join(INST_TARGETS)})")
+        lo, hi = self.query_dropout
+        if not 0.0 <= lo <= hi < 1.0:
+            raise FxlensError(f"query dropout must be 0 <= low <= high < 1, got {lo:g}..{hi:g}")
+        if self.freeze_query_encoder and not self.init:
+            raise FxlensError("freezing the query encoder needs --init (a checkpoint whose query encoder is trained)")
         if self.objective not in OBJECTIVES:
             raise FxlensError(f"unknown objective '{self.objective}' (choose {', '.join(OBJECTIVES)})")
 
@@ -362,7 +369,12 @@ class EncoderObjective:
         text = m.text.vectors  # (n_instruments, 384)
         stems = torch.cat([mels["stems_a"].reshape(B * k, *mels["stems_a"].shape[2:]),
                            mels["stems_b"].reshape(B * k, *mels["stems_b"].shape[2:])])
-        q_audio = m.query_encoder.embed_mel(stems)  # (2Bk, 384)
+        if cfg.freeze_query_encoder:
+            m.query_encoder.eval()  # its batch norm statistics stay those of the checkpoint
+            with torch.no_grad():
+                q_audio = m.query_encoder.embed_mel(stems)
+        else:
+            q_audio = m.query_encoder.embed_mel(stems)  # (2Bk, 384)
         q_logits = q_audio @ text.T / 0.1
         q_labels = labels.repeat(2)
         query_loss = F.cross_entropy(q_logits, q_labels)
@@ -402,7 +414,9 @@ class EncoderObjective:
         if cfg.stem_weight > 0 and k > 1:
             stem_loss = nt_xent(e_s[: B * k], e_s[B * k:], cfg.tau)[0].mean()
         mix_loss = mix_losses.mean()
-        loss = (1.0 - lambda_inst) * mix_loss + lambda_inst * inst_loss + query_loss + cfg.stem_weight * stem_loss
+        loss = (1.0 - lambda_inst) * mix_loss + lambda_inst * inst_loss + cfg.stem_weight * stem_loss
+        if not cfg.freeze_query_encoder:
+            loss = loss + query_loss
         metrics = {"loss": float(loss.detach()), "mix_loss": float(mix_loss.detach()), "mix_acc": float(mix_hits.float().mean()),
                    "query_loss": float(query_loss.detach()), "query_acc": float(query_acc),
                    "inst_loss": float(inst_loss.detach()), "lambda_inst": lambda_inst, "hard_negatives": H,
@@ -532,7 +546,10 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
         objective = (f"tau {cfg.tau:g}; lambda_inst 0 -> {cfg.lambda_inst:g} over "
                      f"{cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}"
                      + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else "")
-                     + ("; instrument target: the queried stem alone" if cfg.inst_target == "stem" else ""))
+                     + ("; instrument target: the queried stem alone" if cfg.inst_target == "stem" else "")
+                     + (f"; query dropout {cfg.query_dropout[0]:g}-{cfg.query_dropout[1]:g}"
+                        if tuple(cfg.query_dropout) != (0.75, 0.95) else "")
+                     + ("; audio query encoder frozen (from the start weights)" if cfg.freeze_query_encoder else ""))
     lines = [
         title,
         "",
@@ -592,7 +609,9 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
         start_from(model, cfg.init)
     out.mkdir(parents=True, exist_ok=True)  # after every check that can refuse the run
     head = EffectHead(EMBED_DIM, len(instruments), len(PAIR_POOL)) if cfg.objective == "classify" else None
-    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    params = [p for n, p in model.named_parameters()
+              if not (cfg.freeze_query_encoder and n.startswith("query_encoder."))]
+    params += list(head.parameters()) if head is not None else []
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
     net: FxEncoder = model.module if hasattr(model, "module") else model
