@@ -763,7 +763,7 @@ def data_pairs(
 
 
 def _dropout_range(text: str) -> tuple[float, float]:
-    """"0.75,0.95" -> (0.75, 0.95); one number is a fixed rate."""
+    """Parse --query-dropout: "0.75,0.95" -> (0.75, 0.95); one number is a fixed rate."""
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:

@@ -526,6 +526,13 @@ def start_from(model: FxEncoder, folder: str | os.PathLike) -> None:
         raise FxlensError(f"{folder}: its weights do not fit this run's model ({str(e).splitlines()[0]})") from None
 
 
+def _dropout_note(dropout: tuple[float, float]) -> str:
+    """The model card's words for a query dropout other than the paper's."""
+    if dropout == (0.75, 0.95):
+        return ""
+    return "; no query dropout" if dropout == (0.0, 0.0) else f"; query dropout {dropout[0]:g}-{dropout[1]:g}"
+
+
 def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapsed: float, device: str) -> str:
     params = describe(model)
     last = history["train"][-1] if history["train"] else {}
@@ -547,8 +554,7 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
                      f"{cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}"
                      + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else "")
                      + ("; instrument target: the queried stem alone" if cfg.inst_target == "stem" else "")
-                     + (f"; query dropout {cfg.query_dropout[0]:g}-{cfg.query_dropout[1]:g}"
-                        if tuple(cfg.query_dropout) != (0.75, 0.95) else "")
+                     + _dropout_note(tuple(cfg.query_dropout))
                      + ("; audio query encoder frozen (from the start weights)" if cfg.freeze_query_encoder else ""))
     lines = [
         title,
