@@ -514,7 +514,8 @@ def test_cli_end_to_end_with_a_model(inst_root, encoder_dir, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     res = json.loads((tmp_path / "r.json").read_text())
-    assert list(res["methods"]) == ["random", "mfcc+spectral", "log-mel stats", "band statistics", "random CNN", "Fx-Encoder++ (enc-test)"]
+    assert list(res["methods"]) == ["random", "mfcc+spectral", "log-mel stats", "band statistics", "random CNN",
+                                    "Fx-Encoder++ (enc-test)"]
     assert res["config"]["effects"] == ["gain", "parametric_eq"] and res["config"]["max_effects"] == 2
     assert "q_text R@1" in (tmp_path / "r.md").read_text() and (tmp_path / "plots" / "tsne-chains.png").is_file()
 

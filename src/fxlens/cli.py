@@ -733,6 +733,7 @@ _POSITIVES_HELP = ("Where a positive pair's second mixture takes its music from:
                    "segment of the same song) or other-song (another song under the same chains, as the retrieval "
                    "benchmark's targets).")
 
+
 @data_app.command("pairs")
 def data_pairs(
     out: Path = typer.Argument(..., help="Folder for the saved batches (resumable)."),

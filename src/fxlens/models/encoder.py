@@ -342,4 +342,5 @@ def describe(model: FxEncoder) -> Mapping[str, int]:
 
 
 __all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "TextQueryEncoder",
-           "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk", "ENCODER_PRESETS", "QUERY_PRESET", "describe"]
+           "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk", "ENCODER_PRESETS",
+           "QUERY_PRESET", "describe"]
