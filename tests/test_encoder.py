@@ -352,6 +352,7 @@ def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems
     bad = dict(data_root=str(stems), out_dir=str(tmp_path / "x"))
     with pytest.raises(FxlensError, match="needs --init"):
         train_mod.EncoderTrainConfig(**bad, freeze_query_encoder=True).check()
+    train_mod.EncoderTrainConfig(**bad, freeze_query_encoder=True, lambda_inst=0.0).check()  # nothing uses it
     with pytest.raises(FxlensError, match="query dropout"):
         train_mod.EncoderTrainConfig(**bad, query_dropout=(0.5, 1.0)).check()
 

@@ -793,7 +793,8 @@ def train_encoder_command(
     query_dropout: str = typer.Option("0.75,0.95", "--query-dropout", help="Dropout on the query vector while "
                                       "training, drawn per step from LOW,HIGH (the paper: 0.75,0.95; 0: none)."),
     freeze_query_encoder: bool = typer.Option(False, "--freeze-query-encoder", help="Keep the audio query encoder "
-                                              "of --init as it is (no query loss; a step costs far less on a CPU)."),
+                                              "of --init as it is (no query loss; a step costs far less on a CPU). "
+                                              "Without --init only with --lambda-inst 0 (mixture objective only)."),
     objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
                                   "baseline: which effects are on which instrument)."),
     positives: str = typer.Option("same-song", help=_POSITIVES_HELP),

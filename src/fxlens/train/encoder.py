@@ -127,8 +127,10 @@ class EncoderTrainConfig:
         lo, hi = self.query_dropout
         if not 0.0 <= lo <= hi < 1.0:
             raise FxlensError(f"query dropout must be 0 <= low <= high < 1, got {lo:g}..{hi:g}")
-        if self.freeze_query_encoder and not self.init:
-            raise FxlensError("freezing the query encoder needs --init (a checkpoint whose query encoder is trained)")
+        if self.freeze_query_encoder and not self.init and self.lambda_inst > 0:
+            # with --lambda-inst 0 nothing uses the query encoder (the mixture-only FX-Encoder-style baseline)
+            raise FxlensError("freezing the query encoder needs --init (a checkpoint whose query encoder is trained), "
+                              "unless --lambda-inst 0")
         if self.objective not in OBJECTIVES:
             raise FxlensError(f"unknown objective '{self.objective}' (choose {', '.join(OBJECTIVES)})")
 
@@ -555,7 +557,9 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
                      + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else "")
                      + ("; instrument target: the queried stem alone" if cfg.inst_target == "stem" else "")
                      + _dropout_note(tuple(cfg.query_dropout))
-                     + ("; audio query encoder frozen (from the start weights)" if cfg.freeze_query_encoder else ""))
+                     + (("; audio query encoder frozen (from the start weights)" if cfg.init else
+                         "; audio query encoder frozen at its random initialization (not trained)")
+                        if cfg.freeze_query_encoder else ""))
     lines = [
         title,
         "",
