@@ -371,16 +371,21 @@ class EncoderObjective:
         text = m.text.vectors  # (n_instruments, 384)
         stems = torch.cat([mels["stems_a"].reshape(B * k, *mels["stems_a"].shape[2:]),
                            mels["stems_b"].reshape(B * k, *mels["stems_b"].shape[2:])])
-        if cfg.freeze_query_encoder:
+        query_metrics, query_loss = {}, None
+        if not cfg.freeze_query_encoder:
+            q_audio = m.query_encoder.embed_mel(stems)  # (2Bk, 384)
+        elif lambda_inst > 0 or not train:  # frozen, its vectors serve only as the extractor's audio queries
             m.query_encoder.eval()  # its batch norm statistics stay those of the checkpoint
             with torch.no_grad():
                 q_audio = m.query_encoder.embed_mel(stems)
-        else:
-            q_audio = m.query_encoder.embed_mel(stems)  # (2Bk, 384)
-        q_logits = q_audio @ text.T / 0.1
-        q_labels = labels.repeat(2)
-        query_loss = F.cross_entropy(q_logits, q_labels)
-        query_acc = (q_logits.argmax(1) == q_labels).float().mean()
+        else:  # frozen and no extractor loss yet (or ever, with lambda_inst 0): nothing uses it this step
+            q_audio = None
+        if q_audio is not None:
+            q_logits = q_audio @ text.T / 0.1
+            q_labels = labels.repeat(2)
+            query_loss = F.cross_entropy(q_logits, q_labels)
+            query_metrics = {"query_loss": float(query_loss.detach()),
+                             "query_acc": float((q_logits.argmax(1) == q_labels).float().mean())}
         # the processed stems alone: the instrument target "stem" and the stem pairs
         e_s = None
         if cfg.inst_target == "stem" or (cfg.stem_weight > 0 and k > 1):
@@ -420,8 +425,7 @@ class EncoderObjective:
         if not cfg.freeze_query_encoder:
             loss = loss + query_loss
         metrics = {"loss": float(loss.detach()), "mix_loss": float(mix_loss.detach()), "mix_acc": float(mix_hits.float().mean()),
-                   "query_loss": float(query_loss.detach()), "query_acc": float(query_acc),
-                   "inst_loss": float(inst_loss.detach()), "lambda_inst": lambda_inst, "hard_negatives": H,
+                   **query_metrics, "inst_loss": float(inst_loss.detach()), "lambda_inst": lambda_inst, "hard_negatives": H,
                    "stem_loss": float(stem_loss.detach())}
         if inst_hits:
             metrics["inst_acc"] = float(torch.stack(inst_hits).mean())
