@@ -192,6 +192,65 @@ def test_benchmark_rows_oracle_and_json(root, encoder_dir, tmp_path):
     assert "| oracle (true parameters) |" in res["table"] and "ITO grad · Fx-Encoder++ (enc-test)" in res["table"]
 
 
+def _run(root, out, n, embedders, seen=None, **kw):
+    return mt.run_matching_benchmark(root, instruments=["bass"], n_triplets=n, seconds=SECONDS, iterations=2,
+                                     popsize=4, n_random=2, method="cmaes", embedders=embedders, effects=["gain"],
+                                     n_boot=20, out_json=out, calibration_triplets=3,
+                                     progress=None if seen is None else (lambda *a: seen.append(a)), **kw)
+
+
+def test_journal_resumes_extends_and_adds_rows(root, tmp_path):
+    pytest.importorskip("cma")
+    out = tmp_path / "m.json"
+    first = _run(root, out, 2, [bl.LogMelStatsEmbedder()])
+    journal = mt.journal_dir(out) / "bass.jsonl"
+    assert journal.is_file() and len(journal.read_text().splitlines()) == 3  # settings + 2 triplets
+    seen = []
+    more = _run(root, out, 3, [bl.LogMelStatsEmbedder()], seen)
+    assert seen[0] == ("bass", 2 * 2, 3 * 2)  # two triplets journaled: only the third is done
+    fresh = _run(root, tmp_path / "fresh.json", 3, [bl.LogMelStatsEmbedder()])  # no journal: all three again
+    row = "ITO CMA-ES · log-mel stats"
+    for res in (first, more):  # a triplet's numbers do not depend on how many are scored (fixed calibration)
+        for r in (mt.ROW_INPUT, mt.ROW_RANDOM, row):
+            n = len(res["methods"][r]["instruments"]["bass"]["values"])
+            assert res["methods"][r]["instruments"]["bass"]["values"] == fresh["methods"][r]["instruments"]["bass"]["values"][:n]
+    assert json.loads(out.read_text())["config"]["n_triplets"] == 3
+    # a killed run leaves its last line cut short: that triplet is done again
+    text = journal.read_text()
+    journal.write_text(text[: len(text) - 20])
+    seen = []
+    again = _run(root, out, 3, [bl.LogMelStatsEmbedder()], seen)
+    assert seen[0] == ("bass", 2 * 2, 3 * 2)
+    assert again["methods"][row]["instruments"]["bass"]["values"] == fresh["methods"][row]["instruments"]["bass"]["values"]
+    # another embedder adds its row only
+    seen = []
+    both = _run(root, out, 3, [bl.LogMelStatsEmbedder(), bl.BandStatsEmbedder()], seen)
+    assert seen[0] == ("bass", 3 * 2, 3 * 3)
+    assert both["methods"][row]["instruments"]["bass"]["values"] == fresh["methods"][row]["instruments"]["bass"]["values"]
+
+
+def test_journal_of_other_settings_or_model_is_an_error(root, encoder_dir, tmp_path):
+    pytest.importorskip("cma")
+    from fxlens.models.checkpoint import save_checkpoint
+    from fxlens.models.encoder import load_encoder
+
+    out = tmp_path / "m.json"
+    _run(root, out, 1, [bl.EncoderEmbedder(encoder_dir)])
+    with pytest.raises(FxlensError, match="iterations"):
+        mt.run_matching_benchmark(root, instruments=["bass"], n_triplets=1, seconds=SECONDS, iterations=3, popsize=4,
+                                  n_random=2, method="cmaes", embedders=[bl.EncoderEmbedder(encoder_dir)],
+                                  effects=["gain"], out_json=out, calibration_triplets=3)
+    m = load_encoder(encoder_dir)  # other weights, same folder name
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.01)
+    other = save_checkpoint(tmp_path / "x" / "enc-test", m.state_dict(), m.config(), "# test\n")
+    with pytest.raises(FxlensError, match="another model"):
+        _run(root, out, 1, [bl.EncoderEmbedder(other)])
+    res = _run(root, out, 1, [bl.EncoderEmbedder(other)], restart=True)  # --restart discards the journal
+    assert res["methods"]["ITO CMA-ES · Fx-Encoder++ (enc-test)"]["instruments"]["bass"]["L_d"]["n"] == 1
+
+
 def test_benchmark_input_errors(root):
     with pytest.raises(FxlensError, match="no 'cello'"):
         mt.run_matching_benchmark(root, instruments=["cello"], method="grad", effects=["gain"],

@@ -618,12 +618,16 @@ def bench_match_command(
     device: Optional[str] = typer.Option(None, "--device", help="Where chains render and the encoder runs "
                                          "(cpu, cuda; default cpu)."),
     seed: int = typer.Option(0, help="Decides the triplets and the optimizers' draws."),
-    out: Path = typer.Option(Path("bench-match.json"), "--out", help="JSON results."),
+    out: Path = typer.Option(Path("bench-match.json"), "--out", help="JSON results. Each triplet's results are "
+                             "journaled as it is done in <out stem>.journal/: the same command run again continues "
+                             "where it stopped (a larger --triplets adds triplets, another --model adds rows)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard the journaled triplets of --out and start over."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the tables as Markdown here."),
 ) -> None:
     """Effect parameter matching (Fx-Encoder++ §4.2, ST-ITO): estimate a chain's settings from a reference by
     inference-time optimization (CMA-ES, gradients), render the input, and report the multi-resolution STFT distance
-    to the target per instrument, beside the unprocessed input, random settings and the oracle."""
+    to the target per instrument, beside the unprocessed input, random settings and the oracle. Resumable: see
+    --out."""
     from rich.progress import Progress
 
     from fxlens.atomic import write_text_atomic
@@ -651,7 +655,8 @@ def bench_match_command(
         results = run_matching_benchmark(root, instruments=_split_names(instruments, "--instruments"), n_triplets=triplets,
                                          seconds=seconds, iterations=iterations, method=method, embedders=embedders,
                                          effects=_split_names(effects) or list(DEFAULT_CHAIN), popsize=popsize,
-                                         seed=seed, device=device, out_json=out, progress=_named_progress(progress))
+                                         seed=seed, device=device, out_json=out, restart=restart,
+                                         progress=_named_progress(progress))
     console.print(results["table"], soft_wrap=True, highlight=False)  # table rows unbroken, pasteable as Markdown
     if markdown is not None:
         write_text_atomic(markdown, results["table"])

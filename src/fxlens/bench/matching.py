@@ -28,9 +28,14 @@ triplets):
 - ``oracle (true parameters)``: x rendered with the true θ through the optimizer's own rendering path: L_d ~ 0,
   a check that the rendering the optimizers use is the one that made the target.
 
-Hand-crafted features (MFCC + spectral, log-mel statistics) are z-scored with statistics of the instrument's
-unlabeled clips (inputs, references and random renderings of the inputs), refitted per instrument; the random
-embedder (vectors independent of the audio) is skipped: ITO on it is the random-parameter row.
+Hand-crafted features (MFCC + spectral, log-mel statistics) are z-scored with statistics of unlabeled clips of the
+instrument (inputs, references and a random rendering of each input) of `CALIBRATION_TRIPLETS` triplets drawn apart
+from the scored ones — fixed, so a triplet's numbers do not depend on how many are scored; the random embedder
+(vectors independent of the audio) is skipped: ITO on it is the random-parameter row.
+
+A full run is long on a CPU (about a minute per triplet with seven objectives), so each triplet's results are
+journaled as it is done (`TripletJournal`): the same run started again continues where it stopped, a larger
+`n_triplets` adds triplets, another embedder adds its rows.
 
     results = run_matching_benchmark("/data/fxlens-dry", instruments=["bass"], n_triplets=10, iterations=100,
                                      embedders=default_baselines() + encoder_embedders(None))
@@ -45,6 +50,7 @@ import os
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,6 +73,10 @@ POPSIZE, SIGMA0, ITERATIONS = 32, 0.33, 100
 LEARNING_RATE = 0.1  # Adam on logits: ~30 steps to cross the box from its middle
 ROW_INPUT, ROW_RANDOM, ROW_ORACLE = "input (unprocessed)", "random parameters", "oracle (true parameters)"
 ALL = "all"
+# Hand-crafted features are z-scored on the clips of this many triplets, drawn from their own generators (stream 3:
+# (seed, instrument, i, 3)), apart from the scored triplets (seed, instrument, i).
+CALIBRATION_TRIPLETS, CALIBRATION_STREAM = 16, 3
+JOURNAL_VERSION = 1
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -163,12 +173,15 @@ def _seed_seq(seed: int, instrument: str, *more: int) -> np.random.SeedSequence:
 
 
 def build_triplets(dataset, instrument: str, n: int, seconds: float, seed: int, chain: ChainModel,
-                   sample_rate: int = fxaudio.WORKING_SAMPLE_RATE) -> list[Triplet]:
+                   sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, indices: Sequence[int] | None = None,
+                   stream: int | None = None) -> list[Triplet]:
     """`n` triplets of `instrument` from a `StemDataset` (e.g. ``open_dataset(root, split="test")``).
 
     Triplet i is drawn from its own generator, seeded by (seed, instrument, i): the first k triplets are the same
-    whatever `n` is. Dry segments are brought to -18 LUFS before the chain (as in the retrieval benchmark and the
-    encoder's training pairs); the reference comes from another song than the input.
+    whatever `n` is, and `indices` (instead of ``range(n)``) builds any of them alone. `stream` draws from another
+    family of generators, (seed, instrument, i, stream): the benchmark's calibration clips, disjoint from the scored
+    triplets. Dry segments are brought to -18 LUFS before the chain (as in the retrieval benchmark and the encoder's
+    training pairs); the reference comes from another song than the input.
     """
     from fxlens.bench.retrieval import StemSource, _draw_clip
 
@@ -177,8 +190,9 @@ def build_triplets(dataset, instrument: str, n: int, seconds: float, seed: int, 
         raise FxlensError(f"instrument '{instrument}' has {len(source.keys)} song(s) in this split; "
                           "a triplet needs two (input and reference come from different songs)")
     out = []
-    for i in range(int(n)):
-        rng = np.random.default_rng(_seed_seq(seed, instrument, i))
+    for i in (range(int(n)) if indices is None else indices):
+        extra = () if stream is None else (stream,)
+        rng = np.random.default_rng(_seed_seq(seed, instrument, i, *extra))
         a = source.keys[int(rng.integers(len(source.keys)))]
         x, mx = _draw_clip(source, a, seconds, sample_rate, rng, exclude=set())
         rest = [k for k in source.keys if k != mx["song"]]
@@ -190,7 +204,7 @@ def build_triplets(dataset, instrument: str, n: int, seconds: float, seed: int, 
             wet = Chain.from_preset(preset)(torch.cat([x, r]), sample_rate).float()
         fxaudio.check_finite(wet, f"triplet {i} of '{instrument}'")
         out.append(Triplet(instrument, x, wet[1:2], wet[0:1], settings, preset,
-                           {"index": i, "input": mx, "reference": mr}))
+                           {"index": int(i), "input": mx, "reference": mr}))
     return out
 
 
@@ -447,6 +461,93 @@ def _ito_plan(embedders: Sequence[ITOEmbedder], method: str,
     return plan
 
 
+def embedder_identity(embedder: ITOEmbedder) -> str:
+    """What a journaled row was computed with: the embedder's class and, for a network, a hash of its weights (two
+    checkpoints in folders of the same name are told apart); for hand-crafted features, the class and name."""
+    import hashlib
+
+    inner = embedder.embedder
+    model = getattr(inner, "model", None)
+    if isinstance(model, torch.nn.Module):
+        h = hashlib.sha256()
+        for k, v in sorted(model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return f"{type(inner).__name__}:{h.hexdigest()[:16]}"
+    return f"{type(inner).__name__}:{embedder.name}"
+
+
+def journal_dir(out_json: str | os.PathLike) -> Path:
+    """Where a run writing `out_json` journals its triplets: ``m.json`` -> ``m.journal/<instrument>.jsonl``."""
+    out = Path(out_json)
+    return out.with_name(out.stem + ".journal")
+
+
+class TripletJournal:
+    """Per-triplet results of one instrument, appended to a JSON-lines file as each triplet is done, so that a long
+    run can stop and continue (`fxlens bench match` run again with the same settings; a larger ``--triplets`` adds
+    triplets, another ``--model`` adds rows). The first line holds the settings that decide the numbers (`key`);
+    each further line ``{"index", "meta", "rows": {row: {"L_d", "param_mae", "embedding_distance", "embedder"}}}``.
+    A line cut short by a killed process is ignored (that triplet is done again). `path` None: memory only.
+    """
+
+    def __init__(self, path: Path | None, key: Mapping, restart: bool = False) -> None:
+        self.path, self.key = path, json.loads(json.dumps(key))
+        self.rows: dict[int, dict[str, dict]] = {}
+        self.meta: dict[int, dict] = {}
+        if path is None:
+            return
+        if restart and path.exists():
+            path.unlink()
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        try:
+            head = json.loads(lines[0])["config"] if lines else None
+        except (ValueError, KeyError, TypeError):
+            head = None
+        if head != self.key:
+            differ = sorted(k for k in set(self.key) | set(head or {}) if (head or {}).get(k) != self.key.get(k))
+            raise FxlensError(f"'{path}' holds triplets of a run with other settings ({', '.join(differ) or 'unreadable'}"
+                              "): give another --out, or --restart to discard them")
+        for line in lines[1:]:
+            try:
+                rec = json.loads(line)
+                i, rows = int(rec["index"]), dict(rec["rows"])
+            except (ValueError, KeyError, TypeError):
+                continue  # cut short
+            self.rows.setdefault(i, {}).update(rows)
+            self.meta.setdefault(i, rec.get("meta") or {})
+
+    def done(self, i: int, row: str, identity: str | None) -> bool:
+        """Whether row `row` of triplet `i` is journaled; an entry computed by another embedder is an error."""
+        rec = self.rows.get(i, {}).get(row)
+        if rec is None:
+            return False
+        if rec.get("embedder") != identity:
+            raise FxlensError(f"'{self.path}' holds row '{row}' computed with another model of that name: "
+                              "give another --out, or --restart to discard the journal")
+        return True
+
+    def append(self, i: int, meta: Mapping, rows: Mapping[str, Mapping]) -> None:
+        self.rows.setdefault(i, {}).update(rows)
+        self.meta.setdefault(i, dict(meta))
+        if self.path is None or not rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        cut = False
+        if not new and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                cut = f.read(1) != b"\n"
+        with open(self.path, "a") as f:  # one write per line: a kill leaves at most the last line cut short
+            text = json.dumps({"config": self.key}) + "\n" if new else ("\n" if cut else "")
+            f.write(text + json.dumps({"index": int(i), "meta": meta, "rows": rows}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def run_matching_benchmark(
     data_root: str | os.PathLike,
     instruments: Sequence[str] | None = None,
@@ -470,6 +571,8 @@ def run_matching_benchmark(
     out_json: str | os.PathLike | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     device: str | torch.device | None = None,
+    calibration_triplets: int = CALIBRATION_TRIPLETS,
+    restart: bool = False,
 ) -> dict:
     """Build the triplets of each instrument of `split` and score every method on them (see the module docstring).
 
@@ -477,7 +580,11 @@ def run_matching_benchmark(
     `fxlens.bench.baselines.default_baselines` (add `encoder_embedders(...)` for Fx-Encoder++). `method`: "cmaes",
     "grad" or "both". `param_ranges`: "training" (`PAIR_RANGES`), None (full ranges) or a mapping. Everything is
     checked before any audio is rendered. `device`: where chains render and the optimizers run (the embedders
-    stay where they were built; default CPU). Returns ``{"config", "instruments": {name: {"triplets": [...]}},
+    stay where they were built; default CPU). Hand-crafted features are z-scored with statistics of
+    `calibration_triplets` triplets drawn apart from the scored ones, so a triplet's numbers do not depend on how
+    many others are scored. With `out_json`, each triplet's results are journaled as it is done
+    (`journal_dir(out_json)/<instrument>.jsonl`, `TripletJournal`): the same call again continues where it stopped
+    (`restart` discards the journal). Returns ``{"config", "instruments": {name: {"triplets": [...]}},
     "methods": {row: {"kind", "embedder", "optimizer", "instruments": {name|"all": {"L_d", "param_mae",
     "embedding_distance", "values"}}}}, "table": markdown}`` and, with `out_json`, writes it atomically.
     """
@@ -486,8 +593,9 @@ def run_matching_benchmark(
 
     if method not in METHODS:
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got '{method}'")
-    if n_triplets < 1 or iterations < 1 or n_random < 1 or popsize < 2:
-        raise ParameterError("need n_triplets >= 1, iterations >= 1, n_random >= 1 and popsize >= 2")
+    if n_triplets < 1 or iterations < 1 or n_random < 1 or popsize < 2 or calibration_triplets < 2:
+        raise ParameterError("need n_triplets >= 1, iterations >= 1, n_random >= 1, popsize >= 2 and "
+                             "calibration_triplets >= 2")
     if not seconds >= 0.25:
         raise ParameterError(f"clips must be at least 0.25 s long, got {seconds:g} s")
     if isinstance(param_ranges, str):
@@ -533,63 +641,83 @@ def run_matching_benchmark(
     for row, e, opt in plan:
         rows[row] = _row("ito", e.name, opt)
     rows[ROW_ORACLE] = _row("oracle")
+    identity = {row: embedder_identity(e) for row, e, _ in plan}
+    key = {"journal": JOURNAL_VERSION, "data_root": str(Path(data_root).resolve()), "split": split,
+           "seconds": seconds, "sample_rate": sample_rate, "chain": chain.names,
+           "search_box": {"lo": chain.lo.tolist(), "hi": chain.hi.tolist()}, "iterations": iterations,
+           "popsize": popsize, "sigma0": sigma0, "lr": lr, "n_random": n_random, "seed": seed,
+           "calibration_triplets": calibration_triplets}
     values: dict[str, dict[str, dict[str, list[float]]]] = {r: {} for r in rows}
     info: dict[str, dict] = {}
 
-    def record(row: str, inst: str, l_d: float, mae: float | None = None, dist: float | None = None) -> None:
-        v = values[row].setdefault(inst, {"L_d": [], "param_mae": [], "embedding_distance": []})
-        v["L_d"].append(l_d)
-        if mae is not None:
-            v["param_mae"].append(mae)
-        if dist is not None:
-            v["embedding_distance"].append(dist)
-
     for inst in chosen:
-        total = n_triplets * (1 + len(plan))
-        done = 0
+        journal = TripletJournal(journal_dir(out_json) / f"{inst}.jsonl" if out_json is not None else None,
+                                 {**key, "instrument": inst}, restart)
+        steps = 1 + len(plan)
+
+        def missing(i: int) -> list[str]:
+            base = [] if journal.done(i, ROW_INPUT, None) else [ROW_INPUT]
+            return base + [row for row, _, _ in plan if not journal.done(i, row, identity[row])]
+
+        todo = {i: missing(i) for i in range(n_triplets)}
+        todo = {i: m for i, m in todo.items() if m}
+        done = n_triplets * steps - sum(len(m) for m in todo.values())  # input/random/oracle: one step
         if progress:
-            progress(inst, done, total)
-        triplets = build_triplets(ds, inst, n_triplets, seconds, seed, chain, sample_rate)
-        for t in triplets:  # rendered on the CPU (the reference implementation); optimized on `device`
-            t.x, t.reference = t.x.to(dev), t.reference.to(dev)
-        done += n_triplets
-        fit_clips = []
-        for t in triplets:  # baselines that need no embedder
-            i = t.meta["index"]
-            record(ROW_INPUT, inst, measure(t.x, t.target))
-            g = torch.Generator().manual_seed(int(np.random.default_rng(_seed_seq(seed, inst, i, 1)).integers(2**62)))
-            draws = torch.rand(n_random, chain.n_params, generator=g, dtype=torch.float64)
-            with torch.no_grad():
-                wet = chain.render(t.x, sample_rate, draws.float())
-            record(ROW_RANDOM, inst, float(np.mean([measure(w[None], t.target) for w in wet])),
-                   float((draws - torch.as_tensor(t.settings)).abs().mean()))
-            wet = wet.cpu()
-            with torch.no_grad():
-                oracle = chain.render(t.x, sample_rate, torch.as_tensor(t.settings, dtype=torch.float32)[None])
-            record(ROW_ORACLE, inst, measure(oracle, t.target), 0.0)
-            fit_clips += [t.x.cpu(), t.reference.cpu(), wet[0:1]]
-        if progress:
-            progress(inst, done, total)
-        fit = torch.cat(fit_clips)
-        for e in ito:
-            e.fit(fit.to(dev), batch_size)
-        del fit, fit_clips
-        for row, e, opt in plan:
-            for t in triplets:
-                i = t.meta["index"]
+            progress(inst, done, n_triplets * steps)
+        if todo and any(e.standardized for _, e, _ in plan):
+            fit_clips = []  # the calibration triplets: inputs, references, one random rendering of each input
+            for t in build_triplets(ds, inst, calibration_triplets, seconds, seed, chain, sample_rate,
+                                    stream=CALIBRATION_STREAM):
+                g = torch.Generator().manual_seed(int(np.random.default_rng(
+                    _seed_seq(seed, inst, t.meta["index"], CALIBRATION_STREAM, 1)).integers(2**62)))
+                with torch.no_grad():
+                    wet = chain.render(t.x, sample_rate, torch.rand(1, chain.n_params, generator=g))
+                fit_clips += [t.x, t.reference, wet]
+            fit = torch.cat(fit_clips).to(dev)
+            for e in ito:
+                e.fit(fit, batch_size)
+            del fit, fit_clips
+        for i, need in todo.items():
+            t = build_triplets(ds, inst, 1, seconds, seed, chain, sample_rate, indices=[i])[0]
+            t.x, t.reference = t.x.to(dev), t.reference.to(dev)  # rendered on the CPU; optimized on `device`
+            new: dict[str, dict] = {}
+            if ROW_INPUT in need:  # the rows that need no embedder (one progress step)
+                new[ROW_INPUT] = {"L_d": measure(t.x, t.target), "embedder": None}
+                g = torch.Generator().manual_seed(int(np.random.default_rng(_seed_seq(seed, inst, i, 1)).integers(2**62)))
+                draws = torch.rand(n_random, chain.n_params, generator=g, dtype=torch.float64)
+                with torch.no_grad():
+                    wet = chain.render(t.x, sample_rate, draws.float())
+                    oracle = chain.render(t.x, sample_rate, torch.as_tensor(t.settings, dtype=torch.float32)[None])
+                new[ROW_RANDOM] = {"L_d": float(np.mean([measure(w[None], t.target) for w in wet])),
+                                   "param_mae": float((draws - torch.as_tensor(t.settings)).abs().mean()),
+                                   "embedder": None}
+                new[ROW_ORACLE] = {"L_d": measure(oracle, t.target), "param_mae": 0.0, "embedder": None}
+                done += 1
+                if progress:
+                    progress(inst, done, n_triplets * steps)
+            for row, e, opt in plan:
+                if row not in need:
+                    continue
                 cma_seed = int(np.random.default_rng(_seed_seq(seed, inst, i, 2)).integers(1, 2**31 - 2))
                 est = match_triplet(t, chain, e, opt, sample_rate, iterations, cma_seed, popsize, sigma0, lr,
                                     batch_size)
                 with torch.no_grad():
                     out = chain.render(t.x, sample_rate, torch.as_tensor(est.settings, dtype=torch.float32)[None])
-                record(row, inst, measure(out, t.target), float(np.abs(est.settings - t.settings).mean()),
-                       est.distance)
+                new[row] = {"L_d": measure(out, t.target), "param_mae": float(np.abs(est.settings - t.settings).mean()),
+                            "embedding_distance": est.distance, "embedder": identity[row]}
                 done += 1
                 if progress:
-                    progress(inst, done, total)
-        info[inst] = {"n_triplets": len(triplets), "n_songs": available[inst],
-                      "triplets": [{**t.meta, "preset": t.preset} for t in triplets]}
-        del triplets
+                    progress(inst, done, n_triplets * steps)
+            journal.append(i, {**t.meta, "preset": t.preset}, new)
+        for row in rows:
+            v = values[row].setdefault(inst, {"L_d": [], "param_mae": [], "embedding_distance": []})
+            for i in range(n_triplets):
+                rec = journal.rows[i][row]
+                for k in v:
+                    if rec.get(k) is not None:
+                        v[k].append(float(rec[k]))
+        info[inst] = {"n_triplets": n_triplets, "n_songs": available[inst],
+                      "triplets": [journal.meta[i] for i in range(n_triplets)]}
 
     methods: dict[str, dict] = {}
     for row, spec in rows.items():
@@ -608,7 +736,8 @@ def run_matching_benchmark(
               "param_ranges": {k: {p: list(r) for p, r in v.items()} for k, v in (param_ranges or {}).items()
                                if k in chain.names},
               "method": method, "iterations": iterations, "popsize": popsize, "sigma0": sigma0, "lr": lr,
-              "n_random": n_random, "seed": seed, "n_boot": n_boot,
+              "n_random": n_random, "seed": seed, "n_boot": n_boot, "calibration_triplets": calibration_triplets,
+              "embedders": identity,
               "L_d": "auraloss MultiResolutionSTFTLoss (FFT 1024/2048/512)",
               "objective": "cosine distance of embeddings"}
     results = {"config": config, "instruments": info, "methods": methods}
