@@ -94,6 +94,24 @@ def test_bootstrap_ci_is_seeded_and_covers_the_mean():
     assert mt.bootstrap_ci(np.ones(10)) == (1.0, 1.0)
 
 
+def test_ratio_to_best_baseline_with_paired_bootstrap():
+    method = np.r_[np.ones(30), np.zeros(70)]  # R@1 0.30
+    base = np.stack([np.r_[np.zeros(60), np.ones(10), np.zeros(30)],  # 0.10, the best
+                     np.r_[np.ones(5), np.zeros(95)]])  # 0.05
+    r = mt.ratio_to_best_ci(method, base, n_boot=2000, seed=1)
+    assert r["best"] == 0 and r["ratio"] == pytest.approx(3.0)
+    assert r["lo"] < 3.0 < r["hi"] and r["lo"] > 1.5 and r == mt.ratio_to_best_ci(method, base, n_boot=2000, seed=1)
+    # a duplicated baseline changes nothing; order does not matter but for the index
+    assert mt.ratio_to_best_ci(method, base[[0, 0, 1]], n_boot=2000, seed=1)["lo"] == r["lo"]
+    assert mt.ratio_to_best_ci(method, base[::-1], n_boot=2000, seed=1)["best"] == 1
+    # the best baseline of each resample is the denominator: two equal baselines whose hits fall on different
+    # queries give a lower ratio than either alone
+    other = np.r_[np.zeros(80), np.ones(10), np.zeros(10)]
+    two = mt.ratio_to_best_ci(method, np.stack([base[0], other]), n_boot=2000, seed=1)
+    assert two["ratio"] == pytest.approx(3.0) and two["lo"] < r["lo"]
+    assert mt.ratio_to_best_ci(method, np.zeros((1, 100)), n_boot=50)["ratio"] == float("inf")
+
+
 def test_random_embeddings_score_chance():
     Q, N, D = 3000, 50, 16
     g = torch.Generator().manual_seed(0)
@@ -483,6 +501,8 @@ def test_benchmark_report_and_plots(inst_root, encoder_dir, tmp_path):
     report = res["report"]
     assert "(Table 2)" in report and "(Table 3)" in report
     assert "| Fx-Encoder++ (enc-test) | oracle | " in report  # per-instrument detail rows
+    vs = res["versus_baselines"]["Fx-Encoder++ (enc-test)"]  # learned vs the only non-learned method
+    assert vs["best_baseline"] == "random" and vs["n"] == 6 and "learned vs the best non-learned" in report
     on_disk = json.loads((tmp_path / "r.json").read_text())
     assert set(on_disk["methods"]["random"]["instrument_wise"]["overall"]) == {"oracle", "mixture"}
     assert [p.rsplit("/", 1)[-1] for p in res["plots"]] == ["recall-vs-effects.png", "tsne-chains.png"]

@@ -186,6 +186,7 @@ class EncoderEmbedder:
                 if label == "model":  # a run's model/ folder: name it after the run
                     label = Path(model).resolve().parent.name
         self.kind = kind  # how it was trained (`training_style`)
+        self.learned = True  # trained: compared against the non-learned baselines (`retrieval.versus_baselines`)
         self.name = name or f"{kind} ({label})"
         self.batch_size = batch_size
 

@@ -94,6 +94,34 @@ def bootstrap_ci(values, n_boot: int = 1000, confidence: float = 0.95, seed: int
     return float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))
 
 
+def ratio_to_best_ci(values, baselines, n_boot: int = 1000, confidence: float = 0.95,
+                     seed: int = 0) -> dict[str, float]:
+    """How many times the best of several baselines a method scores, with a paired percentile bootstrap interval.
+
+    `values` ``(Q,)``: the method's per-query metric; `baselines` ``(K, Q)``: each baseline's on the same queries in
+    the same order. Each resample draws one set of queries for all of them and divides the method's mean by the
+    best baseline mean *of that resample* (so the choice of the best baseline is inside the interval). Returns
+    ``{"ratio", "lo", "hi", "best": index of the best baseline on all queries}``; a zero denominator gives inf.
+    """
+    v = _np(values).reshape(-1).astype(np.float64)
+    b = _np(baselines).reshape(-1, v.size).astype(np.float64)
+
+    def ratio(num, den):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, np.nan))
+
+    means = b.mean(axis=1)
+    out = {"ratio": float(ratio(v.mean(), means.max())), "best": int(means.argmax())}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, v.size, size=(int(n_boot), v.size))
+    r = ratio(v[idx].mean(axis=1), b[:, idx].mean(axis=2).max(axis=0))
+    a = (1.0 - confidence) / 2.0
+    r = r[~np.isnan(r)]
+    q = lambda p: float(np.quantile(r, p, method="inverted_cdf"))  # an actual resample's ratio (inf-safe)
+    out["lo"], out["hi"] = (q(a), q(1.0 - a)) if r.size else (float("nan"), float("nan"))
+    return out
+
+
 def summarize(per_query: Mapping[str, np.ndarray], metrics: Sequence[str] | None = None, n_boot: int = 1000,
               seed: int = 0, confidence: float = 0.95) -> dict[str, dict[str, float]]:
     """``{metric: {"mean", "lo", "hi"}}`` (fractions in [0, 1]) plus ``"n"``: the number of queries."""

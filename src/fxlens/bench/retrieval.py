@@ -64,7 +64,8 @@ import torch
 
 from fxlens import audio as fxaudio
 from fxlens.atomic import atomic_path, write_text_atomic
-from fxlens.bench.metrics import DEFAULT_KS, per_query_metrics, relevance_mask, cosine_scores, summarize
+from fxlens.bench.metrics import (DEFAULT_KS, cosine_scores, per_query_metrics, ratio_to_best_ci, relevance_mask,
+                                  summarize)
 from fxlens.errors import FxlensError, InvalidAudioError, ParameterError
 from fxlens.fx.chain import DEFAULT_POOL, Chain, RandomChain
 
@@ -845,6 +846,42 @@ def summarize_scores(name: str, scores: Sequence[GroupScores], n_boot: int = 100
     return out
 
 
+def versus_baselines(scores: Mapping[str, Sequence[GroupScores]], learned: Sequence[str], fixed: Sequence[str],
+                     metric: str = "R@1", n_boot: int = 1000, seed: int = 0) -> dict:
+    """Each learned method's pooled mixture-level `metric` as a multiple of the best non-learned method's (the
+    issue's target: R@1 at least 3x), with a paired bootstrap interval over the same queries
+    (`fxlens.bench.metrics.ratio_to_best_ci`). ``{learned name: {"metric", "value", "best_baseline",
+    "baseline_value", "ratio", "lo", "hi", "n"}}``; {} without mixture-level groups or baselines."""
+    def pooled(name: str) -> np.ndarray:
+        parts = [s.views[CLIPS][metric] for s in scores[name] if not s.instrument_wise]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    if not fixed or pooled(fixed[0]).size == 0:
+        return {}
+    base = np.stack([pooled(n) for n in fixed])
+    out = {}
+    for name in learned:
+        v = pooled(name)
+        r = ratio_to_best_ci(v, base, n_boot, seed=seed)
+        out[name] = {"metric": metric, "value": float(v.mean()), "best_baseline": fixed[r["best"]],
+                     "baseline_value": float(base[r["best"]].mean()), "ratio": r["ratio"], "lo": r["lo"],
+                     "hi": r["hi"], "n": int(v.size)}
+    return out
+
+
+def versus_table(results: Mapping) -> str:
+    """Markdown: each learned method against the best non-learned one (`versus_baselines`); "" when absent."""
+    vs = results.get("versus_baselines") or {}
+    if not vs:
+        return ""
+    lines = ["| method | R@1 (%) | best non-learned | its R@1 (%) | ratio [95 % paired bootstrap CI] | queries |",
+             "|---|---|---|---|---|---|"]
+    for name, v in vs.items():
+        lines.append(f"| {name} | {100 * v['value']:.1f} | {v['best_baseline']} | {100 * v['baseline_value']:.1f} | "
+                     f"{v['ratio']:.2f}x [{v['lo']:.2f}, {v['hi']:.2f}] | {v['n']} |")
+    return "\n".join(lines) + "\n"
+
+
 def _by_renderer(scores: Sequence[GroupScores]) -> dict[str, list[GroupScores]]:
     """The same chains by two renderers, each pooled on its own: {"fxlens": the groups with a pedalboard twin,
     "pedalboard": the ``pedalboard/...`` groups} (a renderer without groups left out); {} without pedalboard groups."""
@@ -1019,6 +1056,10 @@ def markdown_report(results: Mapping) -> str:
         parts.append(f"### Mixture-level retrieval, R@1 (%), {cfg.get('n_candidates', '?')} candidates "
                      f"(Table 2)\n\n{t2}")
         parts.append(f"### Mixture-level retrieval, R@10 (%)\n\n{markdown_table(results, 'R@10')}")
+    t_vs = versus_table(results)
+    if t_vs:
+        parts.append("### Mixture level, learned vs the best non-learned method (R@1, all mixture-level queries "
+                     f"pooled)\n\n{t_vs}")
     t_impl = implementation_table(results)
     if t_impl:
         parts.append(f"### Same chains, two implementations: fxlens vs pedalboard rendering (%, 95 % CI)\n\n{t_impl}")
@@ -1107,7 +1148,9 @@ def run_retrieval_benchmark(
     clip is loudness-normalized to it after its chain (default -18 LUFS, the training mixtures' level, so level is
     no cue); None turns it off.
     Prints nothing. Returns ``{"config", "methods": {name: evaluate(...)}, "table": markdown_table(R@1),
-    "report": markdown_report(...), "plots": [paths]}`` and, with `out_json`, writes it there atomically (JSON).
+    "report": markdown_report(...), "plots": [paths]}`` — plus ``"versus_baselines"`` (`versus_baselines`: each
+    learned embedder's pooled R@1 over the best non-learned one's) when both kinds are scored — and, with
+    `out_json`, writes it there atomically (JSON).
     """
     from fxlens.data.pairs import PAIR_POOL, PAIR_RANGES
 
@@ -1139,6 +1182,10 @@ def run_retrieval_benchmark(
         del group
     methods = {n: summarize_scores(n, scores[n], n_boot, seed) for n in names}
     results = {"config": {**config, "groups": info}, "methods": methods}
+    learned = [n for e, n in zip(embedders, names) if getattr(e, "learned", False)]
+    vs = versus_baselines(scores, learned, [n for n in names if n not in learned], "R@1", n_boot, seed)
+    if vs:
+        results["versus_baselines"] = vs
     results["table"] = markdown_table(results)
     results["report"] = markdown_report(results)
     if plots_dir is not None:
