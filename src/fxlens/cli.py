@@ -590,7 +590,7 @@ def bench_retrieval_command(
                                           effects=pool, max_effects=max_effects, plots_dir=plots, progress=update,
                                           split=split, implementation=implementation,
                                           output_lufs=None if no_loudness_norm else EVAL_LUFS)
-    console.print(results["report"])
+    console.print(results["report"], soft_wrap=True, highlight=False)  # table rows unbroken, pasteable
     if markdown is not None:
         write_text_atomic(markdown, results["report"])
         console.print(f"wrote [bold]{markdown}[/]")
