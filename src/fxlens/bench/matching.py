@@ -33,9 +33,10 @@ instrument (inputs, references and a random rendering of each input) of `CALIBRA
 from the scored ones — fixed, so a triplet's numbers do not depend on how many are scored; the random embedder
 (vectors independent of the audio) is skipped: ITO on it is the random-parameter row.
 
-A full run is long on a CPU (about a minute per triplet with seven objectives), so each triplet's results are
-journaled as it is done (`TripletJournal`): the same run started again continues where it stopped, a larger
-`n_triplets` adds triplets, another embedder adds its rows.
+A full run is long on a CPU (on 2 cores about a minute per triplet and seven objectives at 20 CMA-ES generations
+of 16, some ten times that at ST-ITO's 100 of 32), so each triplet's results are journaled as it is done
+(`TripletJournal`): the same run started again continues where it stopped, a larger `n_triplets` adds triplets,
+another embedder adds its rows, and instruments run as separate processes share one ``--out``.
 
     results = run_matching_benchmark("/data/fxlens-dry", instruments=["bass"], n_triplets=10, iterations=100,
                                      embedders=default_baselines() + encoder_embedders(None))

@@ -117,8 +117,10 @@ def ratio_to_best_ci(values, baselines, n_boot: int = 1000, confidence: float = 
     r = ratio(v[idx].mean(axis=1), b[:, idx].mean(axis=2).max(axis=0))
     a = (1.0 - confidence) / 2.0
     r = r[~np.isnan(r)]
-    q = lambda p: float(np.quantile(r, p, method="inverted_cdf"))  # an actual resample's ratio (inf-safe)
-    out["lo"], out["hi"] = (q(a), q(1.0 - a)) if r.size else (float("nan"), float("nan"))
+    if r.size:  # "inverted_cdf": an actual resample's ratio, no interpolation (safe with inf)
+        out["lo"], out["hi"] = (float(np.quantile(r, p, method="inverted_cdf")) for p in (a, 1.0 - a))
+    else:
+        out["lo"], out["hi"] = float("nan"), float("nan")
     return out
 
 
