@@ -665,7 +665,8 @@ def run_matching_benchmark(
         done = n_triplets * steps - sum(len(m) for m in todo.values())  # input/random/oracle: one step
         if progress:
             progress(inst, done, n_triplets * steps)
-        if todo and any(e.standardized for _, e, _ in plan):
+        needed = {row for need in todo.values() for row in need}
+        if any(e.standardized and row in needed for row, e, _ in plan):  # only rows still to do need the fit
             fit_clips = []  # the calibration triplets: inputs, references, one random rendering of each input
             for t in build_triplets(ds, inst, calibration_triplets, seconds, seed, chain, sample_rate,
                                     stream=CALIBRATION_STREAM):
