@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # fxlens set-up, one command on a fresh Debian machine:
-#   apt packages (fluidsynth, soundfonts, real recordings) -> .venv -> torch -> torchlpc (no build isolation)
+#   apt packages (fluidsynth, soundfonts, real recordings, training soundtracks) -> .venv -> torch -> torchlpc (no build isolation)
 #   -> fxlens with its extras -> the main job on shipped defaults (`fxlens demo`, then `fxlens analyze` on its output).
 # Idempotent: a second run only checks. `bash install.sh --no-run` skips the main job (test.sh uses that).
 set -euo pipefail
@@ -8,8 +8,10 @@ cd "$(dirname "$0")"
 RUN_MAIN=1
 [ "${1:-}" = "--no-run" ] && RUN_MAIN=0
 
+# fluidsynth + soundfonts (rendering), the real recordings of the benchmarks, and game soundtracks to train on
 APT_PACKAGES="fluidsynth fluid-soundfont-gm musescore-general-soundfont-small timgm6mb-soundfont
-  avldrums.lv2-soundfont fretsonfire-songs-muldjord fretsonfire-songs-sectoid wesnoth-1.16-music"
+  avldrums.lv2-soundfont fretsonfire-songs-muldjord fretsonfire-songs-sectoid wesnoth-1.16-music
+  hedgewars-data supertux-data warzone2100-music"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

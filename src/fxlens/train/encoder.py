@@ -14,6 +14,14 @@ Objective per step (paper eq. 3-4), on a batch of `fxlens.data.pairs`:
 - audio query alignment: cross-entropy of the query encoder's vector of each stem against the text vectors of all
   instruments (temperature 0.1): CLAP-style alignment on rendered stems, fxlens's offline stand-in for CLAP.
 
+Full-mix batches (`tracks`, fxlens's addition): batches saved from a ``tracks`` dataset (real recordings without
+stems, `fxlens.data.stems.TrackStems`: `fxlens data music`, then `fxlens data pairs`) are interleaved with the
+rendered ones, a share `tracks_share` of the steps, drawn per step under the seed. They hold one "stem", the whole
+mix, which is no instrument: those steps train the mixture objective alone (NT-Xent with their hard negatives); no
+query, instrument or stem-pair loss. Why: the rendered soundfont songs do not teach what real, produced recordings
+under a further chain sound like, and the benchmark's real recordings are where the learned embedding's lead over
+hand-made features shrinks (docs/benchmarks.md).
+
 Data come either on the fly (`PairBuilder` in DataLoader workers, log-mels computed there) or from batches saved
 by `precompute_batches` (`fxlens data pairs`): identical batches for the same seed. Every step takes a random
 `crop_seconds` window of each clip's log-mel (A and B cropped independently) and swaps left/right on a random half
@@ -95,6 +103,8 @@ class EncoderTrainConfig:
     val_batches: int = 3
     ckpt_every: int = 250
     precomputed: str | None = None
+    tracks: str | None = None  # saved full-mix batches (a tracks dataset) interleaved with `precomputed`
+    tracks_share: float = 0.25  # the share of steps that take a full-mix batch
     workers: int = 1
     threads: int | None = None
     seed: int = 0
@@ -133,6 +143,13 @@ class EncoderTrainConfig:
                               "unless --lambda-inst 0")
         if self.objective not in OBJECTIVES:
             raise FxlensError(f"unknown objective '{self.objective}' (choose {', '.join(OBJECTIVES)})")
+        if self.tracks is not None:
+            if self.precomputed is None:
+                raise FxlensError("--tracks needs --precomputed (the rendered batches it is interleaved with)")
+            if self.objective != "contrastive":
+                raise FxlensError("--tracks trains the contrastive mixture objective; not with --objective classify")
+            if not 0.0 < self.tracks_share < 1.0:
+                raise FxlensError(f"--tracks-share must be between 0 and 1 (exclusive), got {self.tracks_share:g}")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -227,15 +244,19 @@ def _saved_options(folder: str | os.PathLike) -> dict | None:
 
 
 def check_saved_batches(cfg: EncoderTrainConfig) -> None:
-    """The saved batches exist and were made with the training run's batch options."""
-    if not saved_indices(cfg.precomputed):
-        raise FxlensError(f"no saved batches in '{cfg.precomputed}' (make them with `fxlens data pairs`)")
-    meta = _saved_options(cfg.precomputed) or {}
-    want = {**cfg.batch_options(), "seed": cfg.seed}
-    wrong = {k: (meta[k], v) for k, v in want.items() if k in meta and meta[k] != v}
-    if wrong:
-        raise FxlensError(f"the batches in '{cfg.precomputed}' were made with other options than this run's: "
-                          + ", ".join(f"{k} {a} (run: {b})" for k, (a, b) in wrong.items()))
+    """The saved batches exist and were made with the training run's batch options (full-mix batches: the same
+    but for the instrument count and the seed, which they do not share with the rendered ones)."""
+    folders = [(cfg.precomputed, {**cfg.batch_options(), "seed": cfg.seed})]
+    if cfg.tracks is not None:
+        folders.append((cfg.tracks, {k: v for k, v in cfg.batch_options().items() if k != "max_instruments"}))
+    for folder, want in folders:
+        if not saved_indices(folder):
+            raise FxlensError(f"no saved batches in '{folder}' (make them with `fxlens data pairs`)")
+        meta = _saved_options(folder) or {}
+        wrong = {k: (meta[k], v) for k, v in want.items() if k in meta and meta[k] != v}
+        if wrong:
+            raise FxlensError(f"the batches in '{folder}' were made with other options than this run's: "
+                              + ", ".join(f"{k} {a} (run: {b})" for k, (a, b) in wrong.items()))
 
 
 def _precompute_worker(args) -> int:
@@ -364,9 +385,14 @@ class EncoderObjective:
         e = m.encoder.embed_mel(torch.cat([mels["mix_a"], mels["mix_b"], mels["negatives"]]))
         e_a, e_b, e_neg = e[:B], e[B: 2 * B], e[2 * B:]
         mix_losses, mix_hits = nt_xent(e_a, e_b, cfg.tau, e_neg if cfg.use_hard_negatives else None)
+        names = batch["instruments"]
+        if any(n not in self.text_index for n in names):  # a full-mix batch (tracks): the mixture objective alone
+            loss = mix_losses.mean()
+            metrics = {"loss": float(loss.detach()), "mix_loss": float(loss.detach()),
+                       "mix_acc": float(mix_hits.float().mean()), "hard_negatives": H, "full_mix": 1.0}
+            return loss, metrics, (mix_losses[:B] + mix_losses[B:]).detach() / 2
         # audio query encoder: each stem against every instrument's text vector
         k = mels["stems_a"].shape[1]
-        names = batch["instruments"]
         labels = torch.tensor([self.text_index[n] for n in names], device=device).repeat(B)
         text = m.text.vectors  # (n_instruments, 384)
         stems = torch.cat([mels["stems_a"].reshape(B * k, *mels["stems_a"].shape[2:]),
@@ -544,8 +570,15 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
     last = history["train"][-1] if history["train"] else {}
     val = history["val"][-1] if history["val"] else {}
     n_saved = history.get("saved_batches", 0)
+    share = cfg.tracks_share if cfg.tracks else 0.0
     data = (f"{n_saved} batches saved in `{cfg.precomputed}` by `fxlens data pairs` (each read "
-            f"~{history['step'] / max(n_saved, 1):.1f} times)" if cfg.precomputed else "batches built on the fly")
+            f"~{history['step'] * (1 - share) / max(n_saved, 1):.1f} times)" if cfg.precomputed else
+            "batches built on the fly")
+    if cfg.tracks:
+        n_tracks = history.get("saved_track_batches", 0)
+        data += (f"; and {n_tracks} full-mix batches of real tracks saved in `{cfg.tracks}` (a share "
+                 f"{cfg.tracks_share:g} of the steps, each read ~{history['step'] * share / max(n_tracks, 1):.1f} "
+                 "times; mixture objective only)")
     if cfg.objective == "classify":
         title = f"# AFx-Rep-style effects classifier `{cfg.preset}` (fxlens {__version__}; a benchmark baseline)"
         what = ("Effects embeddings (128-d, L2-normalized) for mixtures, trained to classify which pool effects are on "
@@ -656,17 +689,29 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
     if cfg.precomputed:
         history["saved_batches"] = len(saved_indices(cfg.precomputed))
 
-        def batches():
+        def batches(folder: str, key: str, seed: int):
             epoch = 0
             while True:
-                g = torch.Generator().manual_seed(cfg.seed + epoch)
-                current = saved_indices(cfg.precomputed)  # the folder may still be filling
-                history["saved_batches"] = len(current)
+                g = torch.Generator().manual_seed(seed + epoch)
+                current = saved_indices(folder)  # the folder may still be filling
+                history[key] = len(current)
                 order = [current[i] for i in torch.randperm(len(current), generator=g).tolist()]
                 for i in order[fabric.global_rank:: fabric.world_size]:
-                    yield torch.load(saved_path(Path(cfg.precomputed), i), weights_only=True)
+                    yield torch.load(saved_path(Path(folder), i), weights_only=True)
                 epoch += 1
-        stream = batches()
+
+        def interleaved():
+            rendered = batches(cfg.precomputed, "saved_batches", cfg.seed)
+            if cfg.tracks is None:
+                yield from rendered
+                return
+            history["saved_track_batches"] = len(saved_indices(cfg.tracks))
+            tracks = batches(cfg.tracks, "saved_track_batches", cfg.seed + 1_000_003)
+            # which steps take a full-mix batch: decided by (seed, step), so a resumed run continues the same way
+            for step in range(start, cfg.steps):
+                take = torch.rand((), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+                yield next(tracks) if float(take) < cfg.tracks_share else next(rendered)
+        stream = interleaved()
     else:
         sampler = _Requests(start, fabric.global_rank, fabric.world_size, probabilities)
         # workers > 0: batches built in CPU processes; workers == 0: in this process, effects on the training device
