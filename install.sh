@@ -8,10 +8,11 @@ cd "$(dirname "$0")"
 RUN_MAIN=1
 [ "${1:-}" = "--no-run" ] && RUN_MAIN=0
 
-# fluidsynth + soundfonts (rendering), the real recordings of the benchmarks, and game soundtracks to train on
+# fluidsynth + soundfonts (rendering), the real recordings of the benchmarks, game soundtracks to train on, and
+# jemalloc (fxlens runs under it when it is there: large tensors allocated 2-3x faster, see cli.run)
 APT_PACKAGES="fluidsynth fluid-soundfont-gm musescore-general-soundfont-small timgm6mb-soundfont
   avldrums.lv2-soundfont fretsonfire-songs-muldjord fretsonfire-songs-sectoid wesnoth-1.16-music
-  hedgewars-data supertux-data warzone2100-music"
+  hedgewars-data supertux-data warzone2100-music libjemalloc2"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -135,3 +135,26 @@ def test_info_silent_file_reports_minus_inf(tmp_path, capsys):
     sf.write(silent, np.zeros((SR, 2), dtype=np.float32), SR)
     code, out, _ = run(["info", silent], capsys)
     assert code == 0 and "-inf" in out
+
+
+def test_the_command_runs_under_jemalloc_when_it_is_installed():
+    """`fxlens` re-executes itself with jemalloc preloaded (fxlens.launch): when, and with what environment."""
+    from fxlens.launch import JEMALLOC_CONF, jemalloc_environment
+
+    lib = ["/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"]
+    env = jemalloc_environment({"PATH": "/bin", "LD_PRELOAD": "/opt/other.so"}, libraries=lib)
+    assert env == {"PATH": "/bin", "LD_PRELOAD": f"{lib[0]} /opt/other.so", "MALLOC_CONF": JEMALLOC_CONF}
+    assert jemalloc_environment({"MALLOC_CONF": "narenas:1"}, libraries=lib)["MALLOC_CONF"] == "narenas:1"
+    assert jemalloc_environment(env, libraries=lib) is None  # already under it: no second re-execution
+    assert jemalloc_environment({"FXLENS_MALLOC": "system"}, libraries=lib) is None
+    assert jemalloc_environment({}, libraries=[]) is None  # not installed: glibc's malloc
+
+
+def test_the_command_exits_with_the_cli_code_through_the_launcher(tmp_path):
+    import subprocess
+    import sys
+
+    script = "import sys; sys.argv = ['fxlens', 'info', sys.argv[1]]; from fxlens.launch import run; run()"
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "missing.wav")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
