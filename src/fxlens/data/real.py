@@ -52,7 +52,6 @@ __all__ = [
     "APT_PACKAGES",
     "COLLECTIONS",
     "TRAINING_COLLECTIONS",
-    "TRAINING_PACKAGES",
     "link_training_music",
     "RealRecording",
     "Collection",
@@ -101,7 +100,6 @@ TRAINING_COLLECTIONS: tuple[Collection, ...] = (
                "CC-BY-SA-3.0 OR GPL-2.0-or-later", "LupusMechanicus, Martin Severn (Warzone 2100)",
                pattern="**/*.opus"),
 )
-TRAINING_PACKAGES = tuple(c.package for c in TRAINING_COLLECTIONS)
 
 # Frets on Fire stem file -> fxlens stem name. "backing" is the band without the guitar (not one instrument).
 _FOF_STEMS = {"guitar": "electric_guitar", "song": "backing", "rhythm": "rhythm", "drums": "drums"}

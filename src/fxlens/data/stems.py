@@ -845,10 +845,6 @@ class FolderStems(StemDataset):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Detection and the one entry point
-# ------------------------------------------------------------------------------------------------------------------
-
-# ------------------------------------------------------------------------------------------------------------------
 # Full mixes without stems
 # ------------------------------------------------------------------------------------------------------------------
 
@@ -886,6 +882,11 @@ class TrackStems(StemDataset):
         return out
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# Detection and the one entry point
+# ------------------------------------------------------------------------------------------------------------------
+
+
 _CLASSES: dict[str, type[StemDataset]] = {
     "fxlens": FxlensStems,
     "musdb": MusdbStems,
@@ -915,9 +916,9 @@ def detect_layout(path: str | os.PathLike) -> str:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FxlensError(f"dataset folder not found: '{root}'")
-    folders = list(_levels(root, 2))
     if (root / TRACKS_FILE).is_file():
         return "tracks"
+    folders = list(_levels(root, 2))
     if any((d / "song.json").is_file() and _audio_files(d) for d in folders):
         return "fxlens"
     if any(_is_musdb_song(d) for d in folders):
