@@ -221,7 +221,7 @@ def data_music(
 ) -> None:
     """Real game soundtracks to train on (full mixes, no stems), gathered as a tracks dataset: `fxlens data pairs`
     and `bench retrieval --split val` read it. The evaluation recordings (`fxlens data real`) are never among them."""
-    import json
+    from collections import Counter
 
     from rich.table import Table
 
@@ -229,16 +229,14 @@ def data_music(
     from fxlens.data.stems import open_dataset
 
     folder, n = link_training_music(out, collection)
-    ds = open_dataset(folder)
+    songs = open_dataset(folder).songs()
+    counts = Counter((s.song_id.split("/", 1)[0], s.split) for s in songs)  # (collection, split) -> tracks
     table = Table(title=f"{n} tracks in {folder}")
     for col in ("collection", "tracks", "minutes", "train / val / test tracks", "licence", "package"):
         table.add_column(col)
-    meta = json.loads((folder / "tracks.json").read_text())
-    for c in meta["collections"]:
-        splits = [sum(1 for s in ds.songs() if s.song_id.startswith(c["name"] + "/") and s.split == sp)
-                  for sp in ("train", "val", "test")]
-        table.add_row(c["name"], str(c["tracks"]), f"{c['minutes']:.0f}", " / ".join(map(str, splits)), c["licence"],
-                      c["package"])
+    for c in songs[0].meta["collections"]:  # tracks.json, as the dataset read it
+        splits = " / ".join(str(counts[c["name"], sp]) for sp in ("train", "val", "test"))
+        table.add_row(c["name"], str(c["tracks"]), f"{c['minutes']:.0f}", splits, c["licence"], c["package"])
     console.print(table)
 
 
