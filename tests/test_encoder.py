@@ -6,6 +6,7 @@ closed-form warm-up/cosine and curriculum schedules, soundfile for what files ho
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -349,7 +350,25 @@ def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems
     assert not torch.equal(after.extractor.net[0].weight, enc.extractor.net[0].weight)
     card = (tmp_path / "tuned" / "model" / "MODEL_CARD.md").read_text()
     assert "no query dropout" in card and "audio query encoder frozen" in card
+    # --inst-negatives: the other stems of the pairs join each extraction's negatives. Same weights, batch and
+    # draws: every anchor's softmax gains terms in its denominator, so each per-anchor loss can only rise, and
+    # the mixture and stem-pair losses are untouched
+    batch = torch.load(train_mod.saved_path(tmp_path / "pairs", 0), weights_only=True)
+    assert batch["stems_a"].shape[1] == 2  # two instruments: each extraction gets the other stem as negatives
+    text_index = {n: i for i, n in enumerate(after.text.instruments)}
+    plain_cfg = dataclasses.replace(tuned, inst_negatives=False)
+    with_cfg = dataclasses.replace(tuned, inst_negatives=True)
+    with_cfg.check()
+    with torch.no_grad():
+        plain = train_mod.EncoderObjective(after, plain_cfg, text_index)(
+            batch, 0.5, torch.Generator().manual_seed(1), torch.device("cpu"), train=False)[1]
+        harder = train_mod.EncoderObjective(after, with_cfg, text_index)(
+            batch, 0.5, torch.Generator().manual_seed(1), torch.device("cpu"), train=False)[1]
+    assert harder["inst_loss"] > plain["inst_loss"]
+    assert harder["mix_loss"] == plain["mix_loss"] and harder["stem_loss"] == plain["stem_loss"]
     bad = dict(data_root=str(stems), out_dir=str(tmp_path / "x"))
+    with pytest.raises(FxlensError, match="needs --inst-target stem"):
+        train_mod.EncoderTrainConfig(**bad, inst_negatives=True).check()
     with pytest.raises(FxlensError, match="needs --init"):
         train_mod.EncoderTrainConfig(**bad, freeze_query_encoder=True).check()
     train_mod.EncoderTrainConfig(**bad, freeze_query_encoder=True, lambda_inst=0.0).check()  # nothing uses it

@@ -822,6 +822,9 @@ def train_encoder_command(
     inst_target: str = typer.Option("mixture", "--inst-target", help="What an extracted instrument embedding is "
                                     "pulled towards: mixture (the paper: the other mixture's extraction) or stem (the "
                                     "queried stem alone in the other mixture)."),
+    inst_negatives: bool = typer.Option(False, "--inst-negatives", help="With --inst-target stem: the other stems "
+                                        "of the pairs are negatives of each extraction too (only the query tells "
+                                        "them apart)."),
     query_dropout: str = typer.Option("0.75,0.95", "--query-dropout", help="Dropout on the query vector while "
                                       "training, drawn per step from LOW,HIGH (the paper: 0.75,0.95; 0: none)."),
     freeze_query_encoder: bool = typer.Option(False, "--freeze-query-encoder", help="Keep the audio query encoder "
@@ -856,6 +859,7 @@ def train_encoder_command(
     cfg = EncoderTrainConfig(data_root=str(root), out_dir=str(out), preset=preset, steps=steps, batch_size=batch_size,
                              lr=lr, lambda_inst=lambda_inst, use_hard_negatives=not no_hard_negatives, objective=objective,
                              positives=positives, stem_weight=stem_weight, inst_target=inst_target,
+                             inst_negatives=inst_negatives,
                              query_dropout=_dropout_range(query_dropout), freeze_query_encoder=freeze_query_encoder,
                              init=str(init) if init else None,
                              precomputed=str(precomputed) if precomputed else None,

@@ -8,7 +8,12 @@ Objective per step (paper eq. 3-4), on a batch of `fxlens.data.pairs`:
   extractor(E(B_i), q'_ij), where a query is the instrument's MiniLM text vector (probability `text_query_prob`)
   or the audio query encoder's vector of the instrument's stem in the *other* mixture (other music, same effects),
   with dropout p ~ U(0.75, 0.95) on the query (paper; `query_dropout`). fxlens's other target (`inst_target`):
-  "stem", the encoder's embedding of stem j alone in the other mixture;
+  "stem", the encoder's embedding of stem j alone in the other mixture; with `inst_negatives` (fxlens's addition,
+  "stem" target only) the batch's other stems of the other mixtures are negatives of every extraction too. Why: the
+  two mixtures of a pair share every stem's chain, and the batch's other items differ in all of them, so without
+  those negatives the mixture embedding alone finds stem j's partner and the extractor may ignore the query (it
+  did: docs/benchmarks.md, instrument-wise rows); stem k of the same pair differs from stem j only in its chain,
+  so telling them apart needs the query;
 - lambda_inst rises linearly from 0 to `lambda_inst` between `curriculum[0]` and `curriculum[1]` of the run,
   lambda_mix = 1 - lambda_inst (paper: 1 -> 0.8 / 0.2);
 - audio query alignment: cross-entropy of the query encoder's vector of each stem against the text vectors of all
@@ -93,6 +98,7 @@ class EncoderTrainConfig:
     lambda_inst: float = 0.2
     stem_weight: float = 0.0  # weight of an NT-Xent on the stems themselves (fxlens's addition; 0: the paper)
     inst_target: str = "mixture"  # INST_TARGETS
+    inst_negatives: bool = False  # the other stems as negatives of each extraction ("stem" target; fxlens's addition)
     curriculum: tuple[float, float] = (0.2, 0.5)
     query_dropout: tuple[float, float] = (0.75, 0.95)
     freeze_query_encoder: bool = False  # keep the audio query encoder of `init` as it is (no query loss)
@@ -134,6 +140,8 @@ class EncoderTrainConfig:
             raise FxlensError(f"unknown positives '{self.positives}' (choose {', '.join(POSITIVES)})")
         if self.inst_target not in INST_TARGETS:
             raise FxlensError(f"unknown instrument target '{self.inst_target}' (choose {', '.join(INST_TARGETS)})")
+        if self.inst_negatives and self.inst_target != "stem":
+            raise FxlensError("--inst-negatives needs --inst-target stem (the negatives are stems alone)")
         lo, hi = self.query_dropout
         if not 0.0 <= lo <= hi < 1.0:
             raise FxlensError(f"query dropout must be 0 <= low <= high < 1, got {lo:g}..{hi:g}")
@@ -434,9 +442,15 @@ class EncoderObjective:
                 if cfg.inst_target == "stem":
                     # each mixture's extraction against stem j alone in the other mixture: the mixtures of a pair
                     # share every stem's chain, so against each other's extraction the query could be ignored
-                    s_a, s_b = e_s[: B * k].reshape(B, k, -1)[:, j], e_s[B * k:].reshape(B, k, -1)[:, j]
-                    la, hits = nt_xent(z_a, s_b, cfg.tau)
-                    lb, _ = nt_xent(z_b, s_a, cfg.tau)
+                    all_a, all_b = e_s[: B * k].reshape(B, k, -1), e_s[B * k:].reshape(B, k, -1)
+                    s_a, s_b = all_a[:, j], all_b[:, j]
+                    neg_a = neg_b = None
+                    if cfg.inst_negatives and k > 1:  # the other stems, same pairs: only the query separates them
+                        others = [i for i in range(k) if i != j]
+                        neg_a = all_a[:, others].reshape(-1, all_a.shape[-1])
+                        neg_b = all_b[:, others].reshape(-1, all_b.shape[-1])
+                    la, hits = nt_xent(z_a, s_b, cfg.tau, neg_b)
+                    lb, _ = nt_xent(z_b, s_a, cfg.tau, neg_a)
                     losses = torch.cat([la, lb])
                 else:
                     losses, hits = nt_xent(z_a, z_b, cfg.tau)
@@ -593,6 +607,7 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
                      f"{cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}"
                      + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else "")
                      + ("; instrument target: the queried stem alone" if cfg.inst_target == "stem" else "")
+                     + ("; the other stems as negatives of each extraction" if cfg.inst_negatives else "")
                      + _dropout_note(tuple(cfg.query_dropout))
                      + (("; audio query encoder frozen (from the start weights)" if cfg.init else
                          "; audio query encoder frozen at its random initialization (not trained)")
