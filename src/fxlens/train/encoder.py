@@ -9,7 +9,7 @@ Objective per step (paper eq. 3-4), on a batch of `fxlens.data.pairs`:
   or the audio query encoder's vector of the instrument's stem in the *other* mixture (other music, same effects),
   with dropout p ~ U(0.75, 0.95) on the query (paper; `query_dropout`). fxlens's other target (`inst_target`):
   "stem", the encoder's embedding of stem j alone in the other mixture; with `inst_negatives` (fxlens's addition,
-  "stem" target only) the batch's other stems of the other mixtures are negatives of every extraction too. Why: the
+  "stem" target only) the other stems of every pair's other mixture are negatives of each extraction too. Why: the
   two mixtures of a pair share every stem's chain, and the batch's other items differ in all of them, so without
   those negatives the mixture embedding alone finds stem j's partner and the extractor may ignore the query (it
   did: docs/benchmarks.md, instrument-wise rows); stem k of the same pair differs from stem j only in its chain,
@@ -446,7 +446,7 @@ class EncoderObjective:
                     s_a, s_b = all_a[:, j], all_b[:, j]
                     neg_a = neg_b = None
                     if cfg.inst_negatives and k > 1:  # the other stems, same pairs: only the query separates them
-                        others = [i for i in range(k) if i != j]
+                        others = [o for o in range(k) if o != j]
                         neg_a = all_a[:, others].reshape(-1, all_a.shape[-1])
                         neg_b = all_b[:, others].reshape(-1, all_b.shape[-1])
                     la, hits = nt_xent(z_a, s_b, cfg.tau, neg_b)
