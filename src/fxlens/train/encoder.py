@@ -430,6 +430,8 @@ class EncoderObjective:
         if lambda_inst > 0 or not train:
             qa, qb = q_audio[: B * k].detach().reshape(B, k, -1), q_audio[B * k:].detach().reshape(B, k, -1)
             p_drop = float(torch.empty(()).uniform_(*cfg.query_dropout, generator=gen)) if train else 0.0
+            if e_s is not None:  # (B, k, D): each pair's stems alone, mixture A's and mixture B's
+                all_a, all_b = e_s[: B * k].reshape(B, k, -1), e_s[B * k:].reshape(B, k, -1)
             for j, name in enumerate(names):
                 t = text[self.text_index[name]].expand(B, -1)
                 use_text = (torch.rand(B, 1, generator=gen) < cfg.text_query_prob).to(device) if train else \
@@ -442,7 +444,6 @@ class EncoderObjective:
                 if cfg.inst_target == "stem":
                     # each mixture's extraction against stem j alone in the other mixture: the mixtures of a pair
                     # share every stem's chain, so against each other's extraction the query could be ignored
-                    all_a, all_b = e_s[: B * k].reshape(B, k, -1), e_s[B * k:].reshape(B, k, -1)
                     s_a, s_b = all_a[:, j], all_b[:, j]
                     neg_a = neg_b = None
                     if cfg.inst_negatives and k > 1:  # the other stems, same pairs: only the query separates them
