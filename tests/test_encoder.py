@@ -223,6 +223,36 @@ def test_checkpoint_round_trip_and_kind_check(model, tmp_path):
         load_encoder(tmp_path / "broken")
 
 
+def test_fxlens_train_average_is_the_mean_of_the_weights(model, text_vectors, tmp_path, capsys):
+    torch.manual_seed(7)
+    other = FxEncoder("small", INSTRUMENTS, text_vectors).eval()
+    save_checkpoint(tmp_path / "a", model.state_dict(), {**model.config(), "step": 10}, "# a\n")
+    save_checkpoint(tmp_path / "b", other.state_dict(), {**model.config(), "step": 20}, "# b\n")
+    assert main(["train", "average", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "soup")]) == 0
+    soup = load_encoder(tmp_path / "soup")  # an ordinary encoder checkpoint
+    a, b, s = model.state_dict(), other.state_dict(), soup.state_dict()
+    for name, value in s.items():  # reference: numpy mean in float64
+        if value.is_floating_point():
+            want = (a[name].double().numpy() + b[name].double().numpy()) / 2
+            np.testing.assert_allclose(value.numpy(), want, rtol=1e-6, atol=1e-7, err_msg=name)
+        else:
+            assert torch.equal(value, a[name]), name
+    card = (tmp_path / "soup" / "MODEL_CARD.md").read_text()
+    assert str(tmp_path / "a") in card and str(tmp_path / "b") in card and "(step 20)" in card
+    # bad input: one line, exit 1, nothing written
+    capsys.readouterr()
+    save_checkpoint(tmp_path / "rec", {"w": torch.zeros(1)}, {"kind": "recognizer"}, "")
+    torch.manual_seed(8)
+    save_checkpoint(tmp_path / "other-net", FxEncoder("small", ["bass"], text_vectors[:1]).state_dict(),
+                    FxEncoder("small", ["bass"], text_vectors[:1]).config(), "")
+    for args, message in ((["a"], "two or more"), (["a", "a"], "twice"), (["a", "rec"], "'recognizer'"),
+                          (["a", "other-net"], "another network"), (["a", "missing"], "not a checkpoint")):
+        assert main(["train", "average", *[str(tmp_path / x) for x in args], "-o", str(tmp_path / "bad")]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) <= 2, err
+        assert not (tmp_path / "bad").exists()
+
+
 def test_a_run_can_start_from_another_checkpoints_weights(model, text_vectors, tmp_path):
     save_checkpoint(tmp_path / "enc", model.state_dict(), model.config(), "# card\n")
     torch.manual_seed(1)

@@ -887,6 +887,20 @@ def train_encoder_command(
                   f"{val.get('mix_acc', float('nan')):.3f}, {second})")
 
 
+@train_app.command("average")
+def train_average_command(
+    models: list[Path] = typer.Argument(..., help="Two or more checkpoint folders of one kind and network, best "
+                                        "fine-tuned from one shared start (a model soup)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The averaged checkpoint folder."),
+) -> None:
+    """Average the weights of checkpoints (a uniform model soup); writes a checkpoint with a model card."""
+    from fxlens.train import command_line
+    from fxlens.train.average import average_checkpoints
+
+    folder = average_checkpoints(models, out, command=command_line())
+    console.print(f"average of {len(models)} checkpoints in [bold]{folder}[/]")
+
+
 @bench_app.command("speed")
 def bench_speed_command(
     model: Optional[Path] = typer.Option(None, "--model", help="An encoder checkpoint folder (default: shipped small)."),

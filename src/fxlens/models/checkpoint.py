@@ -41,8 +41,9 @@ def save_checkpoint(folder: str | os.PathLike, state: dict[str, torch.Tensor], c
     return out
 
 
-def load_checkpoint(folder: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state dict, config) of a checkpoint folder; CheckpointError if missing, corrupt or of another kind."""
+def load_checkpoint(folder: str | os.PathLike, kind: str | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, config) of a checkpoint folder; CheckpointError if missing, corrupt or of another kind
+    (`kind` None: any kind)."""
     p = Path(folder)
     cfg_path, weights = p / "config.json", p / "model.safetensors"
     if not cfg_path.is_file() or not weights.is_file():
@@ -51,7 +52,7 @@ def load_checkpoint(folder: str | os.PathLike, kind: str) -> tuple[dict[str, tor
         config = json.loads(cfg_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{cfg_path}: unreadable config ({e})") from None
-    if config.get("kind") != kind:
+    if kind is not None and config.get("kind") != kind:
         raise CheckpointError(f"{p} holds a '{config.get('kind')}' checkpoint, not a '{kind}'")
     try:
         state = load_file(str(weights))
@@ -72,3 +73,28 @@ def load_model(folder: str | os.PathLike, kind: str, build: Callable[[dict], tor
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{folder}: {kind} checkpoint does not match its config ({first})") from None
     return model.eval(), config
+
+
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform average of several state dicts of one architecture (a "model soup", Wortsman et al. 2022):
+    floating-point tensors averaged in float64 and cast back; integer ones (BatchNorm's batch counters) taken from
+    the first. CheckpointError when the keys, shapes or dtypes differ. Written here because it is five lines on
+    safetensors' dicts; torch.optim.swa_utils averages a live module over an optimizer's steps instead."""
+    if not states:
+        raise CheckpointError("nothing to average")
+    first = states[0]
+    for i, state in enumerate(states[1:], start=2):
+        if state.keys() != first.keys():
+            extra = sorted(set(state) ^ set(first))[:3]
+            raise CheckpointError(f"checkpoint {i} has other weights than the first ({', '.join(extra)} ...)")
+        for k, v in state.items():
+            if v.shape != first[k].shape or v.dtype != first[k].dtype:
+                raise CheckpointError(f"checkpoint {i}: '{k}' is {tuple(v.shape)} {v.dtype}, the first's "
+                                      f"{tuple(first[k].shape)} {first[k].dtype}")
+    out = {}
+    for k, v in first.items():
+        if v.is_floating_point():
+            out[k] = (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
+        else:
+            out[k] = v.clone()
+    return out
