@@ -239,6 +239,7 @@ def test_fxlens_train_average_is_the_mean_of_the_weights(model, text_vectors, tm
             assert torch.equal(value, a[name]), name
     card = (tmp_path / "soup" / "MODEL_CARD.md").read_text()
     assert str(tmp_path / "a") in card and str(tmp_path / "b") in card and "(step 20)" in card
+    assert "### Ingredient 2" in card
     # bad input: one line, exit 1, nothing written
     capsys.readouterr()
     save_checkpoint(tmp_path / "rec", {"w": torch.zeros(1)}, {"kind": "recognizer"}, "")
@@ -585,7 +586,10 @@ def test_benchmark_names_encoders_by_their_training(tmp_path):
 
     cases = {"a": ({"objective": "classify"}, "AFx-Rep-style"),
              "b": ({"lambda_inst": 0.0, "use_hard_negatives": False}, "FX-Encoder-style"),
-             "c": ({"lambda_inst": 0.2, "use_hard_negatives": True}, "Fx-Encoder++")}
+             "c": ({"lambda_inst": 0.2, "use_hard_negatives": True}, "Fx-Encoder++"),
+             # weight averages (`fxlens train average`) are named by what their ingredients share
+             "d": ({"average_of": ["x", "y"], "ingredients": [{"objective": "classify"}] * 2}, "AFx-Rep-style"),
+             "e": ({"average_of": ["x", "y"], "ingredients": [{"objective": "classify"}, {}]}, "Fx-Encoder++")}
     for name, (training, expected) in cases.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps({"kind": "fx_encoder", "training": training}))

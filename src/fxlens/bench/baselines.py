@@ -207,6 +207,13 @@ def training_style(folder: Path) -> str:
         training = json.loads((folder / "config.json").read_text()).get("training") or {}
     except (OSError, ValueError):
         return "Fx-Encoder++"
+    return _style(training)
+
+
+def _style(training: dict) -> str:
+    if "ingredients" in training:  # a weight average (`fxlens train average`): the style its ingredients share
+        styles = {_style(t or {}) for t in training["ingredients"]}
+        return styles.pop() if len(styles) == 1 else "Fx-Encoder++"
     if training.get("objective") == "classify":
         return "AFx-Rep-style"
     if training.get("lambda_inst") == 0 and training.get("use_hard_negatives") is False:

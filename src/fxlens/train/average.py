@@ -21,9 +21,13 @@ def _architecture(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in TRAINING_KEYS}
 
 
-def _card_title(folder: Path) -> str:
+def _card(folder: Path) -> list[str]:
     card = folder / "MODEL_CARD.md"
-    lines = card.read_text().splitlines() if card.is_file() else []
+    return card.read_text().splitlines() if card.is_file() else []
+
+
+def _card_title(folder: Path) -> str:
+    lines = _card(folder)
     return lines[0].lstrip("# ").strip() if lines else "(no model card)"
 
 
@@ -61,5 +65,9 @@ def average_checkpoints(folders: list[str | os.PathLike], out: str | os.PathLike
              "it is also kept in this config's `training.ingredients`):"]
     lines += [f"  {i}. `{p}`: {_card_title(p)} (step {c.get('step')})" for i, (p, c) in
               enumerate(zip(paths, configs), start=1)]
-    lines += ["", "## Metrics", "Not measured by this command: see the benchmark that chose it (docs/benchmarks.md)."]
+    lines += ["", "## Metrics", "Not measured by this command: see the benchmark that chose it (docs/benchmarks.md).",
+              "", "## The ingredients' model cards (headings two levels down)"]
+    for i, p in enumerate(paths, start=1):  # the whole story in one file: each card says how its model was made
+        lines += ["", f"### Ingredient {i}: `{p}`", ""]
+        lines += [("##" + line if line.startswith("#") else line) for line in _card(p)[1:]] or ["(no model card)"]
     return save_checkpoint(out, state, config, "\n".join(lines) + "\n")
