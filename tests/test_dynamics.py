@@ -499,3 +499,22 @@ def test_errors():
         compressor(torch.randn(2, 100), SR, -20.0, 4.0, 1.0, 100.0)
     with pytest.raises(ParameterError):
         Compressor().resolve({"ratio": 50.0}, x)
+
+
+def test_omp_num_threads_holds_after_the_numba_compressor():
+    """torchcomp's numba-parallel kernel starts numba's OpenMP pool; fxlens makes it follow OMP_NUM_THREADS, so that
+    torch (which shares the pool) stays on the threads the user asked for. Run in a fresh interpreter: the pool is
+    started once per process."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch, fxlens\n"
+            "from fxlens.fx.effect import get_effect\n"
+            "get_effect('multiband_compressor')(torch.randn(1, 2, 4410) * 0.1, 44100)\n"
+            "print(torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1"
