@@ -501,20 +501,25 @@ def test_errors():
         Compressor().resolve({"ratio": 50.0}, x)
 
 
-def test_omp_num_threads_holds_after_the_numba_compressor():
-    """torchcomp's numba-parallel kernel starts numba's OpenMP pool; fxlens makes it follow OMP_NUM_THREADS, so that
-    torch (which shares the pool) stays on the threads the user asked for. Run in a fresh interpreter: the pool is
-    started once per process."""
+@pytest.mark.parametrize("how", ["env", "call"])
+def test_the_numba_compressor_keeps_the_callers_thread_count(how):
+    """torchcomp's numba-parallel kernel starts numba's OpenMP pool at every core, in the OpenMP runtime torch shares;
+    fxlens puts the caller's torch thread count back (set by OMP_NUM_THREADS or by torch.set_num_threads). A fresh
+    interpreter each: the pool starts once per process."""
     import os
     import subprocess
     import sys
 
-    code = ("import torch, fxlens\n"
-            "from fxlens.fx.effect import get_effect\n"
-            "get_effect('multiband_compressor')(torch.randn(1, 2, 4410) * 0.1, 44100)\n"
+    code = ("import torch\n"
+            + ("torch.set_num_threads(1)\n" if how == "call" else "")
+            + "from fxlens.fx.effect import get_effect\n"
+            "x = torch.randn(1, 2, 4410) * 0.1\n"
+            "get_effect('multiband_compressor')(x, 44100)\n"
+            "get_effect('compressor')(x, 44100)\n"
             "print(torch.get_num_threads())\n")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
-    env["OMP_NUM_THREADS"] = "1"
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    if how == "env":
+        env["OMP_NUM_THREADS"] = "1"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "1"

@@ -5,15 +5,6 @@ Layers import downward only: audio -> fx -> (features, data) -> models -> train/
 
 __version__ = "0.1.0"
 
-import os as _os
-
-# torchcomp's CPU compressor is a numba-parallel kernel; numba starts its OpenMP pool with NUMBA_NUM_THREADS (default:
-# every core), and that pool is the one torch's intra-op threads share, so after the first compressor call torch ran
-# on every core too, whatever OMP_NUM_THREADS said (`OMP_NUM_THREADS=1 fxlens bench match` ran two threads a process,
-# one of them spinning at OpenMP barriers: ~30 % of its CPU time). Follow OMP_NUM_THREADS when the user set it.
-if _os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(_os.environ["OMP_NUM_THREADS"]) > 0:
-    _os.environ.setdefault("NUMBA_NUM_THREADS", _os.environ["OMP_NUM_THREADS"])
-
 from fxlens.errors import (  # noqa: E402
     AudioFileError,
     CheckpointError,

@@ -115,7 +115,18 @@ def smooth_gain_db(
     at = _time_coef(attack_ms, ref, sample_rate, "attack_ms")
     rt = _time_coef(release_ms, ref, sample_rate, "release_ms")
     zi = ref.new_zeros(ref.shape[0])
-    return compressor_core(gain_db.contiguous(), zi, at, rt)
+    threads = torch.get_num_threads()
+    out = compressor_core(gain_db.contiguous(), zi, at, rt)
+    if torch.get_num_threads() != threads:
+        # The kernel is numba-parallel: numba's first parallel call starts its OpenMP pool at NUMBA_NUM_THREADS (every
+        # core) and sets the thread count of the OpenMP runtime torch shares. Left so, a process limited to one
+        # thread (`torch.set_num_threads`, OMP_NUM_THREADS) ran two from then on, one spinning at barriers: three
+        # one-thread `fxlens bench match` processes on two cores ran 3.5x slower. Put the caller's count back.
+        import numba
+
+        torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
