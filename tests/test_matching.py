@@ -141,6 +141,28 @@ def test_gradient_descent_reduces_embedding_distance():
     assert abs(est.settings[0] - truth[0]) < 0.02  # from 0 dB (the middle) to +9 dB, within 0.5 dB
 
 
+def test_gradient_descent_through_the_compressor_leaves_no_graph_behind():
+    """A graph through torchcomp's compressor that never runs backward is never freed; the optimizer's last
+    evaluation (not backpropagated) must build none. Reference: the live tensors that require grad, counted by gc."""
+    import gc
+
+    chain = mt.ChainModel(["multiband_compressor", "limiter"])
+    x = torch.randn(1, 2, SR // 10, generator=torch.Generator().manual_seed(0)) * 0.3
+
+    def live() -> int:  # signal-sized tensors only (the optimizer's own (1, P) logits may outlive it)
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if torch.is_tensor(o) and o.requires_grad and o.numel() > 1000)
+
+    def loss(s):
+        return chain.render(x, SR, s).square().mean()
+
+    mt.optimize_grad(loss, chain.n_params, iterations=2)  # warm-up: caches, numba compilation
+    before = live()
+    for _ in range(3):
+        mt.optimize_grad(loss, chain.n_params, iterations=2)
+    assert live() == before
+
+
 def test_cmaes_reduces_embedding_distance():
     pytest.importorskip("cma")
     x, ref, chain, truth, emb = _toy(1)

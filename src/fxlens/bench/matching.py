@@ -375,13 +375,18 @@ def optimize_grad(loss: Callable[[torch.Tensor], torch.Tensor], n_params: int, i
     opt = torch.optim.Adam([z], lr=float(lr))
     best_s, best_v, history = start.copy(), math.inf, []
     for step in range(int(iterations) + 1):
-        s = torch.sigmoid(z)
-        value = loss(s)
+        last = step == int(iterations)
+        # The last evaluation is not backpropagated, so it builds no graph: a graph through torchcomp's compressor
+        # that never runs backward is never freed (gc does not break it), and `bench match` grew ~65 MB a triplet
+        # until a 2-core machine ran out of memory.
+        with torch.set_grad_enabled(not last):
+            s = torch.sigmoid(z)
+            value = loss(s)
         v = float(value.detach())
         if math.isfinite(v) and v < best_v:
             best_v, best_s = v, s.detach().double().numpy()[0].copy()
         history.append(best_v)
-        if step == int(iterations) or not math.isfinite(v):
+        if last or not math.isfinite(v):
             break
         opt.zero_grad()
         value.backward()
