@@ -69,5 +69,6 @@ def average_checkpoints(folders: list[str | os.PathLike], out: str | os.PathLike
               "", "## The ingredients' model cards (headings two levels down)"]
     for i, p in enumerate(paths, start=1):  # the whole story in one file: each card says how its model was made
         lines += ["", f"### Ingredient {i}: `{p}`", ""]
-        lines += [("##" + line if line.startswith("#") else line) for line in _card(p)[1:]] or ["(no model card)"]
+        body = "\n".join(_card(p)[1:]).strip("\n").splitlines()  # without its title (the heading above)
+        lines += [("##" + line if line.startswith("#") else line) for line in body] or ["(no model card)"]
     return save_checkpoint(out, state, config, "\n".join(lines) + "\n")
