@@ -252,6 +252,10 @@ def test_fxlens_train_average_is_the_mean_of_the_weights(model, text_vectors, tm
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) <= 2, err
         assert not (tmp_path / "bad").exists()
+    (tmp_path / "a-file").write_text("")
+    assert main(["train", "average", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "a-file")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write a checkpoint folder" in err and "Traceback" not in err
 
 
 def test_a_run_can_start_from_another_checkpoints_weights(model, text_vectors, tmp_path):

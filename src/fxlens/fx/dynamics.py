@@ -120,8 +120,8 @@ def smooth_gain_db(
     if torch.get_num_threads() != threads:
         # The kernel is numba-parallel: numba's first parallel call starts its OpenMP pool at NUMBA_NUM_THREADS (every
         # core) and sets the thread count of the OpenMP runtime torch shares. Left so, a process limited to one
-        # thread (`torch.set_num_threads`, OMP_NUM_THREADS) ran two from then on, one spinning at barriers: three
-        # one-thread `fxlens bench match` processes on two cores ran 3.5x slower. Put the caller's count back.
+        # thread (`torch.set_num_threads`, OMP_NUM_THREADS) ran two from then on, one spinning at barriers (three
+        # one-thread `fxlens bench match` processes on two cores took 2.9x the wall time). Put the caller's count back.
         import numba
 
         torch.set_num_threads(threads)

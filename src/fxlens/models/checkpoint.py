@@ -31,7 +31,10 @@ def save_checkpoint(folder: str | os.PathLike, state: dict[str, torch.Tensor], c
                     metrics: dict | None = None) -> Path:
     """Write a checkpoint folder (every file atomically); `metrics` also goes to metrics.json."""
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission: one line, not a traceback
+        raise CheckpointError(f"cannot write a checkpoint folder at {out} ({e.strerror})") from None
     with atomic_path(out / "model.safetensors") as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
     write_text_atomic(out / "config.json", json.dumps(config, indent=2) + "\n")

@@ -21,14 +21,13 @@ def _architecture(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in TRAINING_KEYS}
 
 
-def _card(folder: Path) -> list[str]:
+def _card(folder: Path) -> tuple[str, list[str]]:
+    """(title, body) of a checkpoint's model card, the body without its title and surrounding blank lines."""
     card = folder / "MODEL_CARD.md"
-    return card.read_text().splitlines() if card.is_file() else []
-
-
-def _card_title(folder: Path) -> str:
-    lines = _card(folder)
-    return lines[0].lstrip("# ").strip() if lines else "(no model card)"
+    lines = card.read_text().splitlines() if card.is_file() else []
+    if not lines:
+        return "(no model card)", []
+    return lines[0].lstrip("# ").strip(), "\n".join(lines[1:]).strip("\n").splitlines()
 
 
 def average_checkpoints(folders: list[str | os.PathLike], out: str | os.PathLike,
@@ -63,12 +62,12 @@ def average_checkpoints(folders: list[str | os.PathLike], out: str | os.PathLike
              f"- Command: `{command or 'fxlens.train.average.average_checkpoints(...)'}` "
              f"({time.time() - started:.1f} s)", "- Ingredients (each one's own model card says how it was trained; "
              "it is also kept in this config's `training.ingredients`):"]
-    lines += [f"  {i}. `{p}`: {_card_title(p)} (step {c.get('step')})" for i, (p, c) in
-              enumerate(zip(paths, configs), start=1)]
+    cards = [_card(p) for p in paths]
+    lines += [f"  {i}. `{p}`: {title} (step {c.get('step')})" for i, (p, c, (title, _)) in
+              enumerate(zip(paths, configs, cards), start=1)]
     lines += ["", "## Metrics", "Not measured by this command: see the benchmark that chose it (docs/benchmarks.md).",
               "", "## The ingredients' model cards (headings two levels down)"]
-    for i, p in enumerate(paths, start=1):  # the whole story in one file: each card says how its model was made
+    for i, (p, (_, body)) in enumerate(zip(paths, cards), start=1):  # the whole story in one file
         lines += ["", f"### Ingredient {i}: `{p}`", ""]
-        body = "\n".join(_card(p)[1:]).strip("\n").splitlines()  # without its title (the heading above)
         lines += [("##" + line if line.startswith("#") else line) for line in body] or ["(no model card)"]
     return save_checkpoint(out, state, config, "\n".join(lines) + "\n")
