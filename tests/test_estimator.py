@@ -132,6 +132,48 @@ def test_evaluate_reports_a_perfect_model_as_zero(tiny_fxset, tmp_path):
     assert ev["mean"]["random"] > 0.1
 
 
+def test_autofx_table_c2_errors_in_physical_units(tiny_fxset, tmp_path):
+    """Table C.2 beside AutoFX: an estimator that answers 0.5 for every control is off by |physical(0.5) - value|
+    for each clip, computed here from the presets' physical values with numpy; AutoFX's scale divides by its range."""
+    from fxlens.bench.recognition import AUTOFX_TABLE_C2, autofx_parameter_table
+
+    out = tmp_path / "est"
+    train_estimator(tiny_fxset, out, epochs=1, seed=0)
+    model, cfg = load_estimator(out)
+    labels = fxset.read_labels(tiny_fxset, "test")
+
+    class Half(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.offsets, self.n_outputs = model.offsets, model.n_outputs
+            self.class_slots, self.classes, self.slots = model.class_slots, model.classes, model.slots
+            self.one_hot = model.one_hot
+
+        def forward(self, f, onehot):
+            return torch.full((len(f), self.n_outputs), 0.5)
+
+    tab = autofx_parameter_table(Half(), torch.zeros(len(labels), 1), labels, tiny_fxset)
+    rows = {(r["group"], r["autofx_parameter"]): r for r in tab["rows"]}
+    # the tiny set holds a feedback delay and a fuzz: the delay and distortion rows, no modulation row
+    assert {g for g, _ in rows} == {"delay", "distortion"} and len(rows) == 3 + 7
+    for group, param, (lo, hi), _, _, _, classes, ours in AUTOFX_TABLE_C2:
+        if group == "modulation":
+            continue
+        recs = [r for r in labels if r["fine_class"] in classes]
+        spec = {s.name: s for s in get_effect(recs[0]["preset"]["effects"][0]["name"]).specs}[ours]
+        half = np.sqrt(spec.min * spec.max) if spec.scale == "log" else (spec.min + spec.max) / 2
+        truth = np.array([r["preset"]["effects"][0]["params"][ours]["value"] for r in recs])
+        r = rows[(group, param)]
+        assert r["clips"] == len(recs)
+        assert r["physical"]["model"] == pytest.approx(np.abs(half - truth).mean(), rel=1e-4)
+        assert r["autofx_scale"]["model"] == pytest.approx(r["physical"]["model"] / (hi - lo))
+        if param != "delay":  # only a delay's time is re-read from the audio
+            assert r["physical"]["as analyze reports"] == r["physical"]["model"]
+    assert math.isfinite(rows[("delay", "delay")]["physical"]["as analyze reports"])
+    assert tab["mean_autofx_scale"]["autofx"] == pytest.approx(
+        np.mean([r[4] for r in AUTOFX_TABLE_C2 if r[0] != "modulation"]))
+
+
 def test_bench_recognition_on_a_tiny_fxset(tiny_fxset, tmp_path, capsys):
     """`fxlens bench recognition` end to end: counts and confusion matrix agree with the labels."""
     from fxlens.cli import main
@@ -154,6 +196,9 @@ def test_bench_recognition_on_a_tiny_fxset(tiny_fxset, tmp_path, capsys):
     assert res["estimation"]["test"]["clips"] == 6
     text = md.read_text()
     assert "| in-domain test | 8 |" in text and "Parameter estimation" in text
+    assert "AutoFX's protocol" in text and "Beside AutoFX's Table C.2 (test" in text
+    paper = res["recognition"]["in-domain test"]["autofx_classes"]  # every tiny class is one of AutoFX's six
+    assert paper["clips"] == 8 and set(paper["classes"]) <= set(fxset.AUTOFX_CLASSES)
     # re-rendered estimates: one clip per class of test and ood, the true controls re-render the clip exactly
     for split in ("test", "ood"):
         sc = res["spectral"][split]

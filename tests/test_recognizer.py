@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -284,3 +285,34 @@ def test_bench_scores_a_fine_multilabel_model_as_analyze_decides():
     # the dry clip's (empty) and the reverb clip's are right
     assert out["multilabel"]["exact_match"] == pytest.approx(2 / 3)
     assert out["multilabel"]["aggregated"]["exact_match"] == pytest.approx(2 / 3)
+
+
+def test_autofx_protocol_decides_among_its_six_classes():
+    """AutoFX's Table 4.2 protocol: only clips of its six aggregated classes, each decided as if the model had no
+    EQ or compression output."""
+    from fxlens.bench.recognition import recognition_scores, strongest_groups
+    from fxlens.data.fxset import AGGREGATED_CLASSES, AUTOFX_CLASSES
+
+    classes = ["chorus", "compression", "eq"]
+    probs = torch.tensor([[0.1, 0.2, 0.9],     # dry clip, EQ heard: wrong over 8 classes, dry over AutoFX's six
+                          [0.6, 0.1, 0.7],     # chorus clip, EQ stronger: wrong over 8, modulation over six
+                          [0.1, 0.1, 0.8]])    # EQ clip: not one of AutoFX's classes, left out
+
+    class Fixed:
+        multilabel = True
+
+        def probabilities(self, features, audio=None):
+            return probs[features[:, 0].long()]
+
+    labels = [{"fine_class": c, "aggregated_class": a, "fine_labels": [c], "labels": [a]}
+              for c, a in (("dry", "dry"), ("chorus", "modulation"), ("eq", "eq"))]
+    out = recognition_scores(Fixed(), classes, torch.arange(3.0)[:, None], labels)
+    assert out["aggregated"]["accuracy"] == pytest.approx(1 / 3)
+    paper = out["autofx_classes"]
+    assert paper["clips"] == 2 and paper["accuracy"] == 1.0
+    assert set(paper["classes"]) <= set(AUTOFX_CLASSES)
+    # a single-label reading restricted the same way: the top allowed class
+    agg = np.zeros((1, len(AGGREGATED_CLASSES)))
+    agg[0, AGGREGATED_CLASSES.index("eq")], agg[0, AGGREGATED_CLASSES.index("reverb")] = 0.7, 0.2
+    assert strongest_groups(agg, False) == ["eq"]
+    assert strongest_groups(agg, False, allowed=AUTOFX_CLASSES) == ["reverb"]

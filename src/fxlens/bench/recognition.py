@@ -5,10 +5,14 @@ single-effect clips of an fxset's test and ood splits (in-domain implementation;
 instruments) and, when given, of every split of a cross-domain fxset rendered by pedalboard (never trained on):
 accuracy, per-class precision and recall, confusion matrix. A fine-class recognizer's probabilities are summed per
 aggregated class; its fine accuracy is reported too (in-domain only: pedalboard's classes are the same names).
+Beside it, AutoFX's own protocol (``"autofx_classes"``): the clips of the paper's six aggregated classes (its
+Table 4.2: dry, delay, reverb, modulation, tremolo, distortion), each decided among those six.
 
 Parameter estimation on the test and ood splits, given the true fine class (as AutoFX §5.3 reports it): mean
 absolute error of the normalized controls per class and parameter, beside uniform random controls (exact
 expectation) and the class's mean train control. Parameters that a class fixes are left out of the averages.
+Beside AutoFX's Table C.2 (``"autofx_table_c2"``): its 15 controls matched to fxlens's, errors in physical units
+and on the paper's scale (`autofx_parameter_table`).
 Either estimator kind (feature MLP or log-mel ResNet-FiLM) is read from its checkpoint.
 
 Re-rendered estimates (``mrstft_clips`` per class of test and ood, 0 to skip): each clip's estimated controls are
@@ -37,7 +41,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fxlens.data.fxset import AGGREGATED_CLASSES, FXSET_CLASSES, aggregate_probabilities, aggregated_of
+from fxlens.data.fxset import (AGGREGATED_CLASSES, AUTOFX_CLASSES, FXSET_CLASSES, aggregate_probabilities,
+                               aggregated_of)
 from fxlens.errors import FxlensError
 from fxlens.models.estimator import REFINEMENTS
 
@@ -61,12 +66,16 @@ def confusion_metrics(y_true: list[str], y_pred: list[str], classes: list[str]) 
             "per_class": per_class, "confusion": conf.tolist()}
 
 
-def strongest_groups(agg_probs: np.ndarray, multilabel: bool, threshold: float = 0.5) -> list[str]:
+def strongest_groups(agg_probs: np.ndarray, multilabel: bool, threshold: float = 0.5,
+                     allowed: tuple[str, ...] | None = None) -> list[str]:
     """Per row of aggregated-group probabilities, the reading `fxlens analyze` gives a single effect: a multi-label
-    model's most probable group if it passes `threshold`, else "dry"; a single-label model's top class."""
+    model's most probable group if it passes `threshold`, else "dry"; a single-label model's top class.
+    `allowed`: decide among these groups only (the others' outputs are ignored, as if the model did not have them)."""
     agg_probs = np.array(agg_probs, dtype=float)
     if multilabel:
         agg_probs[:, AGGREGATED_CLASSES.index("dry")] = threshold
+    if allowed is not None:
+        agg_probs[:, [k for k, a in enumerate(AGGREGATED_CLASSES) if a not in allowed]] = -np.inf
     return [AGGREGATED_CLASSES[k] for k in agg_probs.argmax(1)]
 
 
@@ -96,10 +105,17 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
         probs = probs[keep]
     fine_model = all(c in FXSET_CLASSES for c in classes) and any(c not in AGGREGATED_CLASSES for c in classes)
     agg_of = aggregated_of(classes)
-    pred = strongest_groups(aggregate_probabilities(classes, probs, multilabel), multilabel)
+    agg = aggregate_probabilities(classes, probs, multilabel)
+    pred = strongest_groups(agg, multilabel)
     truth = [labels[i]["aggregated_class"] for i in keep]
     present = [a for a in AGGREGATED_CLASSES if a in set(truth) or a in agg_of or a == "dry"]
     out = {"aggregated": confusion_metrics(truth, pred, present)}
+    # AutoFX's protocol (its Table 4.2): the clips of its six aggregated classes, each decided among those six
+    rows = [j for j, a in enumerate(truth) if a in AUTOFX_CLASSES]
+    if rows:
+        paper_pred = strongest_groups(agg[rows], multilabel, allowed=AUTOFX_CLASSES)
+        out["autofx_classes"] = confusion_metrics([truth[j] for j in rows], paper_pred,
+                                                  [a for a in AUTOFX_CLASSES if a in present or a in paper_pred])
     if fine_model:
         ft = [labels[i]["fine_class"] for i in keep]
         if multilabel:  # the most probable member of the group chosen above (as `analyze`), "dry" for none
@@ -112,6 +128,95 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
     if chains is not None:
         out["multilabel"] = chains
     return out
+
+
+# AutoFX's Table C.2 (its test set: single guitar notes through pedalboard's Chorus, Delay and Distortion + two
+# shelves; MAE of controls normalized linearly over the ranges of its §5.1) beside the fxlens parameter that is the
+# same control: (AutoFX group, AutoFX parameter, AutoFX range, unit, MAE "AutoFX", MAE "AutoFX-feat", fxlens fine
+# classes, fxlens parameter). Errors are compared in physical units, and on AutoFX's scale (divided by its range).
+_MODULATION = ("chorus", "flanger", "vibrato")  # fxlens's modulated_delay classes (AutoFX: one Chorus for all)
+_DELAY = ("slapback_delay", "feedback_delay")
+_DRIVE = ("overdrive", "distortion", "fuzz")
+AUTOFX_TABLE_C2 = (
+    ("modulation", "rate", (0.1, 10.0), "Hz", 0.012, 0.0065, _MODULATION, "rate_hz"),
+    ("modulation", "depth", (0.0, 1.0), "", 0.032, 0.026, _MODULATION, "depth"),
+    ("modulation", "centre-delay", (0.0, 20.0), "ms", 0.036, 0.037, _MODULATION, "delay_ms"),
+    ("modulation", "feedback", (0.0, 1.0), "", 0.031, 0.028, _MODULATION, "feedback"),
+    ("modulation", "mix", (0.0, 1.0), "", 0.025, 0.022, _MODULATION, "mix"),
+    ("delay", "delay", (0.0, 1000.0), "ms", 0.011, 0.014, _DELAY, "time_ms"),
+    ("delay", "feedback", (0.0, 1.0), "", 0.050, 0.035, _DELAY, "feedback"),
+    ("delay", "mix", (0.0, 1.0), "", 0.024, 0.019, _DELAY, "mix"),
+    ("distortion", "drive-db", (0.0, 60.0), "dB", 0.063, 0.019, _DRIVE, "drive_db"),
+    ("distortion", "cutoff-hi", (500.0, 2000.0), "Hz", 0.054, 0.044, _DRIVE, "high_shelf_freq"),
+    ("distortion", "gain-hi", (-10.0, 10.0), "dB", 0.033, 0.014, _DRIVE, "high_shelf_gain"),
+    ("distortion", "Q-hi", (0.5, 2.0), "", 0.079, 0.074, _DRIVE, "high_shelf_q"),
+    ("distortion", "cutoff-lo", (50.0, 500.0), "Hz", 0.070, 0.052, _DRIVE, "low_shelf_freq"),
+    ("distortion", "gain-lo", (-10.0, 10.0), "dB", 0.030, 0.024, _DRIVE, "low_shelf_gain"),
+    ("distortion", "Q-lo", (0.5, 2.0), "", 0.053, 0.051, _DRIVE, "low_shelf_q"),
+)
+
+
+def autofx_parameter_table(model, features: torch.Tensor, labels: list[dict], fxset: str | os.PathLike,
+                           class_mean: dict[str, torch.Tensor] | None = None, random_draws: int = 64,
+                           seed: int = 0) -> dict:
+    """The estimator's errors on AutoFX Table C.2's parameters, true fine class given, in physical units and on
+    AutoFX's scale (physical error / AutoFX's range), beside the class-mean controls and uniform random controls
+    over fxlens's declared range (`random_draws` seeded draws per clip). "as analyze reports" re-reads the
+    parameters of `fxlens.models.estimator.REFINEMENTS` (a delay's time) from the wet clip, as `fxlens analyze`
+    does; elsewhere it is the model's estimate. A parameter that a class pins (a vibrato's mix) is left out for it.
+    `features`: the model's inputs, one row per label."""
+    from fxlens.audio import WORKING_SAMPLE_RATE
+    from fxlens.models.estimator import refine_controls
+    from fxlens.train.estimator import ClipEffects, fixed_parameters, predict, targets
+    from fxlens.train.inputs import load_clip
+
+    idx = _single(labels)
+    t, _, onehot, names, keep = targets(model, labels, idx)
+    if not names:
+        return {"clips": 0}
+    pred = predict(model, features[keep], onehot)
+    clip_effect = ClipEffects()
+    g = torch.Generator().manual_seed(seed)
+    refined_cache: dict[int, torch.Tensor] = {}
+    rows = []
+    for group, param, (lo, hi), unit, mae_autofx, mae_feat, classes, ours in AUTOFX_TABLE_C2:
+        err: dict[str, list[float]] = {"model": [], "as analyze reports": [], "class mean": [], "random": []}
+        for j, (i, c) in enumerate(zip(keep, names)):
+            if c not in classes or ours in fixed_parameters(c):
+                continue
+            effect = clip_effect(labels[i])
+            a, b = model.offsets[model.class_slots[c]]
+            k = effect.param_names.index(ours)
+            spec = effect.specs[k]
+            truth = float(spec.to_physical(t[j, a + k].double()))
+            est = float(spec.to_physical(pred[j, a + k].double()))
+            err["model"].append(abs(est - truth))
+            ref = REFINEMENTS.get(c)
+            if ref is not None and ref.param == ours:
+                if j not in refined_cache:
+                    wet = load_clip(fxset, labels[i], WORKING_SAMPLE_RATE)
+                    refined_cache[j] = refine_controls(c, effect, pred[j:j + 1, a:b], wet, WORKING_SAMPLE_RATE)[0]
+                est = float(spec.to_physical(refined_cache[j][k].double()))
+            err["as analyze reports"].append(abs(est - truth))
+            if class_mean is not None and c in class_mean:
+                err["class mean"].append(abs(float(spec.to_physical(class_mean[c][k].double())) - truth))
+            draws = spec.to_physical(torch.rand(random_draws, generator=g, dtype=torch.float64))
+            err["random"].append(float((draws - truth).abs().mean()))
+        if not err["model"]:
+            continue
+        physical = {n: float(np.mean(v)) for n, v in err.items() if v}
+        rows.append({"group": group, "autofx_parameter": param, "fxlens_parameter": ours, "classes": list(classes),
+                     "unit": unit, "autofx_range": [lo, hi], "clips": len(err["model"]), "physical": physical,
+                     "autofx_scale": {n: v / (hi - lo) for n, v in physical.items()},
+                     "autofx": mae_autofx, "autofx_feat": mae_feat})
+    if not rows:
+        return {"clips": 0}
+    mean = {n: float(np.mean([r["autofx_scale"][n] for r in rows if n in r["autofx_scale"]]))
+            for n in rows[0]["autofx_scale"]}
+    paper = [r for r in AUTOFX_TABLE_C2 if any(x["autofx_parameter"] == r[1] and x["group"] == r[0] for x in rows)]
+    mean["autofx"] = float(np.mean([r[4] for r in paper]))
+    mean["autofx_feat"] = float(np.mean([r[5] for r in paper]))
+    return {"clips": len(names), "rows": rows, "mean_autofx_scale": mean}
 
 
 def window_readings(model, config: dict, windows: torch.Tensor, threshold: float = 0.5) -> list[tuple[str, bool]]:
@@ -226,6 +331,7 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
         except FxlensError:
             continue
         results["estimation"][s] = evaluate(est, f, lab, ecfg["slot_info"], class_mean or None)
+        results.setdefault("autofx_table_c2", {})[s] = autofx_parameter_table(est, f, lab, fxset, class_mean or None)
         if mrstft_clips > 0:
             cb = (lambda d, n, s=s: progress(f"MRSTFT {s}", d, n)) if progress else None
             results.setdefault("spectral", {})[s] = spectral_scores(
@@ -252,6 +358,15 @@ def markdown_report(results: dict) -> str:
             continue
         fine = r.get("fine", {}).get("accuracy")
         lines.append(f"| {name} | {r['aggregated']['clips']} | {_pct(r['aggregated']['accuracy'])} | {_pct(fine)} |")
+    paper = {n: r["autofx_classes"] for n, r in rec.items() if "autofx_classes" in r}
+    if paper:
+        lines += ["", "### AutoFX's protocol: its six aggregated classes (Table 4.2; its result: 97.2 %)", "",
+                  "The clips of " + ", ".join(AUTOFX_CLASSES) + ", each decided among those six (EQ and compression "
+                  "outputs ignored).", "", "| set | clips | accuracy % | " + " | ".join(
+                      f"{a} recall %" for a in AUTOFX_CLASSES) + " |", "|---|---|---|" + "---|" * len(AUTOFX_CLASSES)]
+        for n, m in paper.items():
+            cells = [_pct((m["per_class"].get(a) or {}).get("recall")) for a in AUTOFX_CLASSES]
+            lines.append(f"| {n} | {m['clips']} | {_pct(m['accuracy'])} | " + " | ".join(cells) + " |")
     lines += ["", "### Per-class precision / recall (%)", ""]
     names = [n for n, r in rec.items() if "aggregated" in r]
     lines.append("| class | " + " | ".join(f"{n} P / R" for n in names) + " |")
@@ -314,6 +429,27 @@ def markdown_report(results: dict) -> str:
                         continue
                     cm = "-" if pv["class_mean"] is None else f"{pv['class_mean']:.3f}"
                     lines.append(f"| {c} | {p} | {pv['model']:.3f} | {pv['random']:.3f} | {cm} |")
+    for s, tab in results.get("autofx_table_c2", {}).items():
+        if not tab.get("rows"):
+            continue
+        lines += ["", f"## Beside AutoFX's Table C.2 ({s}; true class given)", "",
+                  "Mean absolute error on AutoFX's scale (the physical error divided by AutoFX's range) and in "
+                  "physical units. \"as analyze reports\": with a delay's time re-read from the audio.", "",
+                  "| group | AutoFX parameter (fxlens) | clips | AutoFX | AutoFX-feat | fxlens | fxlens as analyze "
+                  "reports | class mean | random | fxlens, physical | AutoFX-feat, physical |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in tab["rows"]:
+            sc, ph, (lo, hi) = r["autofx_scale"], r["physical"], r["autofx_range"]
+            unit = f" {r['unit']}" if r["unit"] else ""
+            lines.append(
+                f"| {r['group']} | {r['autofx_parameter']} ({r['fxlens_parameter']}) | {r['clips']} | "
+                f"{r['autofx']:.3f} | {r['autofx_feat']:.3f} | {sc['model']:.3f} | {sc['as analyze reports']:.3f} | "
+                + ("-" if "class mean" not in sc else f"{sc['class mean']:.3f}") + f" | {sc['random']:.3f} | "
+                f"{ph['as analyze reports']:.3g}{unit} | {r['autofx_feat'] * (hi - lo):.3g}{unit} |")
+        m = tab["mean_autofx_scale"]
+        lines.append(f"| **mean** | | | {m['autofx']:.3f} | {m['autofx_feat']:.3f} | {m['model']:.3f} | "
+                     f"**{m['as analyze reports']:.3f}** | "
+                     + ("-" if "class mean" not in m else f"{m['class mean']:.3f}") + f" | {m['random']:.3f} | | |")
     guitar = results.get("real_guitar")
     if guitar:
         lines += ["", "## Real recordings: the Frets on Fire lead-guitar stems (distorted by their producers)", "",

@@ -102,6 +102,7 @@ from fxlens.fx.pedalboard_map import render_pedalboard, require_pedalboard  # sh
 
 __all__ = [
     "AGGREGATED_CLASSES",
+    "AUTOFX_CLASSES",
     "CHAIN_ORDER",
     "FINE_CLASSES",
     "FXSET_CLASSES",
@@ -125,6 +126,9 @@ OUTPUT_PEAK_DB = -1.0
 ONSET_PRE_S = 0.010
 
 AGGREGATED_CLASSES = ("dry", "delay", "reverb", "modulation", "tremolo", "distortion", "compression", "eq")
+#: the aggregated classes of the AutoFX paper (its Table 4.2, where its 97 % was measured): IDMT-SMT's classes
+#: without EQ, and no compression (IDMT has none)
+AUTOFX_CLASSES = ("dry", "delay", "reverb", "modulation", "tremolo", "distortion")
 #: order of aggregated classes inside a chain (a guitarist's pedalboard, then the room)
 CHAIN_ORDER = ("eq", "compression", "distortion", "modulation", "tremolo", "delay", "reverb")
 
