@@ -636,6 +636,9 @@ def bench_match_command(
     iterations: int = typer.Option(100, help="Optimizer iterations (CMA-ES generations / gradient steps)."),
     method: str = typer.Option("both", "--method", help="grad, cmaes or both (CMA-ES for every embedder, gradients "
                                "for the encoder)."),
+    gradient_baselines: bool = typer.Option(False, "--gradient-baselines", help="Gradient rows for the "
+                                            "differentiable baselines too (log-mel stats, band statistics, random "
+                                            "CNN; not the MFCC features)."),
     model: Optional[list[Path]] = typer.Option(None, "--model", help="An encoder checkpoint folder (repeatable; "
                                                "default: the shipped encoder-small when this install has it)."),
     effects: Optional[str] = typer.Option(None, "--effects", help="Comma list: the chain to match, in order "
@@ -683,7 +686,7 @@ def bench_match_command(
                                          seconds=seconds, iterations=iterations, method=method, embedders=embedders,
                                          effects=_split_names(effects) or list(DEFAULT_CHAIN), popsize=popsize,
                                          seed=seed, device=device, out_json=out, restart=restart,
-                                         progress=_named_progress(progress))
+                                         gradient_baselines=gradient_baselines, progress=_named_progress(progress))
     console.print(results["table"], soft_wrap=True, highlight=False)  # table rows unbroken, pasteable as Markdown
     if markdown is not None:
         write_text_atomic(markdown, results["table"])

@@ -225,7 +225,7 @@ class ITOEmbedder:
     """
 
     def __init__(self, embedder: Any, sample_rate: int) -> None:
-        from fxlens.bench.baselines import EncoderEmbedder, LogMelStatsEmbedder, RandomCNNEmbedder, _Standardized
+        from fxlens.bench.baselines import EncoderEmbedder, RandomCNNEmbedder, _MelStandardized, _Standardized
 
         self.embedder, self.sample_rate = embedder, int(sample_rate)
         self.name = str(getattr(embedder, "name", type(embedder).__name__))
@@ -240,7 +240,7 @@ class ITOEmbedder:
                 p.requires_grad_(False)
         else:
             self.is_encoder = False
-            if isinstance(embedder, LogMelStatsEmbedder):
+            if isinstance(embedder, _MelStandardized):  # log-mel stats, band statistics: torch all the way
                 self._torch = lambda a: self._standardize(embedder.features(a, self.sample_rate))
             elif isinstance(embedder, RandomCNNEmbedder):
                 from fxlens.features.mel import log_mel
