@@ -516,6 +516,7 @@ def test_the_numba_compressor_keeps_the_callers_thread_count(how):
             "x = torch.randn(1, 2, 4410) * 0.1\n"
             "get_effect('multiband_compressor')(x, 44100)\n"
             "get_effect('compressor')(x, 44100)\n"
+            "get_effect('limiter')(x, 44100)\n"
             "print(torch.get_num_threads())\n")
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
     if how == "env":
@@ -523,3 +524,47 @@ def test_the_numba_compressor_keeps_the_callers_thread_count(how):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_the_recursion_is_torchcomps_and_frees_its_graph():
+    """`one_pole_recursion` gives torchcomp's own outputs and gradients (its `compressor_core`, float64), and unlike it
+    leaves nothing behind: torchcomp's `setup_context` returns its ctx, which keeps the graph node and every input
+    that requires grad alive for good. Reference: weak references to the inputs, dead once they are dropped."""
+    import gc
+    import weakref
+
+    from torchcomp.core import compressor_core
+
+    from fxlens.fx.dynamics import one_pole_recursion
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 500, generator=g, dtype=torch.float64, requires_grad=True)
+    at = torch.tensor([0.3, 0.05], dtype=torch.float64, requires_grad=True)
+    rt = torch.tensor([0.02, 0.2], dtype=torch.float64, requires_grad=True)
+    zi = torch.zeros(2, dtype=torch.float64)
+    ours, theirs = one_pole_recursion(x, zi, at, rt), compressor_core(x, zi, at, rt)
+    assert torch.equal(ours, theirs)
+    for a, b in zip(torch.autograd.grad(ours.square().sum(), (x, at, rt)),
+                    torch.autograd.grad(theirs.square().sum(), (x, at, rt))):
+        assert torch.equal(a, b)
+
+    def inputs_freed(fn, backward: bool) -> bool:
+        x = torch.rand(2, 500, generator=g, requires_grad=True)
+        at = torch.full((2,), 0.1, requires_grad=True)
+        y = fn(x, torch.zeros(2), at, torch.full((2,), 0.01))
+        if backward:
+            y.sum().backward()
+        refs = [weakref.ref(x), weakref.ref(at)]
+        del x, at, y
+        gc.collect()
+        return all(r() is None for r in refs)
+
+    assert inputs_freed(one_pole_recursion, True) and inputs_freed(one_pole_recursion, False)
+    # and through the effects that use it
+    for name in ("compressor", "limiter", "multiband_compressor"):
+        x = (torch.randn(1, 2, 4410, generator=g) * 0.3).requires_grad_(True)
+        get_effect(name)(x, SR).square().mean().backward()
+        ref = weakref.ref(x)
+        del x
+        gc.collect()
+        assert ref() is None, name

@@ -376,9 +376,8 @@ def optimize_grad(loss: Callable[[torch.Tensor], torch.Tensor], n_params: int, i
     best_s, best_v, history = start.copy(), math.inf, []
     for step in range(int(iterations) + 1):
         last = step == int(iterations)
-        # The last evaluation is not backpropagated, so it builds no graph: a graph through torchcomp's compressor
-        # that never runs backward is never freed (gc does not break it), and `bench match` grew ~65 MB a triplet
-        # until a 2-core machine ran out of memory.
+        # The last evaluation is not backpropagated, so it needs no graph (cheaper; it once also leaked one, through
+        # torchcomp: `fxlens.fx.dynamics._OnePoleRecursion`).
         with torch.set_grad_enabled(not last):
             s = torch.sigmoid(z)
             value = loss(s)

@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torchcomp import ms2coef
-from torchcomp.core import compressor_core
+from torchcomp.core import CompressorFunction
 
 from fxlens.errors import ParameterError
 from fxlens.fx.effect import Effect, as_batch, check_audio, register_effect
@@ -115,13 +115,36 @@ def smooth_gain_db(
     at = _time_coef(attack_ms, ref, sample_rate, "attack_ms")
     rt = _time_coef(release_ms, ref, sample_rate, "release_ms")
     zi = ref.new_zeros(ref.shape[0])
+    return one_pole_recursion(gain_db.contiguous(), zi, at, rt)
+
+
+class _OnePoleRecursion(CompressorFunction):
+    """torchcomp's autograd Function for the recursion, unchanged but for `setup_context`'s return value.
+
+    torchcomp's `setup_context` ends with ``return ctx``; given that, torch keeps the graph node alive for good, and
+    with it every input that requires grad and what was saved for backward: every call with gradients on leaked its
+    graph (parameter matching grew by ~30-100 MB a triplet until a 2-core machine ran out of memory; a 4-line custom
+    Function whose `setup_context` returns its ctx leaks the same way, one that returns nothing does not). Forward,
+    backward, jvp and vmap are torchcomp's."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        CompressorFunction.setup_context(ctx, inputs, output)
+
+
+def one_pole_recursion(x: torch.Tensor, zi: torch.Tensor, at: torch.Tensor, rt: torch.Tensor) -> torch.Tensor:
+    """torchcomp's `compressor_core` (the branching one-pole recursion: coefficient `at` while the input is below
+    the state, `rt` otherwise, from state `zi`; numba kernel, exact backward for the signal and both coefficients),
+    with two of its side effects undone (`_OnePoleRecursion` for the memory). Every call goes through here.
+
+    Threads: the kernel is numba-parallel: numba's first parallel call starts its OpenMP pool at NUMBA_NUM_THREADS
+    (every core) and sets the thread count of the OpenMP runtime torch shares. Left so, a process limited to one
+    thread (`torch.set_num_threads`, OMP_NUM_THREADS) ran two from then on, one spinning at barriers (three
+    one-thread `fxlens bench match` processes on two cores took 2.9x the wall time). The caller's count is put back.
+    """
     threads = torch.get_num_threads()
-    out = compressor_core(gain_db.contiguous(), zi, at, rt)
+    out = _OnePoleRecursion.apply(x, zi, at, rt)[0]
     if torch.get_num_threads() != threads:
-        # The kernel is numba-parallel: numba's first parallel call starts its OpenMP pool at NUMBA_NUM_THREADS (every
-        # core) and sets the thread count of the OpenMP runtime torch shares. Left so, a process limited to one
-        # thread (`torch.set_num_threads`, OMP_NUM_THREADS) ran two from then on, one spinning at barriers (three
-        # one-thread `fxlens bench match` processes on two cores took 2.9x the wall time). Put the caller's count back.
         import numba
 
         torch.set_num_threads(threads)
@@ -435,9 +458,9 @@ def limiter_gain(
     rt = _time_coef(release_ms, x, sample_rate, "release_ms")
     lt = db_to_amplitude(as_batch(threshold_db, x))
     zeros = level.new_zeros(level.shape[0])
-    env = compressor_core(level, zeros, rt, at)  # coefficient order swapped: rises with `at`, decays with `rt`
+    env = one_pole_recursion(level, zeros, rt, at)  # coefficient order swapped: rises with `at`, decays with `rt`
     target = 1.0 - F.relu(1.0 - lt[:, None] / env.clamp_min(LEVEL_FLOOR))
-    return compressor_core(target.contiguous(), torch.ones_like(zeros), at, rt)
+    return one_pole_recursion(target.contiguous(), torch.ones_like(zeros), at, rt)
 
 
 def limiter(
