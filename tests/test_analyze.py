@@ -75,6 +75,35 @@ def test_detects_clear_effects(dry, effect, params, expected):
         assert d.measured == []
 
 
+def test_typical_errors_are_the_validation_errors_around_the_estimate(dry, tmp_path):
+    """Each regressed free setting carries the estimator's validation MAE for its class (the checkpoint's
+    metrics.json), turned into physical units around the estimate: recomputed here with numpy from the file and the
+    parameter's range. Settings read from the audio and settings the class pins carry none; an estimator folder
+    without metrics.json gives none at all."""
+    import shutil
+
+    from fxlens.data.fxset import FXSET_CLASSES
+
+    metrics = json.loads((assets_dir() / "estimator-small" / "metrics.json").read_text())
+    result = fxlens.analyze(_wet(dry, "delay", {"time_ms": 400.0, "feedback": 0.6, "mix": 0.5}), SR)
+    d = next(d for d in result.effects if d.aggregated_class == "delay")
+    val = metrics["splits"]["val"]["per_class"][d.fine_class]["params"]
+    pinned = {k for k, (lo, hi) in FXSET_CLASSES[d.fine_class].ranges.items() if lo == hi}
+    free = [s for s in get_effect(d.effect).specs if s.name not in pinned and s.name not in d.measured]
+    assert set(d.typical_error) == {s.name for s in free} and d.measured == ["time_ms"]
+    for s in free:
+        u, e = d.controls[s.name], val[s.name]["model"]
+        a, b = np.clip([u - e, u + e], 0.0, 1.0)
+        phys = (lambda v: s.min * (s.max / s.min) ** v) if s.scale == "log" else (lambda v: s.min + v * (s.max - s.min))
+        assert d.typical_error[s.name] == pytest.approx((phys(b) - phys(a)) / 2, rel=1e-5)
+    assert d.near_class_mean == [s.name for s in free if val[s.name]["model"] >= 0.95 * val[s.name]["class_mean"]]
+    bare = tmp_path / "est"
+    shutil.copytree(assets_dir() / "estimator-small", bare)
+    (bare / "metrics.json").unlink()
+    result = fxlens.analyze(_wet(dry, "delay", {"time_ms": 400.0, "feedback": 0.6, "mix": 0.5}), SR, estimator=bare)
+    assert all(not d.typical_error and not d.near_class_mean for d in result.effects)
+
+
 def test_a_clip_shorter_than_a_window_has_its_period_read_without_the_padding(dry):
     """0.8 s of tremolo is padded with silence to one 1.5 s window for the recognizer; the rate is read from the
     0.8 s themselves (a padded envelope's step would swamp its period)."""
@@ -242,6 +271,7 @@ def test_cli_marks_the_settings_read_from_the_audio(dry, tmp_path, capsys):
     code, out, err = run(["analyze", path, "--plot", plot], capsys)
     assert code == 0, err
     assert "rate_hz *" in out and "depth *" not in out and "read from the audio itself" in out
+    assert "typical error" in out  # the ± column's caption
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # with the periodogram panel
 
 

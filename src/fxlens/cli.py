@@ -486,19 +486,27 @@ def analyze(
     with console.status("analyzing..."):
         result, x = analyze_file(file, recognizer=recognizer, estimator=estimator, threshold=threshold)
     table = Table(title=f"{file.name}: {result.duration_s:.2f} s, {result.windows} window(s) of 1.5 s")
-    for col in ("effect", "probability", "class", "setting", "value", "unit"):
-        table.add_column(col, justify="right" if col in ("probability", "value") else "left")
+    for col in ("effect", "probability", "class", "setting", "value", "±", "unit"):
+        table.add_column(col, justify="right" if col in ("probability", "value", "±") else "left")
     if not result.effects:
-        table.add_row("(none: dry)", f"{result.probabilities['dry']:.2f}", "dry", "", "", "")
+        table.add_row("(none: dry)", f"{result.probabilities['dry']:.2f}", "dry", "", "", "", "")
     for k, d in enumerate(result.effects):
         for j, (name, value) in enumerate(d.settings.items()):
+            mark = " *" if name in d.measured else " ~" if name in d.near_class_mean else ""
+            err = d.typical_error.get(name)
             table.add_row(d.effect if j == 0 else "", f"{d.probability:.2f}" if j == 0 else "",
-                          d.fine_class if j == 0 else "", name + (" *" if name in d.measured else ""), _fmt(value),
-                          d.units[name])
+                          d.fine_class if j == 0 else "", name + mark, _fmt(value),
+                          "" if err is None else _fmt(float(f"{err:.2g}")), d.units[name])
         if k < len(result.effects) - 1:
             table.add_section()
+    notes = []
     if any(d.measured for d in result.effects):
-        table.caption = "* read from the audio itself (a period: envelope, pitch or cepstrum); the rest is estimated"
+        notes.append("* read from the audio itself (a period: envelope, pitch or cepstrum); the rest is estimated")
+    if any(d.near_class_mean for d in result.effects):
+        notes.append("~ estimated no better than the class's average setting on validation clips")
+    if any(d.typical_error for d in result.effects):
+        notes.append("±: the estimator's typical error, its mean on validation clips of that class")
+    table.caption = "\n".join(notes) or None
     console.print(table)
     console.print("class probabilities: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                       sorted(result.probabilities.items(), key=lambda kv: -kv[1])))

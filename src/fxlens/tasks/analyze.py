@@ -54,7 +54,12 @@ def assets_dir() -> Path:
 @dataclass
 class DetectedEffect:
     """One effect found on the audio: class, probability and estimated settings (physical units); `measured` names
-    the settings read from the audio itself (`fxlens.models.estimator.refine_controls`) rather than regressed."""
+    the settings read from the audio itself (`fxlens.models.estimator.refine_controls`) rather than regressed.
+
+    `typical_error`: for each regressed free setting, the estimator's mean absolute error on its validation clips
+    of this fine class (the checkpoint's ``metrics.json``), in the setting's unit around this estimate (the mean of
+    the two sides on a log scale); `near_class_mean`: the settings whose validation error is not 5 % below that of
+    always answering the class's average setting — the model reads them no better than a guess from the class."""
 
     aggregated_class: str
     probability: float
@@ -66,6 +71,8 @@ class DetectedEffect:
     units: dict[str, str] = field(default_factory=dict)
     controls: dict[str, float] = field(default_factory=dict)
     measured: list[str] = field(default_factory=list)
+    typical_error: dict[str, float] = field(default_factory=dict)
+    near_class_mean: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +131,45 @@ def load_recognizer(folder: str | os.PathLike | None = None):
 def load_estimator(folder: str | os.PathLike | None = None):
     """(estimator, config) of an estimator checkpoint, MLP or ResNet-FiLM (default: the shipped one)."""
     return _load("estimator", folder)
+
+
+#: a regressed setting is "near the class mean" unless its validation MAE is this far below the class mean's
+NEAR_CLASS_MEAN = 0.95
+
+
+@lru_cache(maxsize=8)
+def _validation_errors_cached(path: str, mtime: float) -> dict:
+    import json
+
+    try:
+        per_class = json.loads(Path(path).read_text())["splits"]["val"]["per_class"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {c: v.get("params", {}) for c, v in per_class.items() if isinstance(v, dict)}
+
+
+def validation_errors(folder: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
+    """{fine class: {setting: {"model", "class_mean", "fixed", ...}}}: an estimator checkpoint's validation MAE per
+    normalized control, from the ``metrics.json`` that `fxlens train estimator` writes beside it ({} without one)."""
+    p = _resolve(folder, "estimator-small") / "metrics.json"
+    return _validation_errors_cached(str(p.resolve()), p.stat().st_mtime if p.is_file() else 0.0)
+
+
+def _typical_errors(effect, controls: torch.Tensor, errors: dict[str, dict], skip: set[str]
+                    ) -> tuple[dict[str, float], list[str]]:
+    """Physical half-width of +-(validation MAE) around each estimated control, and the settings near the class
+    mean (see `DetectedEffect`)."""
+    typical, near = {}, []
+    for spec, u in zip(effect.specs, controls.tolist()):
+        e = errors.get(spec.name)
+        if spec.name in skip or not e or e.get("fixed") or e.get("model") is None:
+            continue
+        d = float(e["model"])
+        lo, hi = (spec.to_physical(torch.tensor(min(max(v, 0.0), 1.0), dtype=torch.float64)) for v in (u - d, u + d))
+        typical[spec.name] = float(hi - lo) / 2.0
+        if e.get("class_mean") is not None and d >= NEAR_CLASS_MEAN * float(e["class_mean"]):
+            near.append(spec.name)
+    return typical, near
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -247,6 +293,7 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
         raise ParameterError(f"threshold must be between 0 and 1, got {threshold}")
     rec, rcfg = load_recognizer(recognizer)
     est, ecfg = load_estimator(estimator)
+    val_errors = validation_errors(estimator)
     x = _as_audio(audio, sample_rate)
     duration = x.shape[-1] / fxaudio.WORKING_SAMPLE_RATE
     segs = windows(x)
@@ -285,11 +332,14 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
             if lo == hi and k in phys:
                 phys[k] = float(lo)
         phys = {s.name: float(s.check(min(max(phys[s.name], s.min), s.max))) for s in effect.specs}
+        measured = [REFINEMENTS[fine_class].param] if fine_class in REFINEMENTS else []
+        pinned = {k for k, (lo, hi) in FXSET_CLASSES[fine_class].ranges.items() if lo == hi}
+        typical, near = _typical_errors(effect, ctl[0], val_errors.get(fine_class, {}), set(measured) | pinned)
         detected.append(DetectedEffect(
             aggregated_class=a, probability=agg[a], fine_class=fine_class, fine_probability=fp,
             effect=effect.name, config=effect.config(), settings=phys, units={s.name: s.unit for s in effect.specs},
-            controls={s.name: float(c) for s, c in zip(effect.specs, ctl[0])},
-            measured=[REFINEMENTS[fine_class].param] if fine_class in REFINEMENTS else []))
+            controls={s.name: float(c) for s, c in zip(effect.specs, ctl[0])}, measured=measured,
+            typical_error=typical, near_class_mean=near))
     preset = preset_from_stages([(get_effect(d.effect, **d.config), d.settings) for d in detected],
                                 fxaudio.WORKING_SAMPLE_RATE)
     return AnalysisResult(sample_rate=int(sample_rate), duration_s=duration, windows=int(segs.shape[0]),
