@@ -104,6 +104,16 @@ def test_train_estimator_end_to_end(tiny_fxset, tmp_path):
         load_checkpoint(out, "recognizer")
 
 
+class _SameLayout(torch.nn.Module):
+    """A stand-in estimator with `model`'s slot layout; subclasses say what it outputs."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.offsets, self.n_outputs = model.offsets, model.n_outputs
+        self.class_slots, self.classes, self.slots = model.class_slots, model.classes, model.slots
+        self.one_hot = model.one_hot
+
+
 def test_evaluate_reports_a_perfect_model_as_zero(tiny_fxset, tmp_path):
     """An estimator whose outputs are the labels themselves (through an exact lookup) scores MAE 0."""
     out = tmp_path / "est"
@@ -112,13 +122,7 @@ def test_evaluate_reports_a_perfect_model_as_zero(tiny_fxset, tmp_path):
     labels = fxset.read_labels(tiny_fxset, "test")
     feats = torch.arange(len(labels), dtype=torch.float32)[:, None]
 
-    class Lookup(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.offsets, self.n_outputs = model.offsets, model.n_outputs
-            self.class_slots, self.classes, self.slots = model.class_slots, model.classes, model.slots
-            self.one_hot = model.one_hot
-
+    class Lookup(_SameLayout):
         def forward(self, f, onehot):
             y = torch.zeros(len(f), self.n_outputs)
             for j, i in enumerate(f[:, 0].long().tolist()):
@@ -127,7 +131,7 @@ def test_evaluate_reports_a_perfect_model_as_zero(tiny_fxset, tmp_path):
                 y[j, a:b] = torch.tensor(r["controls"][0]["controls"])
             return y
 
-    ev = evaluate(Lookup(), feats, labels, cfg["slot_info"])
+    ev = evaluate(Lookup(model), feats, labels, cfg["slot_info"])
     assert ev["mean"]["model"] == pytest.approx(0.0, abs=1e-7)
     assert ev["mean"]["random"] > 0.1
 
@@ -142,17 +146,11 @@ def test_autofx_table_c2_errors_in_physical_units(tiny_fxset, tmp_path):
     model, cfg = load_estimator(out)
     labels = fxset.read_labels(tiny_fxset, "test")
 
-    class Half(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.offsets, self.n_outputs = model.offsets, model.n_outputs
-            self.class_slots, self.classes, self.slots = model.class_slots, model.classes, model.slots
-            self.one_hot = model.one_hot
-
+    class Half(_SameLayout):
         def forward(self, f, onehot):
             return torch.full((len(f), self.n_outputs), 0.5)
 
-    tab = autofx_parameter_table(Half(), torch.zeros(len(labels), 1), labels, tiny_fxset)
+    tab = autofx_parameter_table(Half(model), torch.zeros(len(labels), 1), labels, tiny_fxset)
     rows = {(r["group"], r["autofx_parameter"]): r for r in tab["rows"]}
     # the tiny set holds a feedback delay and a fuzz: the delay and distortion rows, no modulation row
     assert {g for g, _ in rows} == {"delay", "distortion"} and len(rows) == 3 + 7

@@ -261,6 +261,17 @@ def test_multilabel_resnet_recognizer_on_chains(tiny_chains, tmp_path):
     assert p.shape == (2, 7) and bool(((p > 0) & (p < 1)).all())
 
 
+class _FixedMultilabel:
+    """A multi-label recognizer that answers row i of `probs` for a clip whose feature is i."""
+    multilabel = True
+
+    def __init__(self, probs):
+        self.probs = probs
+
+    def probabilities(self, features, audio=None):
+        return self.probs[features[:, 0].long()]
+
+
 def test_bench_scores_a_fine_multilabel_model_as_analyze_decides():
     """Single-effect scoring of a fine multi-label model: "dry" when no group reaches 0.5, else the most probable
     group (1 - prod(1 - p)) and, inside it, its most probable member."""
@@ -271,15 +282,9 @@ def test_bench_scores_a_fine_multilabel_model_as_analyze_decides():
                           [0.1, 0.2, 0.3],     # nothing reaches 0.5: dry
                           [0.0, 0.1, 0.9]])    # reverb
 
-    class Fixed:
-        multilabel = True
-
-        def probabilities(self, features, audio=None):
-            return probs[features[:, 0].long()]
-
     labels = [{"fine_class": c, "aggregated_class": a, "fine_labels": [c], "labels": [a]}
               for c, a in (("phaser", "modulation"), ("dry", "dry"), ("reverb", "reverb"))]
-    out = recognition_scores(Fixed(), classes, torch.arange(3.0)[:, None], labels)
+    out = recognition_scores(_FixedMultilabel(probs), classes, torch.arange(3.0)[:, None], labels)
     assert out["aggregated"]["accuracy"] == 1.0 and out["fine"]["accuracy"] == 1.0
     # the set metrics at 0.5: the phaser clip's set is {reverb} (fine) or {modulation, reverb} (groups): wrong;
     # the dry clip's (empty) and the reverb clip's are right
@@ -298,15 +303,9 @@ def test_autofx_protocol_decides_among_its_six_classes():
                           [0.6, 0.1, 0.7],     # chorus clip, EQ stronger: wrong over 8, modulation over six
                           [0.1, 0.1, 0.8]])    # EQ clip: not one of AutoFX's classes, left out
 
-    class Fixed:
-        multilabel = True
-
-        def probabilities(self, features, audio=None):
-            return probs[features[:, 0].long()]
-
     labels = [{"fine_class": c, "aggregated_class": a, "fine_labels": [c], "labels": [a]}
               for c, a in (("dry", "dry"), ("chorus", "modulation"), ("eq", "eq"))]
-    out = recognition_scores(Fixed(), classes, torch.arange(3.0)[:, None], labels)
+    out = recognition_scores(_FixedMultilabel(probs), classes, torch.arange(3.0)[:, None], labels)
     assert out["aggregated"]["accuracy"] == pytest.approx(1 / 3)
     paper = out["autofx_classes"]
     assert paper["clips"] == 2 and paper["accuracy"] == 1.0
