@@ -328,13 +328,11 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
             ctl = est.estimate(efeats, fine_class).mean(0, keepdim=True).double()
         ctl = refine_controls(fine_class, effect, ctl, period_audio, fxaudio.WORKING_SAMPLE_RATE)
         phys = {k: float(np.float32(v[0])) for k, v in effect.to_physical(ctl).items()}
-        for k, (lo, hi) in FXSET_CLASSES[fine_class].ranges.items():
-            if lo == hi and k in phys:
-                phys[k] = float(lo)
+        pinned = {k: lo for k, (lo, hi) in FXSET_CLASSES[fine_class].ranges.items() if lo == hi and k in phys}
+        phys.update({k: float(v) for k, v in pinned.items()})
         phys = {s.name: float(s.check(min(max(phys[s.name], s.min), s.max))) for s in effect.specs}
         measured = [REFINEMENTS[fine_class].param] if fine_class in REFINEMENTS else []
-        pinned = {k for k, (lo, hi) in FXSET_CLASSES[fine_class].ranges.items() if lo == hi}
-        typical, near = _typical_errors(effect, ctl[0], val_errors.get(fine_class, {}), set(measured) | pinned)
+        typical, near = _typical_errors(effect, ctl[0], val_errors.get(fine_class, {}), set(measured) | set(pinned))
         detected.append(DetectedEffect(
             aggregated_class=a, probability=agg[a], fine_class=fine_class, fine_probability=fp,
             effect=effect.name, config=effect.config(), settings=phys, units={s.name: s.unit for s in effect.specs},
