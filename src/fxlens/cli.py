@@ -540,7 +540,8 @@ def bench_recognition_command(
 ) -> None:
     """Recognition accuracy, per-class precision/recall, confusion matrices (in-domain, ood, cross-domain),
     per-parameter MAE beside random parameters, the MRSTFT of re-rendered estimates beside dry and random, and what
-    the recognizer hears on real distorted guitar stems."""
+    the recognizer hears on real distorted guitar stems; beside them AutoFX's own protocol (its six aggregated
+    classes, its Table C.2's controls on its scale)."""
     from rich.progress import Progress
 
     from fxlens.atomic import write_text_atomic
