@@ -492,11 +492,11 @@ def analyze(
         table.add_row("(none: dry)", f"{result.probabilities['dry']:.2f}", "dry", "", "", "", "")
     for k, d in enumerate(result.effects):
         for j, (name, value) in enumerate(d.settings.items()):
-            mark = " *" if name in d.measured else " ~" if name in d.near_class_mean else ""
             err = d.typical_error.get(name)
+            err_text = "" if err is None else _fmt(float(f"{err:.2g}"))
             table.add_row(d.effect if j == 0 else "", f"{d.probability:.2f}" if j == 0 else "",
-                          d.fine_class if j == 0 else "", name + mark, _fmt(value),
-                          "" if err is None else _fmt(float(f"{err:.2g}")), d.units[name])
+                          d.fine_class if j == 0 else "", name + (" *" if name in d.measured else ""), _fmt(value),
+                          err_text + (" ~" if name in d.near_class_mean else ""), d.units[name])
         if k < len(result.effects) - 1:
             table.add_section()
     notes = []
