@@ -177,7 +177,6 @@ def autofx_parameter_table(model, features: torch.Tensor, labels: list[dict], fx
     pred = predict(model, features[keep], onehot)
     clip_effect = ClipEffects()
     g = torch.Generator().manual_seed(seed)
-    refined_cache: dict[int, torch.Tensor] = {}
     rows = []
     for group, param, (lo, hi), unit, mae_autofx, mae_feat, classes, ours in AUTOFX_TABLE_C2:
         err: dict[str, list[float]] = {"model": [], "as analyze reports": [], "class mean": [], "random": []}
@@ -192,11 +191,10 @@ def autofx_parameter_table(model, features: torch.Tensor, labels: list[dict], fx
             est = float(spec.to_physical(pred[j, a + k].double()))
             err["model"].append(abs(est - truth))
             ref = REFINEMENTS.get(c)
-            if ref is not None and ref.param == ours:
-                if j not in refined_cache:
-                    wet = load_clip(fxset, labels[i], WORKING_SAMPLE_RATE)
-                    refined_cache[j] = refine_controls(c, effect, pred[j:j + 1, a:b], wet, WORKING_SAMPLE_RATE)[0]
-                est = float(spec.to_physical(refined_cache[j][k].double()))
+            if ref is not None and ref.param == ours:  # one row per clip: its class's refined parameter
+                wet = load_clip(fxset, labels[i], WORKING_SAMPLE_RATE)
+                refined = refine_controls(c, effect, pred[j:j + 1, a:b], wet, WORKING_SAMPLE_RATE)[0]
+                est = float(spec.to_physical(refined[k].double()))
             err["as analyze reports"].append(abs(est - truth))
             if class_mean is not None and c in class_mean:
                 err["class mean"].append(abs(float(spec.to_physical(class_mean[c][k].double())) - truth))
@@ -213,9 +211,8 @@ def autofx_parameter_table(model, features: torch.Tensor, labels: list[dict], fx
         return {"clips": 0}
     mean = {n: float(np.mean([r["autofx_scale"][n] for r in rows if n in r["autofx_scale"]]))
             for n in rows[0]["autofx_scale"]}
-    paper = [r for r in AUTOFX_TABLE_C2 if any(x["autofx_parameter"] == r[1] and x["group"] == r[0] for x in rows)]
-    mean["autofx"] = float(np.mean([r[4] for r in paper]))
-    mean["autofx_feat"] = float(np.mean([r[5] for r in paper]))
+    mean["autofx"] = float(np.mean([r["autofx"] for r in rows]))  # the paper's, over the same parameters
+    mean["autofx_feat"] = float(np.mean([r["autofx_feat"] for r in rows]))
     return {"clips": len(names), "rows": rows, "mean_autofx_scale": mean}
 
 
