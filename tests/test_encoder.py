@@ -411,6 +411,56 @@ def test_train_band_statistics_encoder_on_other_song_pairs_with_stem_pairs(stems
         train_mod.EncoderTrainConfig(**bad, query_dropout=(0.5, 1.0)).check()
 
 
+def test_extractor_inputs_and_a_frozen_encoder_run_that_trains_the_extractor_alone(stems, tmp_path,  # noqa: F811
+                                                                                      offline_training):
+    torch.manual_seed(3)
+    start = FxEncoder("stats2", INSTRUMENTS, enc_mod.minilm_embed(INSTRUMENTS)).eval()
+    save_checkpoint(tmp_path / "start", start.state_dict(), start.config(), "# start\n")
+    mel = start.encoder.mel(torch.randn(3, 2, SR) * 0.1)
+    with torch.no_grad():
+        for source, width in (("embedding", 128), ("hidden", 512), ("statistics", 1264)):
+            e, src = start.encoder.represent(mel, source)
+            torch.testing.assert_close(e, start.encoder.embed_mel(mel))  # one pass, the same embedding
+            assert src.shape == (3, width) == (3, start.encoder.source_size(source))
+        torch.testing.assert_close(start.encoder.represent(mel, "statistics")[1],
+                                   start.encoder.bn0(enc_mod.band_statistics(mel, 2)))
+    with pytest.raises(ParameterError, match="cannot give the extractor 'statistics'"):
+        FxEncoder("small", INSTRUMENTS, extractor_input="statistics")
+    with pytest.raises(ParameterError, match="unknown extractor input"):
+        FxEncoder("stats2", INSTRUMENTS, extractor_input="nope")
+    train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
+                                 hard_negatives=1, seed=0, positives="other-song")
+    x = torch.randn(2, 2, SR) * 0.1
+    for source in ("hidden", "statistics"):
+        cfg = train_mod.EncoderTrainConfig(
+            data_root=str(stems), out_dir=str(tmp_path / source), preset="stats2", steps=2, batch_size=2,
+            seconds=1.0, crop_seconds=0.75, max_instruments=2, hard_negatives=1, val_batches=1, val_every=2,
+            ckpt_every=2, warmup_steps=1, accelerator="cpu", precomputed=str(tmp_path / "pairs"),
+            positives="other-song", inst_target="stem", inst_negatives=True, query_dropout=(0.0, 0.0),
+            text_query_prob=0.5, freeze_query_encoder=True, freeze_encoder=True, extractor_input=source,
+            init=str(tmp_path / "start"), log_every=1)
+        history = train_mod.train_encoder(cfg)
+        assert all(r["lambda_inst"] == 1.0 and math.isfinite(r["inst_loss"]) for r in history["train"])
+        after = load_encoder(tmp_path / source / "model")
+        assert after.extractor_input == source and after.config()["extractor_input"] == source
+        for part in ("encoder", "query_encoder"):  # weights and batch-norm statistics alike
+            for (name, a), b in zip(getattr(after, part).state_dict().items(),
+                                    getattr(start, part).state_dict().values()):
+                assert torch.equal(a, b), f"{part}.{name}"
+        assert after.extractor.net[0].in_features == start.encoder.source_size(source) + 384
+        torch.testing.assert_close(after.embed(x, SR), start.embed(x, SR))  # the mixture embedding is unchanged
+        assert after.embed(x, SR, query="bass").shape == (2, 128)
+        assert f"the extractor reads the mixture's {source}" in (tmp_path / source / "model" / "MODEL_CARD.md").read_text()
+    bad = dict(data_root=str(stems), out_dir=str(tmp_path / "x"), preset="stats2")
+    with pytest.raises(FxlensError, match="needs --init"):
+        train_mod.EncoderTrainConfig(**bad, freeze_encoder=True).check()
+    with pytest.raises(FxlensError, match="not with"):
+        train_mod.EncoderTrainConfig(**bad, freeze_encoder=True, freeze_query_encoder=True, init="x",
+                                     stem_weight=0.5).check()
+    with pytest.raises(FxlensError, match="unknown extractor input"):
+        train_mod.EncoderTrainConfig(**bad, extractor_input="nope").check()
+
+
 def test_train_encoder_interleaves_full_mix_batches_of_real_tracks(stems, tmp_path, offline_training):  # noqa: F811
     """Batches of a tracks dataset (one "mix" stem per song) train the mixture objective alone, a share of steps."""
     import soundfile as sf

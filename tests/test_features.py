@@ -232,6 +232,37 @@ def test_silence_is_finite_and_defined():
     assert torch.isfinite(estimate_pitch(x, SR)).all()
 
 
+def test_gradient_through_the_features_matches_finite_differences_and_survives_silence():
+    """A matching objective needs d(features)/d(audio). Reference: central finite differences (float64) along a
+    random direction, on noise (every frame sounding). Digital silence is a discontinuity (a silent frame's centroid
+    is 0, a whisper's is kHz), so there the gradient must only be finite: 0 on silent frames, not NaN."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 1, 2048, generator=g, dtype=torch.float64) * 0.1
+    d = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    w = torch.randn(len(FEATURE_NAMES), generator=g, dtype=torch.float64)
+
+    def f(a):
+        return autofx_features(a, SR, n_fft=256, hop=64)[0]
+
+    xx = x.clone().requires_grad_(True)
+    jac = torch.stack([torch.autograd.grad(f(xx)[i], xx, retain_graph=True)[0].flatten() for i in range(len(w))])
+    eps = 1e-6
+    fd = ((f(x + eps * d) - f(x - eps * d)) / (2 * eps)).numpy()
+    an = (jac @ d.flatten()).numpy()
+    np.testing.assert_allclose(an, fd, rtol=1e-4, atol=1e-6)
+    # float32, a note after digital silence, at 44.1 kHz through the torch decimator (as a matching objective
+    # computes them): every feature's gradient is finite
+    from fxlens.features.export import decimate2
+
+    t = torch.arange(int(1.5 * 2 * SR)) / (2 * SR)
+    note = 0.3 * torch.sin(2 * math.pi * 220 * t) * torch.exp(-3 * t)
+    note[:2000] = 0.0
+    x32 = torch.stack([note, note]).unsqueeze(0).float().requires_grad_(True)
+    v = autofx_features(x32, 2 * SR, resample=decimate2)
+    (grad,) = torch.autograd.grad((v[0] * w.float()).sum(), x32)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 def test_short_clip_finite():
     x = torch.randn(2, 1, 300)  # one frame: deltas are a single 0
     v = autofx_features(x, SR)

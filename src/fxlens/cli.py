@@ -842,6 +842,12 @@ def train_encoder_command(
     freeze_query_encoder: bool = typer.Option(False, "--freeze-query-encoder", help="Keep the audio query encoder "
                                               "of --init as it is (no query loss; a step costs far less on a CPU). "
                                               "Without --init only with --lambda-inst 0 (mixture objective only)."),
+    freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Keep the effects encoder of --init as it "
+                                        "is and train the extractor alone, on the instrument loss (needs "
+                                        "--freeze-query-encoder)."),
+    extractor_input: str = typer.Option("embedding", "--extractor-input", help="What the extractor reads of a "
+                                        "mixture: embedding (the paper), hidden (the encoder's layer before its "
+                                        "projection) or statistics (a band-statistics encoder's normalized input)."),
     objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
                                   "baseline: which effects are on which instrument)."),
     positives: str = typer.Option("same-song", help=_POSITIVES_HELP),
@@ -873,6 +879,7 @@ def train_encoder_command(
                              positives=positives, stem_weight=stem_weight, inst_target=inst_target,
                              inst_negatives=inst_negatives,
                              query_dropout=_dropout_range(query_dropout), freeze_query_encoder=freeze_query_encoder,
+                             freeze_encoder=freeze_encoder, extractor_input=extractor_input,
                              init=str(init) if init else None,
                              precomputed=str(precomputed) if precomputed else None,
                              tracks=str(tracks) if tracks else None, tracks_share=tracks_share, workers=workers,

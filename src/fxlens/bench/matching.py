@@ -61,6 +61,7 @@ from fxlens import audio as fxaudio
 from fxlens.atomic import write_text_atomic
 from fxlens.bench.metrics import bootstrap_ci
 from fxlens.errors import FxlensError, ParameterError
+from fxlens.features.spectral import AUTOFX_SAMPLE_RATE
 from fxlens.fx.chain import Chain, RandomChain
 from fxlens.fx.effect import Effect, get_effect
 from fxlens.fx.preset import preset_from_stages
@@ -219,13 +220,15 @@ class ITOEmbedder:
     ``embed_torch(audio)`` with gradients to the audio.
 
     Knows fxlens's embedders: `EncoderEmbedder` (the Fx-Encoder++ network on `segment_seconds` windows, averaged
-    and L2-normalized, as `FxEncoder.embed`), `LogMelStatsEmbedder` and `AutoFXEmbedder` (z-scored with statistics
-    set by `fit`; AutoFX features are not differentiable), `RandomCNNEmbedder`. Any other object with
+    and L2-normalized, as `FxEncoder.embed`), `LogMelStatsEmbedder`, `BandStatsEmbedder` and `AutoFXEmbedder`
+    (z-scored with statistics set by `fit`; the AutoFX features are differentiable at 44.1 kHz, where they resample
+    through `fxlens.features.export.decimate2`), `RandomCNNEmbedder`. Any other object with
     ``embed(audio, sample_rate)`` works with CMA-ES; with ``embed_torch(audio, sample_rate)`` also with gradients.
     """
 
     def __init__(self, embedder: Any, sample_rate: int) -> None:
-        from fxlens.bench.baselines import EncoderEmbedder, RandomCNNEmbedder, _MelStandardized, _Standardized
+        from fxlens.bench.baselines import (AutoFXEmbedder, EncoderEmbedder, RandomCNNEmbedder, _MelStandardized,
+                                            _Standardized)
 
         self.embedder, self.sample_rate = embedder, int(sample_rate)
         self.name = str(getattr(embedder, "name", type(embedder).__name__))
@@ -233,6 +236,7 @@ class ITOEmbedder:
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
         self._torch: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._features: Callable[[torch.Tensor, int], torch.Tensor] | None = getattr(embedder, "features", None)
         if isinstance(embedder, EncoderEmbedder):
             self._torch = self._encoder_forward
             self.is_encoder = True
@@ -240,7 +244,16 @@ class ITOEmbedder:
                 p.requires_grad_(False)
         else:
             self.is_encoder = False
-            if isinstance(embedder, _MelStandardized):  # log-mel stats, band statistics: torch all the way
+            if isinstance(embedder, AutoFXEmbedder) and self.sample_rate == 2 * AUTOFX_SAMPLE_RATE:
+                # soxr (numpy) has no gradient; its own 2:1 filter as a torch convolution gives the same features
+                # (within 0.2 %, tests/test_features_export.py), with gradients. Used for every row of this
+                # embedder, fitting included, so that CMA-ES and gradient descent see one objective
+                from fxlens.features.export import decimate2
+                from fxlens.features.spectral import autofx_features
+
+                self._features = lambda a, sr: autofx_features(a, sr, resample=decimate2)
+                self._torch = lambda a: self._standardize(self._features(a, self.sample_rate))
+            elif isinstance(embedder, _MelStandardized):  # log-mel stats, band statistics: torch all the way
                 self._torch = lambda a: self._standardize(embedder.features(a, self.sample_rate))
             elif isinstance(embedder, RandomCNNEmbedder):
                 from fxlens.features.mel import log_mel
@@ -265,7 +278,7 @@ class ITOEmbedder:
         return torch.nn.functional.normalize(e, dim=-1)
 
     def _raw_features(self, audio: torch.Tensor) -> torch.Tensor:
-        f = self.embedder.features(audio, self.sample_rate).double()
+        f = self._features(audio, self.sample_rate).double()
         return torch.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0)
 
     def _standardize(self, f: torch.Tensor) -> torch.Tensor:

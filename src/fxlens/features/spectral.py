@@ -116,6 +116,13 @@ def _eps(dtype: torch.dtype) -> float:
     return _EPS.get(dtype, 1e-20)
 
 
+def _sqrt0(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(max(x, 0))`` whose gradient is 0, not inf, where x <= 0: the same values bit for bit, and a gradient
+    through the features that digital silence (a zero variance, flux or RMS) does not turn into NaN (0 * inf)."""
+    pos = x > 0
+    return torch.where(pos, torch.where(pos, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Input handling and STFT
 # ----------------------------------------------------------------------------------------------------------------
@@ -143,7 +150,9 @@ def stft_magnitude(mono: torch.Tensor, n_fft: int = 8192, hop: int = 512) -> tor
     window = torch.hann_window(n_fft, periodic=True, dtype=mono.dtype, device=mono.device)
     X = torch.stft(mono, n_fft, hop_length=hop, win_length=n_fft, window=window, center=True, pad_mode="constant",
                    normalized=False, onesided=True, return_complex=True)
-    return X.abs()
+    # |X|, with a zero gradient at X = 0 (complex abs's is NaN there; silent frames have such bins)
+    nonzero = X != 0
+    return torch.where(nonzero, torch.where(nonzero, X, torch.ones_like(X)).abs(), torch.zeros_like(X.real))
 
 
 def _fft_freqs(sample_rate: float, n_fft: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -174,7 +183,7 @@ def _spectral_from_magnitude(S: torch.Tensor, sample_rate: float, n_fft: int, ro
     var = (dev2 * p).sum(dim=-2)
     m3 = (dev2 * dev * p).sum(dim=-2)
     m4 = (dev2 * dev2 * p).sum(dim=-2)
-    spread = var.clamp_min(0).sqrt()
+    spread = _sqrt0(var)
     ok = var > eps
     safe_var = torch.where(ok, var, torch.ones_like(var))
     skewness = torch.where(ok, m3 / safe_var.pow(1.5), torch.zeros_like(var))
@@ -194,11 +203,13 @@ def _spectral_from_magnitude(S: torch.Tensor, sample_rate: float, n_fft: int, ro
     # Flux: L_q norm of the magnitude change, 0 for the first frame.
     diff = (S[..., 1:] - S[..., :-1]).abs()
     if flux_q == 2.0:
-        fl = diff.pow(2).sum(dim=-2).sqrt()
+        fl = _sqrt0(diff.pow(2).sum(dim=-2))
     elif flux_q == 1.0:
         fl = diff.sum(dim=-2)
     else:
-        fl = diff.pow(flux_q).sum(dim=-2).pow(1.0 / flux_q)
+        total = diff.pow(flux_q).sum(dim=-2)
+        pos = total > 0
+        fl = torch.where(pos, torch.where(pos, total, torch.ones_like(total)).pow(1.0 / flux_q), torch.zeros_like(total))
     flux = F.pad(fl, (1, 0))
 
     # Flatness of the power spectrum, librosa's amin floor.
@@ -215,7 +226,7 @@ def _frame_rms(mono: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     pad = n_fft // 2
     sq = F.pad(mono * mono, (pad, pad)).unsqueeze(1)  # (B, 1, T + 2 pad)
     ms = F.avg_pool1d(sq, kernel_size=n_fft, stride=hop).squeeze(1)
-    return ms.clamp_min(0).sqrt()
+    return _sqrt0(ms)
 
 
 def frame_features(x: torch.Tensor, sample_rate: float, n_fft: int = 8192, hop: int = 512,
@@ -246,23 +257,28 @@ def deltas(seq: torch.Tensor) -> torch.Tensor:
 
 
 def _stats(seq: torch.Tensor) -> torch.Tensor:
-    """``(..., M)`` -> ``(..., 6)``: mean, std, skew, excess kurtosis, min, max (population, as scipy's defaults)."""
-    eps = _eps(seq.dtype)
-    mean = seq.mean(dim=-1, keepdim=True)
-    d = seq - mean
+    """``(..., M)`` -> ``(..., 6)``: mean, std, skew, excess kurtosis, min, max (population, as scipy's defaults).
+
+    The moments are taken in float64 and returned in the input's dtype: a feature of tiny values (a spectral slope
+    is ~1e-8) has m2 ~ 1e-18, whose square's square underflows float32 in the kurtosis's gradient (NaN)."""
+    dtype = seq.dtype
+    eps = _eps(dtype)
+    # A relative threshold: float round-off leaves a tiny m2 on constant sequences of large values.
+    rel = 1e-6 if dtype == torch.float32 else 1e-12
+    floor = (seq.abs().amax(dim=-1) * rel).square().clamp_min(eps).double()
+    x = seq.double()
+    mean = x.mean(dim=-1, keepdim=True)
+    d = x - mean
     d2 = d * d
     m2 = d2.mean(dim=-1)
     m3 = (d2 * d).mean(dim=-1)
     m4 = (d2 * d2).mean(dim=-1)
-    # A relative threshold: float round-off leaves a tiny m2 on constant sequences of large values.
-    rel = 1e-6 if seq.dtype == torch.float32 else 1e-12
-    floor = (seq.abs().amax(dim=-1) * rel).square().clamp_min(eps)
     ok = m2 > floor
     safe = torch.where(ok, m2, torch.ones_like(m2))
     skew = torch.where(ok, m3 / safe.pow(1.5), torch.zeros_like(m2))
     kurt = torch.where(ok, m4 / (safe * safe) - 3.0, torch.zeros_like(m2))
-    return torch.stack([mean.squeeze(-1), m2.clamp_min(0).sqrt(), skew, kurt, seq.amin(dim=-1), seq.amax(dim=-1)],
-                       dim=-1)
+    return torch.stack([mean.squeeze(-1), _sqrt0(m2), skew, kurt, x.amin(dim=-1), x.amax(dim=-1)],
+                       dim=-1).to(dtype)
 
 
 def functional_names(keys) -> list[str]:

@@ -16,8 +16,12 @@ Pieces:
   checkpoint, so those queries need no text model at run time; free text loads MiniLM (optional extra `text`).
 - Audio queries: a small `CnnEncoder` trained to land on its instrument's MiniLM text vector (contrastive, against
   the other instruments' text vectors) - fxlens's offline replacement for CLAP's audio tower.
-- `Extractor`: 3-layer MLP (hidden 128, LeakyReLU 0.1) on [mixture embedding, query vector] -> the instrument's
-  effects embedding (L2-normalized).
+- `Extractor`: 3-layer MLP (hidden 128, LeakyReLU 0.1) on [mixture representation, query vector] -> the
+  instrument's effects embedding (L2-normalized). What it reads of the mixture (`EXTRACTOR_INPUTS`): the paper's
+  mixture embedding (128-d, the default), or fxlens's departures: the encoder's hidden layer before the projection
+  ("hidden") or, for band-statistics encoders, the normalized band statistics themselves ("statistics"). Why:
+  the 128-d embedding is trained to tell whole mixtures apart and need not keep which band (so which
+  instrument) carries which effect; docs/encoder.md.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ ENCODER_PRESETS: dict[str, dict] = {
     "stats2": {"type": "band-stats", "hidden": 512, "dim": EMBED_DIM, "n_mels": 64, "version": 2},
 }
 QUERY_PRESET: dict = {"channels": [16, 32, 64, 128], "hidden": 256, "dim": QUERY_DIM, "n_mels": 64}
+# what the extractor reads of a mixture: the paper's embedding, or one of fxlens's richer representations
+EXTRACTOR_INPUTS = ("embedding", "hidden", "statistics")
 
 
 class ConvBlock(nn.Module):
@@ -76,6 +82,8 @@ class _MelEncoder(nn.Module):
     """Stereo audio (B, 2, T) at 44.1 kHz -> its `log_mel` -> `features` -> projection -> L2-normalized (B, dim)."""
 
     n_mels: int
+    hidden: int  # width of `features`
+    dim: int  # width of the embedding
 
     def features(self, mel: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -87,6 +95,19 @@ class _MelEncoder(nn.Module):
     def embed_mel(self, mel: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projection(self.features(mel)), dim=-1)
 
+    def represent(self, mel: torch.Tensor, source: str = "embedding") -> tuple[torch.Tensor, torch.Tensor]:
+        """(the embedding, the representation `source` of `EXTRACTOR_INPUTS`) of a log-mel, in one pass."""
+        hidden = self.features(mel)
+        e = F.normalize(self.projection(hidden), dim=-1)
+        return e, {"embedding": e, "hidden": hidden}[source]  # `source_size` refused the others at construction
+
+    def source_size(self, source: str) -> int:
+        """The width of `represent`'s second output for `source`."""
+        if source in ("embedding", "hidden"):
+            return self.dim if source == "embedding" else self.hidden
+        raise ParameterError(f"a {type(self).__name__} cannot give the extractor '{source}' "
+                             f"(choose {', '.join(s for s in EXTRACTOR_INPUTS if s != 'statistics')})")
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.embed_mel(self.mel(audio))
 
@@ -96,7 +117,7 @@ class CnnEncoder(_MelEncoder):
 
     def __init__(self, channels: Sequence[int], hidden: int, dim: int, n_mels: int = 64, in_channels: int = 2) -> None:
         super().__init__()
-        self.n_mels, self.in_channels = n_mels, in_channels
+        self.n_mels, self.in_channels, self.hidden, self.dim = n_mels, in_channels, hidden, dim
         self.bn0 = nn.BatchNorm1d(in_channels * n_mels)  # per channel and mel band, as PANN's bn0
         chans = [in_channels, *channels]
         self.blocks = nn.ModuleList([ConvBlock(a, b) for a, b in zip(chans[:-1], chans[1:])])
@@ -119,7 +140,7 @@ class BandStatsEncoder(_MelEncoder):
 
     def __init__(self, hidden: int, dim: int, n_mels: int = 64, version: int = 1) -> None:
         super().__init__()
-        self.n_mels, self.version = n_mels, version
+        self.n_mels, self.version, self.hidden, self.dim = n_mels, version, hidden, dim
         size = band_statistics_size(n_mels, version)
         self.bn0 = nn.BatchNorm1d(size)
         self.net = nn.Sequential(nn.Linear(size, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, hidden),
@@ -128,6 +149,15 @@ class BandStatsEncoder(_MelEncoder):
 
     def features(self, mel: torch.Tensor) -> torch.Tensor:
         return self.net(self.bn0(band_statistics(mel, self.version)))
+
+    def represent(self, mel: torch.Tensor, source: str = "embedding") -> tuple[torch.Tensor, torch.Tensor]:
+        stats = self.bn0(band_statistics(mel, self.version))
+        hidden = self.net(stats)
+        e = F.normalize(self.projection(hidden), dim=-1)
+        return e, {"embedding": e, "hidden": hidden, "statistics": stats}[source]
+
+    def source_size(self, source: str) -> int:
+        return self.bn0.num_features if source == "statistics" else super().source_size(source)
 
 
 def make_encoder(preset: Mapping) -> _MelEncoder:
@@ -138,18 +168,20 @@ def make_encoder(preset: Mapping) -> _MelEncoder:
 
 
 class Extractor(nn.Module):
-    """[mixture embedding (dim), query vector (query_dim)] -> the queried instrument's effects embedding."""
+    """[mixture representation (input_dim; default the embedding, dim), query vector (query_dim)] -> the queried
+    instrument's effects embedding (dim)."""
 
-    def __init__(self, dim: int = EMBED_DIM, query_dim: int = QUERY_DIM, hidden: int = 128) -> None:
+    def __init__(self, dim: int = EMBED_DIM, query_dim: int = QUERY_DIM, hidden: int = 128,
+                 input_dim: int | None = None) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(dim + query_dim, hidden), nn.LeakyReLU(0.1),
+            nn.Linear((input_dim or dim) + query_dim, hidden), nn.LeakyReLU(0.1),
             nn.Linear(hidden, hidden), nn.LeakyReLU(0.1),
             nn.Linear(hidden, dim),
         )
 
-    def forward(self, embedding: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(torch.cat([embedding, query], dim=-1)), dim=-1)
+    def forward(self, mixture: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(torch.cat([mixture, query], dim=-1)), dim=-1)
 
 
 def instrument_query(name: str) -> str:
@@ -244,19 +276,23 @@ class FxEncoder(nn.Module):
     """The whole model: effects encoder + extractor + query encoders, with `embed` for any audio."""
 
     def __init__(self, preset: str = "small", instruments: Sequence[str] = (), text_vectors: torch.Tensor | None = None,
-                 segment_seconds: float = 2.0) -> None:
+                 segment_seconds: float = 2.0, extractor_input: str = "embedding") -> None:
         super().__init__()
         if preset not in ENCODER_PRESETS:
             raise ParameterError(f"unknown encoder preset '{preset}' (choose {', '.join(ENCODER_PRESETS)})")
+        if extractor_input not in EXTRACTOR_INPUTS:
+            raise ParameterError(f"unknown extractor input '{extractor_input}' (choose {', '.join(EXTRACTOR_INPUTS)})")
         self.preset, self.segment_seconds = preset, float(segment_seconds)
+        self.extractor_input = extractor_input
         self.encoder = make_encoder(ENCODER_PRESETS[preset])
         self.query_encoder = make_encoder(QUERY_PRESET)
-        self.extractor = Extractor()
+        self.extractor = Extractor(input_dim=self.encoder.source_size(extractor_input))
         self.text = TextQueryEncoder(instruments, text_vectors) if instruments else None
 
     def config(self) -> dict:
         return {"kind": KIND, "preset": self.preset, "segment_seconds": self.segment_seconds,
                 "sample_rate": SAMPLE_RATE, "dim": EMBED_DIM, "query_dim": QUERY_DIM,
+                "extractor_input": self.extractor_input,
                 "instruments": self.text.instruments if self.text is not None else []}
 
     @property
@@ -278,10 +314,11 @@ class FxEncoder(nn.Module):
         outs = []
         for i in range(0, windows.shape[0], batch_size):
             w = windows[i: i + batch_size].to(self.device)
-            e = net(w)
-            if query is not None:
+            if query is None:
+                e = net(w)
+            else:
                 q = query.repeat_interleave(n, dim=0)[i: i + batch_size]
-                e = self.extractor(e, q)
+                e = self.extractor(net.represent(net.mel(w), self.extractor_input)[1], q)
             outs.append(e)
         e = torch.cat(outs).reshape(x.shape[0], n, -1).mean(dim=1)
         return F.normalize(e, dim=-1)
@@ -325,8 +362,11 @@ def load_encoder(path: str | os.PathLike | None = None, device: str | torch.devi
     folder = Path(path) if path is not None else shipped_checkpoint("encoder-small")
     state, config = load_checkpoint(folder, KIND)
     instruments = config.get("instruments", [])
-    model = FxEncoder(config.get("preset", "small"), instruments, state.get("text.vectors"),
-                      config.get("segment_seconds", 2.0))
+    try:
+        model = FxEncoder(config.get("preset", "small"), instruments, state.get("text.vectors"),
+                          config.get("segment_seconds", 2.0), config.get("extractor_input", "embedding"))
+    except ParameterError as e:
+        raise CheckpointError(f"{folder}: {e}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -342,5 +382,5 @@ def describe(model: FxEncoder) -> Mapping[str, int]:
 
 
 __all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "TextQueryEncoder",
-           "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk", "ENCODER_PRESETS",
+           "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk", "ENCODER_PRESETS", "EXTRACTOR_INPUTS",
            "QUERY_PRESET", "describe"]

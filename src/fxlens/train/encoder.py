@@ -69,7 +69,8 @@ from fxlens.data.stems import open_dataset, taxonomy
 from fxlens.errors import FxlensError
 from fxlens.features.mel import log_mel
 from fxlens.models.checkpoint import save_checkpoint
-from fxlens.models.encoder import EMBED_DIM, ENCODER_PRESETS, SAMPLE_RATE, FxEncoder, describe, load_encoder
+from fxlens.models.encoder import (EMBED_DIM, ENCODER_PRESETS, EXTRACTOR_INPUTS, SAMPLE_RATE, FxEncoder, describe,
+                                   load_encoder)
 
 MEL_KEYS = ("mix_a", "mix_b", "negatives", "stems_a", "stems_b")
 OBJECTIVES = ("contrastive", "classify")
@@ -102,6 +103,8 @@ class EncoderTrainConfig:
     curriculum: tuple[float, float] = (0.2, 0.5)
     query_dropout: tuple[float, float] = (0.75, 0.95)
     freeze_query_encoder: bool = False  # keep the audio query encoder of `init` as it is (no query loss)
+    freeze_encoder: bool = False  # keep the effects encoder of `init` as it is: train the extractor alone
+    extractor_input: str = "embedding"  # EXTRACTOR_INPUTS: what the extractor reads of a mixture
     text_query_prob: float = 0.5
     schedule_every: int = 200
     log_every: int = 10
@@ -149,6 +152,16 @@ class EncoderTrainConfig:
             # with --lambda-inst 0 nothing uses the query encoder (the mixture-only FX-Encoder-style baseline)
             raise FxlensError("freezing the query encoder needs --init (a checkpoint whose query encoder is trained), "
                               "unless --lambda-inst 0")
+        if self.extractor_input not in EXTRACTOR_INPUTS:
+            raise FxlensError(f"unknown extractor input '{self.extractor_input}' (choose {', '.join(EXTRACTOR_INPUTS)})")
+        if self.freeze_encoder:
+            # the extractor alone learns: the loss is the instrument loss, nothing else has a gradient
+            if not (self.init and self.freeze_query_encoder):
+                raise FxlensError("--freeze-encoder trains the extractor alone: it needs --init (a trained encoder and "
+                                  "query encoder) and --freeze-query-encoder")
+            if self.objective != "contrastive" or self.tracks is not None or self.stem_weight > 0:
+                raise FxlensError("--freeze-encoder trains the extractor alone: not with --objective classify, "
+                                  "--tracks (full mixes train no extractor) or --stem-weight")
         if self.objective not in OBJECTIVES:
             raise FxlensError(f"unknown objective '{self.objective}' (choose {', '.join(OBJECTIVES)})")
         if self.tracks is not None:
@@ -390,8 +403,13 @@ class EncoderObjective:
             for k in ("mix_a", "mix_b", "stems_a", "stems_b"):
                 mels[k] = _swap(mels[k], flip)
         H = mels["negatives"].shape[0]
-        e = m.encoder.embed_mel(torch.cat([mels["mix_a"], mels["mix_b"], mels["negatives"]]))
+        if cfg.freeze_encoder:
+            m.encoder.eval()  # batch norm statistics and dropout as in the checkpoint
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not cfg.freeze_encoder):
+            e, src = m.encoder.represent(torch.cat([mels["mix_a"], mels["mix_b"], mels["negatives"]]),
+                                         m.extractor_input)
         e_a, e_b, e_neg = e[:B], e[B: 2 * B], e[2 * B:]
+        src_a, src_b = src[:B], src[B: 2 * B]  # what the extractor reads of each mixture
         mix_losses, mix_hits = nt_xent(e_a, e_b, cfg.tau, e_neg if cfg.use_hard_negatives else None)
         names = batch["instruments"]
         if any(n not in self.text_index for n in names):  # a full-mix batch (tracks): the mixture objective alone
@@ -408,11 +426,12 @@ class EncoderObjective:
         query_metrics, query_loss = {}, None
         if not cfg.freeze_query_encoder:
             q_audio = m.query_encoder.embed_mel(stems)  # (2Bk, 384)
-        elif lambda_inst > 0 or not train:  # frozen, its vectors serve only as the extractor's audio queries
+        elif not train:  # frozen, validation: every stem's vector (the query accuracy is reported)
             m.query_encoder.eval()  # its batch norm statistics stay those of the checkpoint
             with torch.no_grad():
                 q_audio = m.query_encoder.embed_mel(stems)
-        else:  # frozen and no extractor loss yet (or ever, with lambda_inst 0): nothing uses it this step
+        else:  # frozen, training: only the vectors a step uses, computed below (the CNN is most of a step's time)
+            m.query_encoder.eval()
             q_audio = None
         if q_audio is not None:
             q_logits = q_audio @ text.T / 0.1
@@ -423,12 +442,14 @@ class EncoderObjective:
         # the processed stems alone: the instrument target "stem" and the stem pairs
         e_s = None
         if cfg.inst_target == "stem" or (cfg.stem_weight > 0 and k > 1):
-            e_s = m.encoder.embed_mel(stems)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not cfg.freeze_encoder):
+                e_s = m.encoder.embed_mel(stems)
         # instrument-wise NT-Xent through the extractor
         inst_loss = torch.zeros((), device=device)
         inst_hits = []
         if lambda_inst > 0 or not train:
-            qa, qb = q_audio[: B * k].detach().reshape(B, k, -1), q_audio[B * k:].detach().reshape(B, k, -1)
+            if q_audio is not None:
+                qa, qb = q_audio[: B * k].detach().reshape(B, k, -1), q_audio[B * k:].detach().reshape(B, k, -1)
             p_drop = float(torch.empty(()).uniform_(*cfg.query_dropout, generator=gen)) if train else 0.0
             if e_s is not None:  # (B, k, D): each pair's stems alone, mixture A's and mixture B's
                 all_a, all_b = e_s[: B * k].reshape(B, k, -1), e_s[B * k:].reshape(B, k, -1)
@@ -436,11 +457,20 @@ class EncoderObjective:
                 t = text[self.text_index[name]].expand(B, -1)
                 use_text = (torch.rand(B, 1, generator=gen) < cfg.text_query_prob).to(device) if train else \
                     torch.ones(B, 1, dtype=torch.bool, device=device)
-                q_for_a = torch.where(use_text, t, qb[:, j])  # the query comes from the other mixture's stem
-                q_for_b = torch.where(use_text, t, qa[:, j])
+                if q_audio is not None:
+                    qa_j, qb_j = qa[:, j], qb[:, j]
+                else:  # frozen query encoder (eval mode: each item's vector is independent of the others)
+                    qa_j, qb_j = torch.zeros(B, text.shape[1], device=device), torch.zeros(B, text.shape[1], device=device)
+                    rows = ~use_text[:, 0]
+                    if rows.any():
+                        with torch.no_grad():
+                            qa_j[rows] = m.query_encoder.embed_mel(mels["stems_a"][rows, j])
+                            qb_j[rows] = m.query_encoder.embed_mel(mels["stems_b"][rows, j])
+                q_for_a = torch.where(use_text, t, qb_j)  # the query comes from the other mixture's stem
+                q_for_b = torch.where(use_text, t, qa_j)
                 if p_drop > 0:
                     q_for_a, q_for_b = F.dropout(q_for_a, p_drop), F.dropout(q_for_b, p_drop)
-                z_a, z_b = m.extractor(e_a, q_for_a), m.extractor(e_b, q_for_b)
+                z_a, z_b = m.extractor(src_a, q_for_a), m.extractor(src_b, q_for_b)
                 if cfg.inst_target == "stem":
                     # each mixture's extraction against stem j alone in the other mixture: the mixtures of a pair
                     # share every stem's chain, so against each other's extraction the query could be ignored
@@ -567,8 +597,12 @@ def start_from(model: FxEncoder, folder: str | os.PathLike) -> None:
     source = load_encoder(folder)
     if source.preset != model.preset:
         raise FxlensError(f"{folder}: a '{source.preset}' encoder cannot start a '{model.preset}' run")
+    state = source.state_dict()
+    if source.extractor_input != model.extractor_input:  # another extractor input: the extractor starts afresh
+        state = {k: v for k, v in state.items() if not k.startswith("extractor.")}
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("extractor.")})
     try:
-        model.load_state_dict(source.state_dict())
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise FxlensError(f"{folder}: its weights do not fit this run's model ({str(e).splitlines()[0]})") from None
 
@@ -604,8 +638,12 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
         title = f"# Fx-Encoder++ `{cfg.preset}` (fxlens {__version__})"
         what = ("Effects embeddings (128-d, L2-normalized) for mixtures, and per instrument through the extractor with "
                 "a text or audio query. Trained by fxlens's own trainer on fxlens's rendered dry multitracks.")
-        objective = (f"tau {cfg.tau:g}; lambda_inst 0 -> {cfg.lambda_inst:g} over "
-                     f"{cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}"
+        weights = ("effects encoder frozen (from the start weights): the extractor alone trained, on the instrument "
+                   "loss alone" if cfg.freeze_encoder else
+                   f"lambda_inst 0 -> {cfg.lambda_inst:g} over {cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}")
+        objective = (f"tau {cfg.tau:g}; {weights}"
+                     + (f"; the extractor reads the mixture's {cfg.extractor_input}"
+                        if cfg.extractor_input != "embedding" else "")
                      + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else "")
                      + ("; instrument target: the queried stem alone" if cfg.inst_target == "stem" else "")
                      + ("; the other stems as negatives of each extraction" if cfg.inst_negatives else "")
@@ -667,13 +705,14 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
 
     instruments = list(taxonomy())
     text_index = {n: i for i, n in enumerate(instruments)}
-    model = FxEncoder(cfg.preset, instruments, segment_seconds=cfg.seconds)
+    model = FxEncoder(cfg.preset, instruments, segment_seconds=cfg.seconds, extractor_input=cfg.extractor_input)
     if cfg.init:
         start_from(model, cfg.init)
     out.mkdir(parents=True, exist_ok=True)  # after every check that can refuse the run
     head = EffectHead(EMBED_DIM, len(instruments), len(PAIR_POOL)) if cfg.objective == "classify" else None
     params = [p for n, p in model.named_parameters()
-              if not (cfg.freeze_query_encoder and n.startswith("query_encoder."))]
+              if not (cfg.freeze_query_encoder and n.startswith("query_encoder."))
+              and not (cfg.freeze_encoder and n.startswith("encoder."))]
     params += list(head.parameters()) if head is not None else []
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
@@ -746,7 +785,8 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
         batch = next(stream)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup_steps)
-        lam = lambda_inst_at(step, cfg.steps, cfg.lambda_inst, cfg.curriculum)
+        # a frozen encoder: the instrument loss alone, from the first step (nothing else can learn)
+        lam = 1.0 if cfg.freeze_encoder else lambda_inst_at(step, cfg.steps, cfg.lambda_inst, cfg.curriculum)
         loss, metrics, item_loss = objective(batch, lam, gen, device)
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
