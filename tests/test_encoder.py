@@ -418,7 +418,7 @@ def test_extractor_inputs_and_a_frozen_encoder_run_that_trains_the_extractor_alo
     save_checkpoint(tmp_path / "start", start.state_dict(), start.config(), "# start\n")
     mel = start.encoder.mel(torch.randn(3, 2, SR) * 0.1)
     with torch.no_grad():
-        for source, width in (("embedding", 128), ("hidden", 512), ("statistics", 1264)):
+        for source, width in (("embedding", 128), ("hidden", 512), ("statistics", 1264), ("film", 1264)):
             e, src = start.encoder.represent(mel, source)
             torch.testing.assert_close(e, start.encoder.embed_mel(mel))  # one pass, the same embedding
             assert src.shape == (3, width) == (3, start.encoder.source_size(source))
@@ -428,10 +428,15 @@ def test_extractor_inputs_and_a_frozen_encoder_run_that_trains_the_extractor_alo
         FxEncoder("small", INSTRUMENTS, extractor_input="statistics")
     with pytest.raises(ParameterError, match="unknown extractor input"):
         FxEncoder("stats2", INSTRUMENTS, extractor_input="nope")
+    # an untrained FiLM extractor returns the mixture embedding, whatever the query
+    film = FxEncoder("stats2", INSTRUMENTS, enc_mod.minilm_embed(INSTRUMENTS), extractor_input="film").eval()
+    film.encoder.load_state_dict(start.encoder.state_dict())
+    clip = torch.randn(2, 2, SR) * 0.1
+    torch.testing.assert_close(film.embed(clip, SR, query="bass"), start.embed(clip, SR))
     train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
                                  hard_negatives=1, seed=0, positives="other-song")
     x = torch.randn(2, 2, SR) * 0.1
-    for source in ("hidden", "statistics"):
+    for source in ("hidden", "statistics", "film"):
         cfg = train_mod.EncoderTrainConfig(
             data_root=str(stems), out_dir=str(tmp_path / source), preset="stats2", steps=2, batch_size=2,
             seconds=1.0, crop_seconds=0.75, max_instruments=2, hard_negatives=1, val_batches=1, val_every=2,
@@ -447,10 +452,13 @@ def test_extractor_inputs_and_a_frozen_encoder_run_that_trains_the_extractor_alo
             for (name, a), b in zip(getattr(after, part).state_dict().items(),
                                     getattr(start, part).state_dict().values()):
                 assert torch.equal(a, b), f"{part}.{name}"
-        assert after.extractor.net[0].in_features == start.encoder.source_size(source) + 384
+        assert (after.extractor.net[0].in_features == start.encoder.source_size(source) + 384
+                or source == "film" and after.extractor.net[-1].out_features == 2 * 1264)
+        assert not torch.equal(after.embed(x, SR, query="bass"), after.embed(x, SR))  # the extractor learned
         torch.testing.assert_close(after.embed(x, SR), start.embed(x, SR))  # the mixture embedding is unchanged
         assert after.embed(x, SR, query="bass").shape == (2, 128)
-        assert f"the extractor reads the mixture's {source}" in (tmp_path / source / "model" / "MODEL_CARD.md").read_text()
+        card = (tmp_path / source / "model" / "MODEL_CARD.md").read_text()
+        assert f"the extractor reads the mixture's {train_mod.EXTRACTOR_WORDS[source]}" in card
     bad = dict(data_root=str(stems), out_dir=str(tmp_path / "x"), preset="stats2")
     with pytest.raises(FxlensError, match="needs --init"):
         train_mod.EncoderTrainConfig(**bad, freeze_encoder=True).check()

@@ -19,9 +19,11 @@ Pieces:
 - `Extractor`: 3-layer MLP (hidden 128, LeakyReLU 0.1) on [mixture representation, query vector] -> the
   instrument's effects embedding (L2-normalized). What it reads of the mixture (`EXTRACTOR_INPUTS`): the paper's
   mixture embedding (128-d, the default), or fxlens's departures: the encoder's hidden layer before the projection
-  ("hidden") or, for band-statistics encoders, the normalized band statistics themselves ("statistics"). Why:
-  the 128-d embedding is trained to tell whole mixtures apart and need not keep which band (so which
-  instrument) carries which effect; docs/encoder.md.
+  ("hidden") or, for band-statistics encoders, the normalized band statistics themselves ("statistics"); or
+  `FilmExtractor` ("film"): the query scales and shifts each normalized band statistic, and the encoder's own
+  layers embed the result (at initialization exactly the mixture embedding). Why: the 128-d embedding is trained
+  to tell whole mixtures apart and need not keep which band (so which instrument) carries which effect;
+  docs/encoder.md.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ ENCODER_PRESETS: dict[str, dict] = {
 }
 QUERY_PRESET: dict = {"channels": [16, 32, 64, 128], "hidden": 256, "dim": QUERY_DIM, "n_mels": 64}
 # what the extractor reads of a mixture: the paper's embedding, or one of fxlens's richer representations
-EXTRACTOR_INPUTS = ("embedding", "hidden", "statistics")
+EXTRACTOR_INPUTS = ("embedding", "hidden", "statistics", "film")
 
 
 class ConvBlock(nn.Module):
@@ -106,7 +108,7 @@ class _MelEncoder(nn.Module):
         if source in ("embedding", "hidden"):
             return self.dim if source == "embedding" else self.hidden
         raise ParameterError(f"a {type(self).__name__} cannot give the extractor '{source}' "
-                             f"(choose {', '.join(s for s in EXTRACTOR_INPUTS if s != 'statistics')})")
+                             "(choose embedding or hidden)")
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.embed_mel(self.mel(audio))
@@ -154,10 +156,14 @@ class BandStatsEncoder(_MelEncoder):
         stats = self.bn0(band_statistics(mel, self.version))
         hidden = self.net(stats)
         e = F.normalize(self.projection(hidden), dim=-1)
-        return e, {"embedding": e, "hidden": hidden, "statistics": stats}[source]
+        return e, {"embedding": e, "hidden": hidden, "statistics": stats, "film": stats}[source]
 
     def source_size(self, source: str) -> int:
-        return self.bn0.num_features if source == "statistics" else super().source_size(source)
+        return self.bn0.num_features if source in ("statistics", "film") else super().source_size(source)
+
+    def embed_statistics(self, stats: torch.Tensor) -> torch.Tensor:
+        """The embedding of normalized band statistics (the second half of `represent`)."""
+        return F.normalize(self.projection(self.net(stats)), dim=-1)
 
 
 def make_encoder(preset: Mapping) -> _MelEncoder:
@@ -182,6 +188,24 @@ class Extractor(nn.Module):
 
     def forward(self, mixture: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(torch.cat([mixture, query], dim=-1)), dim=-1)
+
+
+class FilmExtractor(nn.Module):
+    """fxlens's extractor on a band-statistics encoder: the query vector sets a scale and a shift of each normalized
+    band statistic of the mixture (FiLM, Perez et al. 2018); the encoder's own layers then embed them
+    (`BandStatsEncoder.embed_statistics`, done by `FxEncoder.extract`). Zero-initialized, so an untrained one
+    returns the mixture embedding: training can only move away from the plain mixture where that helps."""
+
+    def __init__(self, size: int, query_dim: int = QUERY_DIM, hidden: int = 128) -> None:
+        super().__init__()
+        self.size = size
+        self.net = nn.Sequential(nn.Linear(query_dim, hidden), nn.LeakyReLU(0.1), nn.Linear(hidden, 2 * size))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, stats: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.net(query).split(self.size, dim=-1)
+        return stats * (1.0 + scale) + shift
 
 
 def instrument_query(name: str) -> str:
@@ -286,7 +310,8 @@ class FxEncoder(nn.Module):
         self.extractor_input = extractor_input
         self.encoder = make_encoder(ENCODER_PRESETS[preset])
         self.query_encoder = make_encoder(QUERY_PRESET)
-        self.extractor = Extractor(input_dim=self.encoder.source_size(extractor_input))
+        size = self.encoder.source_size(extractor_input)
+        self.extractor = FilmExtractor(size) if extractor_input == "film" else Extractor(input_dim=size)
         self.text = TextQueryEncoder(instruments, text_vectors) if instruments else None
 
     def config(self) -> dict:
@@ -294,6 +319,12 @@ class FxEncoder(nn.Module):
                 "sample_rate": SAMPLE_RATE, "dim": EMBED_DIM, "query_dim": QUERY_DIM,
                 "extractor_input": self.extractor_input,
                 "instruments": self.text.instruments if self.text is not None else []}
+
+    def extract(self, source: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """The instrument embedding from a mixture's `represent(mel, self.extractor_input)[1]` and query vectors."""
+        if self.extractor_input == "film":
+            return self.encoder.embed_statistics(self.extractor(source, query))
+        return self.extractor(source, query)
 
     @property
     def device(self) -> torch.device:
@@ -318,7 +349,7 @@ class FxEncoder(nn.Module):
                 e = net(w)
             else:
                 q = query.repeat_interleave(n, dim=0)[i: i + batch_size]
-                e = self.extractor(net.represent(net.mel(w), self.extractor_input)[1], q)
+                e = self.extract(net.represent(net.mel(w), self.extractor_input)[1], q)
             outs.append(e)
         e = torch.cat(outs).reshape(x.shape[0], n, -1).mean(dim=1)
         return F.normalize(e, dim=-1)
@@ -381,6 +412,6 @@ def describe(model: FxEncoder) -> Mapping[str, int]:
             "extractor": count_parameters(model.extractor)}
 
 
-__all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "TextQueryEncoder",
-           "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk", "ENCODER_PRESETS", "EXTRACTOR_INPUTS",
-           "QUERY_PRESET", "describe"]
+__all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "FilmExtractor",
+           "TextQueryEncoder", "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk",
+           "ENCODER_PRESETS", "EXTRACTOR_INPUTS", "QUERY_PRESET", "describe"]

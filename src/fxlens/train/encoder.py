@@ -77,6 +77,8 @@ OBJECTIVES = ("contrastive", "classify")
 # what an extracted embedding is pulled towards: "mixture" (the paper) the extracted embedding of the other mixture of
 # the pair; "stem" the encoder's embedding of the queried stem alone in the other mixture (same chain, other song)
 INST_TARGETS = ("mixture", "stem")
+EXTRACTOR_WORDS = {"embedding": "embedding", "hidden": "hidden layer", "statistics": "band statistics",
+                   "film": "band statistics, scaled and shifted by the query (FiLM), through the encoder's layers"}
 
 
 @dataclass
@@ -470,7 +472,7 @@ class EncoderObjective:
                 q_for_b = torch.where(use_text, t, qa_j)
                 if p_drop > 0:
                     q_for_a, q_for_b = F.dropout(q_for_a, p_drop), F.dropout(q_for_b, p_drop)
-                z_a, z_b = m.extractor(src_a, q_for_a), m.extractor(src_b, q_for_b)
+                z_a, z_b = m.extract(src_a, q_for_a), m.extract(src_b, q_for_b)
                 if cfg.inst_target == "stem":
                     # each mixture's extraction against stem j alone in the other mixture: the mixtures of a pair
                     # share every stem's chain, so against each other's extraction the query could be ignored
@@ -642,7 +644,7 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
                    "loss alone" if cfg.freeze_encoder else
                    f"lambda_inst 0 -> {cfg.lambda_inst:g} over {cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}")
         objective = (f"tau {cfg.tau:g}; {weights}"
-                     + (f"; the extractor reads the mixture's {cfg.extractor_input}"
+                     + (f"; the extractor reads the mixture's {EXTRACTOR_WORDS[cfg.extractor_input]}"
                         if cfg.extractor_input != "embedding" else "")
                      + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else "")
                      + ("; instrument target: the queried stem alone" if cfg.inst_target == "stem" else "")
@@ -710,9 +712,12 @@ def train_encoder(cfg: EncoderTrainConfig, progress: Callable[[int, int, dict], 
         start_from(model, cfg.init)
     out.mkdir(parents=True, exist_ok=True)  # after every check that can refuse the run
     head = EffectHead(EMBED_DIM, len(instruments), len(PAIR_POOL)) if cfg.objective == "classify" else None
-    params = [p for n, p in model.named_parameters()
-              if not (cfg.freeze_query_encoder and n.startswith("query_encoder."))
-              and not (cfg.freeze_encoder and n.startswith("encoder."))]
+    frozen = ("query_encoder." if cfg.freeze_query_encoder else None, "encoder." if cfg.freeze_encoder else None)
+    for n, p in model.named_parameters():
+        if n.startswith(tuple(f for f in frozen if f)):
+            p.requires_grad_(False)  # no gradient kept for what does not learn (a FiLM extractor backpropagates
+            # through the encoder's layers)
+    params = [p for p in model.parameters() if p.requires_grad]
     params += list(head.parameters()) if head is not None else []
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = fabric.setup(model, optimizer)
