@@ -847,8 +847,9 @@ def train_encoder_command(
                                         "--freeze-query-encoder)."),
     extractor_input: str = typer.Option("embedding", "--extractor-input", help="What the extractor reads of a "
                                         "mixture: embedding (the paper), hidden (the encoder's layer before its "
-                                        "projection), statistics (a band-statistics encoder's normalized input) or film (the query scales "
-                                        "and shifts those statistics, the encoder's layers embed them)."),
+                                        "projection), statistics (a band-statistics encoder's normalized input) "
+                                        "or film (the query scales and shifts those statistics, the encoder's "
+                                        "layers embed them)."),
     objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
                                   "baseline: which effects are on which instrument)."),
     positives: str = typer.Option("same-song", help=_POSITIVES_HELP),

@@ -61,7 +61,7 @@ from fxlens import audio as fxaudio
 from fxlens.atomic import write_text_atomic
 from fxlens.bench.metrics import bootstrap_ci
 from fxlens.errors import FxlensError, ParameterError
-from fxlens.features.spectral import AUTOFX_SAMPLE_RATE
+from fxlens.features.spectral import AUTOFX_SAMPLE_RATE, autofx_features
 from fxlens.fx.chain import Chain, RandomChain
 from fxlens.fx.effect import Effect, get_effect
 from fxlens.fx.preset import preset_from_stages
@@ -249,7 +249,6 @@ class ITOEmbedder:
                 # (within 0.2 %, tests/test_features_export.py), with gradients. Used for every row of this
                 # embedder, fitting included, so that CMA-ES and gradient descent see one objective
                 from fxlens.features.export import decimate2
-                from fxlens.features.spectral import autofx_features
 
                 self._features = lambda a, sr: autofx_features(a, sr, resample=decimate2)
                 self._torch = lambda a: self._standardize(self._features(a, self.sample_rate))

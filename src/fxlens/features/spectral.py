@@ -116,11 +116,13 @@ def _eps(dtype: torch.dtype) -> float:
     return _EPS.get(dtype, 1e-20)
 
 
-def _sqrt0(x: torch.Tensor) -> torch.Tensor:
-    """``sqrt(max(x, 0))`` whose gradient is 0, not inf, where x <= 0: the same values bit for bit, and a gradient
-    through the features that digital silence (a zero variance, flux or RMS) does not turn into NaN (0 * inf)."""
+def _root0(x: torch.Tensor, n: float = 2.0) -> torch.Tensor:
+    """``max(x, 0) ** (1 / n)`` (``sqrt`` for n = 2) whose gradient is 0, not inf, where x <= 0: the same values bit
+    for bit, and a gradient through the features that digital silence (a zero variance, flux or RMS) does not turn
+    into NaN (0 * inf)."""
     pos = x > 0
-    return torch.where(pos, torch.where(pos, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
+    safe = torch.where(pos, x, torch.ones_like(x))
+    return torch.where(pos, safe.sqrt() if n == 2.0 else safe.pow(1.0 / n), torch.zeros_like(x))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ def _spectral_from_magnitude(S: torch.Tensor, sample_rate: float, n_fft: int, ro
     var = (dev2 * p).sum(dim=-2)
     m3 = (dev2 * dev * p).sum(dim=-2)
     m4 = (dev2 * dev2 * p).sum(dim=-2)
-    spread = _sqrt0(var)
+    spread = _root0(var)
     ok = var > eps
     safe_var = torch.where(ok, var, torch.ones_like(var))
     skewness = torch.where(ok, m3 / safe_var.pow(1.5), torch.zeros_like(var))
@@ -203,13 +205,11 @@ def _spectral_from_magnitude(S: torch.Tensor, sample_rate: float, n_fft: int, ro
     # Flux: L_q norm of the magnitude change, 0 for the first frame.
     diff = (S[..., 1:] - S[..., :-1]).abs()
     if flux_q == 2.0:
-        fl = _sqrt0(diff.pow(2).sum(dim=-2))
+        fl = _root0(diff.pow(2).sum(dim=-2))
     elif flux_q == 1.0:
         fl = diff.sum(dim=-2)
     else:
-        total = diff.pow(flux_q).sum(dim=-2)
-        pos = total > 0
-        fl = torch.where(pos, torch.where(pos, total, torch.ones_like(total)).pow(1.0 / flux_q), torch.zeros_like(total))
+        fl = _root0(diff.pow(flux_q).sum(dim=-2), flux_q)
     flux = F.pad(fl, (1, 0))
 
     # Flatness of the power spectrum, librosa's amin floor.
@@ -226,7 +226,7 @@ def _frame_rms(mono: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     pad = n_fft // 2
     sq = F.pad(mono * mono, (pad, pad)).unsqueeze(1)  # (B, 1, T + 2 pad)
     ms = F.avg_pool1d(sq, kernel_size=n_fft, stride=hop).squeeze(1)
-    return _sqrt0(ms)
+    return _root0(ms)
 
 
 def frame_features(x: torch.Tensor, sample_rate: float, n_fft: int = 8192, hop: int = 512,
@@ -277,7 +277,7 @@ def _stats(seq: torch.Tensor) -> torch.Tensor:
     safe = torch.where(ok, m2, torch.ones_like(m2))
     skew = torch.where(ok, m3 / safe.pow(1.5), torch.zeros_like(m2))
     kurt = torch.where(ok, m4 / (safe * safe) - 3.0, torch.zeros_like(m2))
-    return torch.stack([mean.squeeze(-1), _sqrt0(m2), skew, kurt, x.amin(dim=-1), x.amax(dim=-1)],
+    return torch.stack([mean.squeeze(-1), _root0(m2), skew, kurt, x.amin(dim=-1), x.amax(dim=-1)],
                        dim=-1).to(dtype)
 
 
