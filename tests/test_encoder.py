@@ -422,6 +422,7 @@ def test_extractor_inputs_and_a_frozen_encoder_run_that_trains_the_extractor_alo
             e, src = start.encoder.represent(mel, source)
             torch.testing.assert_close(e, start.encoder.embed_mel(mel))  # one pass, the same embedding
             assert src.shape == (3, width) == (3, start.encoder.source_size(source))
+            torch.testing.assert_close(start.encoder.source(mel, source), src)  # alone, the same
         torch.testing.assert_close(start.encoder.represent(mel, "statistics")[1],
                                    start.encoder.bn0(enc_mod.band_statistics(mel, 2)))
     with pytest.raises(ParameterError, match="cannot give the extractor 'statistics'"):

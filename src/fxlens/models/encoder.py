@@ -103,6 +103,10 @@ class _MelEncoder(nn.Module):
         e = F.normalize(self.projection(hidden), dim=-1)
         return e, {"embedding": e, "hidden": hidden}[source]  # `source_size` refused the others at construction
 
+    def source(self, mel: torch.Tensor, source: str = "embedding") -> torch.Tensor:
+        """`represent`'s second output alone, computing no more of the network than it needs."""
+        return self.embed_mel(mel) if source == "embedding" else self.features(mel)
+
     def source_size(self, source: str) -> int:
         """The width of `represent`'s second output for `source`."""
         if source in ("embedding", "hidden"):
@@ -157,6 +161,11 @@ class BandStatsEncoder(_MelEncoder):
         hidden = self.net(stats)
         e = F.normalize(self.projection(hidden), dim=-1)
         return e, {"embedding": e, "hidden": hidden, "statistics": stats, "film": stats}[source]
+
+    def source(self, mel: torch.Tensor, source: str = "embedding") -> torch.Tensor:
+        if source in ("statistics", "film"):
+            return self.bn0(band_statistics(mel, self.version))
+        return super().source(mel, source)
 
     def source_size(self, source: str) -> int:
         return self.bn0.num_features if source in ("statistics", "film") else super().source_size(source)
@@ -349,7 +358,7 @@ class FxEncoder(nn.Module):
                 e = net(w)
             else:
                 q = query.repeat_interleave(n, dim=0)[i: i + batch_size]
-                e = self.extract(net.represent(net.mel(w), self.extractor_input)[1], q)
+                e = self.extract(net.source(net.mel(w), self.extractor_input), q)
             outs.append(e)
         e = torch.cat(outs).reshape(x.shape[0], n, -1).mean(dim=1)
         return F.normalize(e, dim=-1)
