@@ -437,23 +437,25 @@ def test_extractor_inputs_and_a_frozen_encoder_run_that_trains_the_extractor_alo
     train_mod.precompute_batches(stems, tmp_path / "pairs", 2, batch_size=2, seconds=1.0, max_instruments=2,
                                  hard_negatives=1, seed=0, positives="other-song")
     x = torch.randn(2, 2, SR) * 0.1
-    for source in ("hidden", "statistics", "film"):
+    for source in ("hidden", "statistics", "film", "mask"):
         cfg = train_mod.EncoderTrainConfig(
             data_root=str(stems), out_dir=str(tmp_path / source), preset="stats2", steps=2, batch_size=2,
             seconds=1.0, crop_seconds=0.75, max_instruments=2, hard_negatives=1, val_batches=1, val_every=2,
             ckpt_every=2, warmup_steps=1, accelerator="cpu", precomputed=str(tmp_path / "pairs"),
             positives="other-song", inst_target="stem", inst_negatives=True, query_dropout=(0.0, 0.0),
             text_query_prob=0.5, freeze_query_encoder=True, freeze_encoder=True, extractor_input=source,
-            init=str(tmp_path / "start"), log_every=1)
+            recon_weight=1.0 if source == "mask" else 0.0, init=str(tmp_path / "start"), log_every=1)
         history = train_mod.train_encoder(cfg)
         assert all(r["lambda_inst"] == 1.0 and math.isfinite(r["inst_loss"]) for r in history["train"])
+        assert all((r["recon_loss"] > 0) == (source == "mask") for r in history["train"])
         after = load_encoder(tmp_path / source / "model")
         assert after.extractor_input == source and after.config()["extractor_input"] == source
         for part in ("encoder", "query_encoder"):  # weights and batch-norm statistics alike
             for (name, a), b in zip(getattr(after, part).state_dict().items(),
                                     getattr(start, part).state_dict().values()):
                 assert torch.equal(a, b), f"{part}.{name}"
-        assert (after.extractor.net[0].in_features == start.encoder.source_size(source) + 384
+        assert (source == "mask" and isinstance(after.extractor, enc_mod.MaskExtractor)
+                or after.extractor.net[0].in_features == start.encoder.source_size(source) + 384
                 or source == "film" and after.extractor.net[-1].out_features == 2 * 1264)
         assert not torch.equal(after.embed(x, SR, query="bass"), after.embed(x, SR))  # the extractor learned
         torch.testing.assert_close(after.embed(x, SR), start.embed(x, SR))  # the mixture embedding is unchanged
@@ -468,6 +470,41 @@ def test_extractor_inputs_and_a_frozen_encoder_run_that_trains_the_extractor_alo
                                      stem_weight=0.5).check()
     with pytest.raises(FxlensError, match="unknown extractor input"):
         train_mod.EncoderTrainConfig(**bad, extractor_input="nope").check()
+    with pytest.raises(FxlensError, match="needs --extractor-input mask"):
+        train_mod.EncoderTrainConfig(**bad, recon_weight=1.0).check()
+
+
+def test_mask_extractor_attenuates_the_log_mel_in_decibels(model):
+    """The mask extractor's output is the log-mel minus an attenuation >= 0 in units of 60 dB, floored at -80 dB:
+    a uniform attenuation of 0.5 units is the log-mel of the audio 30 dB quieter (`log_mel` as the reference)."""
+    torch.manual_seed(0)
+    mask = enc_mod.MaskExtractor()
+    x = torch.randn(2, 2, SR // 2) * 0.1
+    mel, q = model.encoder.mel(x), torch.randn(2, 384)
+    with torch.no_grad():
+        assert mel.shape[2] == model.encoder.source_size("mask")
+        att = mask.attenuation(mel, q)
+        assert att.shape == mel.shape and bool((att > 0).all())
+        out = mask(mel, q)
+        assert bool((out <= mel).all()) and bool((out >= -1.0).all())
+        torch.testing.assert_close(att, torch.full_like(att, math.log1p(math.exp(-2.0))))  # ~7.6 dB untrained
+        mask.out.bias.fill_(math.log(math.expm1(0.5)))  # softplus = 0.5 units = 30 dB, whatever the input
+        torch.testing.assert_close(mask(mel, q), model.encoder.mel(x * 10 ** (-30 / 20)), atol=1e-4, rtol=0)
+        # match_power: the log-mel of the audio 20 dB quieter, brought back to the original's power, is the
+        # original's (bins that fell to the floor stay there: none here); a silent item stays silent
+        quiet = model.encoder.mel(x * 0.1)
+        torch.testing.assert_close(enc_mod.match_power(quiet, mel), mel, atol=1e-4, rtol=0)
+        floor = torch.full_like(mel, -1.0)
+        torch.testing.assert_close(enc_mod.match_power(floor, mel), floor)
+    # an untrained mask extractor keeps the mixture embedding, nearly: 7.6 dB less everywhere, brought back up
+    net = FxEncoder("stats2", INSTRUMENTS, enc_mod.minilm_embed(INSTRUMENTS), extractor_input="mask").eval()
+    e_mix, e_bass = net.embed(x, SR), net.embed(x, SR, query="bass")
+    assert float((e_mix * e_bass).sum(-1).min()) > 0.999
+    # the reconstruction needs a mixture and its stems cropped alike
+    gen = torch.Generator().manual_seed(0)
+    a, start = train_mod._crop(torch.arange(20.0).expand(1, 20), 5, gen)
+    b, same = train_mod._crop(torch.arange(20.0).expand(1, 20) * 2, 5, gen, start)
+    assert same == start and torch.equal(b, 2 * a)
 
 
 def test_train_encoder_interleaves_full_mix_batches_of_real_tracks(stems, tmp_path, offline_training):  # noqa: F811

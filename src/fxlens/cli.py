@@ -847,9 +847,12 @@ def train_encoder_command(
                                         "--freeze-query-encoder)."),
     extractor_input: str = typer.Option("embedding", "--extractor-input", help="What the extractor reads of a "
                                         "mixture: embedding (the paper), hidden (the encoder's layer before its "
-                                        "projection), statistics (a band-statistics encoder's normalized input) "
-                                        "or film (the query scales and shifts those statistics, the encoder's "
-                                        "layers embed them)."),
+                                        "projection), statistics (a band-statistics encoder's normalized input), "
+                                        "film (the query scales and shifts those statistics, the encoder's "
+                                        "layers embed them) or mask (the query attenuates the log-mel in time "
+                                        "and frequency, the encoder embeds what is left)."),
+    recon_weight: float = typer.Option(0.0, "--recon-weight", help="With --extractor-input mask: weight of the L1 "
+                                       "distance of the masked log-mel to the queried stem's log-mel."),
     objective: str = typer.Option("contrastive", help="contrastive (Fx-Encoder++), or classify (the AFx-Rep-style "
                                   "baseline: which effects are on which instrument)."),
     positives: str = typer.Option("same-song", help=_POSITIVES_HELP),
@@ -881,7 +884,7 @@ def train_encoder_command(
                              positives=positives, stem_weight=stem_weight, inst_target=inst_target,
                              inst_negatives=inst_negatives,
                              query_dropout=_dropout_range(query_dropout), freeze_query_encoder=freeze_query_encoder,
-                             freeze_encoder=freeze_encoder, extractor_input=extractor_input,
+                             freeze_encoder=freeze_encoder, extractor_input=extractor_input, recon_weight=recon_weight,
                              init=str(init) if init else None,
                              precomputed=str(precomputed) if precomputed else None,
                              tracks=str(tracks) if tracks else None, tracks_share=tracks_share, workers=workers,

@@ -21,13 +21,16 @@ Pieces:
   mixture embedding (128-d, the default), or fxlens's departures: the encoder's hidden layer before the projection
   ("hidden") or, for band-statistics encoders, the normalized band statistics themselves ("statistics"); or
   `FilmExtractor` ("film"): the query scales and shifts each normalized band statistic, and the encoder's own
-  layers embed the result (at initialization exactly the mixture embedding). Why: the 128-d embedding is trained
-  to tell whole mixtures apart and need not keep which band (so which instrument) carries which effect;
+  layers embed the result (at initialization exactly the mixture embedding); or `MaskExtractor` ("mask"): the query
+  sets a time-frequency attenuation of the mixture's log-mel, and the encoder embeds what is left. Why: the 128-d
+  embedding is trained to tell whole mixtures apart and need not keep which band (so which instrument) carries which
+  effect, and a summary over time cannot tell apart two instruments that share bands but not moments;
   docs/encoder.md.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -61,7 +64,7 @@ ENCODER_PRESETS: dict[str, dict] = {
 }
 QUERY_PRESET: dict = {"channels": [16, 32, 64, 128], "hidden": 256, "dim": QUERY_DIM, "n_mels": 64}
 # what the extractor reads of a mixture: the paper's embedding, or one of fxlens's richer representations
-EXTRACTOR_INPUTS = ("embedding", "hidden", "statistics", "film")
+EXTRACTOR_INPUTS = ("embedding", "hidden", "statistics", "film", "mask")
 
 
 class ConvBlock(nn.Module):
@@ -101,18 +104,21 @@ class _MelEncoder(nn.Module):
         """(the embedding, the representation `source` of `EXTRACTOR_INPUTS`) of a log-mel, in one pass."""
         hidden = self.features(mel)
         e = F.normalize(self.projection(hidden), dim=-1)
-        return e, {"embedding": e, "hidden": hidden}[source]  # `source_size` refused the others at construction
+        # `source_size` refused the others at construction
+        return e, {"embedding": e, "hidden": hidden, "mask": mel}[source]
 
     def source(self, mel: torch.Tensor, source: str = "embedding") -> torch.Tensor:
         """`represent`'s second output alone, computing no more of the network than it needs."""
+        if source == "mask":
+            return mel
         return self.embed_mel(mel) if source == "embedding" else self.features(mel)
 
     def source_size(self, source: str) -> int:
-        """The width of `represent`'s second output for `source`."""
-        if source in ("embedding", "hidden"):
-            return self.dim if source == "embedding" else self.hidden
+        """The width of `represent`'s second output for `source` (for "mask", the log-mel's bands)."""
+        if source in ("embedding", "hidden", "mask"):
+            return {"embedding": self.dim, "hidden": self.hidden, "mask": self.n_mels}[source]
         raise ParameterError(f"a {type(self).__name__} cannot give the extractor '{source}' "
-                             "(choose embedding or hidden)")
+                             "(choose embedding, hidden or mask)")
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.embed_mel(self.mel(audio))
@@ -160,7 +166,7 @@ class BandStatsEncoder(_MelEncoder):
         stats = self.bn0(band_statistics(mel, self.version))
         hidden = self.net(stats)
         e = F.normalize(self.projection(hidden), dim=-1)
-        return e, {"embedding": e, "hidden": hidden, "statistics": stats, "film": stats}[source]
+        return e, {"embedding": e, "hidden": hidden, "statistics": stats, "film": stats, "mask": mel}[source]
 
     def source(self, mel: torch.Tensor, source: str = "embedding") -> torch.Tensor:
         if source in ("statistics", "film"):
@@ -215,6 +221,66 @@ class FilmExtractor(nn.Module):
     def forward(self, stats: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         scale, shift = self.net(query).split(self.size, dim=-1)
         return stats * (1.0 + scale) + shift
+
+
+_LN_POWER_PER_UNIT = 6.0 * math.log(10.0)  # `log_mel` units -> natural log of power: 1 unit = 60 dB
+
+
+def match_power(mel: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """`mel` (B, C, M, N; `log_mel` units) shifted in level so that its total power (over channels, bands and frames)
+    equals `reference`'s, item by item; bins at `log_mel`'s -80 dB floor stay there, and the top stays clamped.
+    A log-mel analogue of loudness normalization (the effects encoder is trained on mixtures at one loudness and
+    hears level: 8 dB less moves the shipped model's embedding to a cosine of ~0.75)."""
+    def log_power(u: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(u.flatten(1) * _LN_POWER_PER_UNIT, dim=1)
+
+    delta = (log_power(reference) - log_power(mel)) / _LN_POWER_PER_UNIT
+    return torch.where(mel > -1.0, (mel + delta.view(-1, *([1] * (mel.dim() - 1)))).clamp(max=1.0), mel)
+
+
+class MaskExtractor(nn.Module):
+    """fxlens's extractor that works before the encoder: the query vector sets a time-frequency attenuation of the
+    mixture's stereo log-mel (B, 2, M, N), and the encoder embeds what is left (done by `FxEncoder.extract`).
+
+    A small convolutional network (input: the two channels and each band's position on the mel axis, since an
+    instrument lives in some bands and not others; `layers` residual 3x3 convolutions of `channels` channels,
+    dilated 1, 2, 4, ... in time and frequency, each scaled and shifted by the query (FiLM); a 1x1 convolution to
+    one attenuation per channel, band and frame). The attenuation is a softplus, >= 0 in `log_mel` units (60 dB
+    each), subtracted from the log-mel and floored at its -80 dB: the extractor can only take away, as a mask on
+    the power spectrogram does. `FxEncoder.extract` then brings what is left back to the mixture's power
+    (`match_power`) before the encoder embeds it, so that how loud the instrument is in the mix is no part of its
+    effects embedding. Initialized to a uniform ~7.6 dB (softplus(-2); a smaller start learns too slowly), which
+    `match_power` undoes: an untrained one returns nearly the mixture embedding. Trained on the instrument loss
+    and, with `--recon-weight`, on the L1 distance of the attenuated log-mel (before `match_power`) to the queried
+    stem's own log-mel in the mixture (`fxlens.train.encoder`). It never renders audio: the "separation" is an
+    attention over the encoder's input, learned for the effects embedding.
+    """
+
+    def __init__(self, query_dim: int = QUERY_DIM, channels: int = 24, layers: int = 4, hidden: int = 128) -> None:
+        super().__init__()
+        self.channels, self.layers = channels, layers
+        self.inp = nn.Conv2d(3, channels, 3, padding=1)
+        self.convs = nn.ModuleList([nn.Conv2d(channels, channels, 3, padding=2 ** i, dilation=2 ** i)
+                                    for i in range(layers)])
+        self.film = nn.Sequential(nn.Linear(query_dim, hidden), nn.LeakyReLU(0.1),
+                                  nn.Linear(hidden, 2 * channels * layers))
+        self.out = nn.Conv2d(channels, 2, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, -2.0)  # softplus(-2) = 0.127 units: 7.6 dB
+
+    def attenuation(self, mel: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(B, 2, M, N) attenuation >= 0 in `log_mel` units for the log-mel `mel` and query vectors (B, Q)."""
+        B, _, M, N = mel.shape
+        band = torch.linspace(-1.0, 1.0, M, dtype=mel.dtype, device=mel.device).view(1, 1, M, 1).expand(B, 1, M, N)
+        x = F.gelu(self.inp(torch.cat([mel, band], dim=1)))
+        film = self.film(query).view(B, self.layers, 2, self.channels, 1, 1)
+        for i, conv in enumerate(self.convs):
+            x = x + F.gelu(conv(x) * (1.0 + film[:, i, 0]) + film[:, i, 1])
+        return F.softplus(self.out(x))
+
+    def forward(self, mel: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """The attenuated log-mel (B, 2, M, N)."""
+        return (mel - self.attenuation(mel, query)).clamp(min=-1.0)
 
 
 def instrument_query(name: str) -> str:
@@ -320,7 +386,12 @@ class FxEncoder(nn.Module):
         self.encoder = make_encoder(ENCODER_PRESETS[preset])
         self.query_encoder = make_encoder(QUERY_PRESET)
         size = self.encoder.source_size(extractor_input)
-        self.extractor = FilmExtractor(size) if extractor_input == "film" else Extractor(input_dim=size)
+        if extractor_input == "film":
+            self.extractor = FilmExtractor(size)
+        elif extractor_input == "mask":
+            self.extractor = MaskExtractor()
+        else:
+            self.extractor = Extractor(input_dim=size)
         self.text = TextQueryEncoder(instruments, text_vectors) if instruments else None
 
     def config(self) -> dict:
@@ -333,6 +404,8 @@ class FxEncoder(nn.Module):
         """The instrument embedding from a mixture's `represent(mel, self.extractor_input)[1]` and query vectors."""
         if self.extractor_input == "film":
             return self.encoder.embed_statistics(self.extractor(source, query))
+        if self.extractor_input == "mask":
+            return self.encoder.embed_mel(match_power(self.extractor(source, query), source))
         return self.extractor(source, query)
 
     @property
@@ -421,6 +494,6 @@ def describe(model: FxEncoder) -> Mapping[str, int]:
             "extractor": count_parameters(model.extractor)}
 
 
-__all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "FilmExtractor",
-           "TextQueryEncoder", "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk",
+__all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "FilmExtractor", "MaskExtractor",
+           "match_power", "TextQueryEncoder", "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk",
            "ENCODER_PRESETS", "EXTRACTOR_INPUTS", "QUERY_PRESET", "describe"]

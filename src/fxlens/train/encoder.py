@@ -70,7 +70,7 @@ from fxlens.errors import FxlensError
 from fxlens.features.mel import log_mel
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.encoder import (EMBED_DIM, ENCODER_PRESETS, EXTRACTOR_INPUTS, SAMPLE_RATE, FxEncoder, describe,
-                                   load_encoder)
+                                   load_encoder, match_power)
 
 MEL_KEYS = ("mix_a", "mix_b", "negatives", "stems_a", "stems_b")
 OBJECTIVES = ("contrastive", "classify")
@@ -78,7 +78,8 @@ OBJECTIVES = ("contrastive", "classify")
 # the pair; "stem" the encoder's embedding of the queried stem alone in the other mixture (same chain, other song)
 INST_TARGETS = ("mixture", "stem")
 EXTRACTOR_WORDS = {"embedding": "embedding", "hidden": "hidden layer", "statistics": "band statistics",
-                   "film": "band statistics, scaled and shifted by the query (FiLM), through the encoder's layers"}
+                   "film": "band statistics, scaled and shifted by the query (FiLM), through the encoder's layers",
+                   "mask": "log-mel, attenuated in time and frequency by the query, through the whole encoder"}
 
 
 @dataclass
@@ -107,6 +108,7 @@ class EncoderTrainConfig:
     freeze_query_encoder: bool = False  # keep the audio query encoder of `init` as it is (no query loss)
     freeze_encoder: bool = False  # keep the effects encoder of `init` as it is: train the extractor alone
     extractor_input: str = "embedding"  # EXTRACTOR_INPUTS: what the extractor reads of a mixture
+    recon_weight: float = 0.0  # "mask" extractor: weight of the L1 between the masked log-mel and the stem's
     text_query_prob: float = 0.5
     schedule_every: int = 200
     log_every: int = 10
@@ -156,6 +158,10 @@ class EncoderTrainConfig:
                               "unless --lambda-inst 0")
         if self.extractor_input not in EXTRACTOR_INPUTS:
             raise FxlensError(f"unknown extractor input '{self.extractor_input}' (choose {', '.join(EXTRACTOR_INPUTS)})")
+        if not 0.0 <= self.recon_weight <= 100.0:
+            raise FxlensError(f"--recon-weight must be in [0, 100], got {self.recon_weight:g}")
+        if self.recon_weight > 0 and self.extractor_input != "mask":
+            raise FxlensError("--recon-weight compares a masked log-mel with the stem's: it needs --extractor-input mask")
         if self.freeze_encoder:
             # the extractor alone learns: the loss is the instrument loss, nothing else has a gradient
             if not (self.init and self.freeze_query_encoder):
@@ -371,12 +377,14 @@ def lr_at(step: int, steps: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min((step - warmup) / max(steps - warmup, 1), 1.0)))
 
 
-def _crop(mel: torch.Tensor, frames: int, gen: torch.Generator) -> torch.Tensor:
+def _crop(mel: torch.Tensor, frames: int, gen: torch.Generator, start: int | None = None) -> tuple[torch.Tensor, int]:
+    """`frames` frames of `mel` from `start` (drawn from `gen` when None), and the start."""
     n = mel.shape[-1]
     if n <= frames:
-        return mel
-    start = int(torch.randint(0, n - frames + 1, (), generator=gen))
-    return mel[..., start: start + frames]
+        return mel, 0
+    if start is None:
+        start = int(torch.randint(0, n - frames + 1, (), generator=gen))
+    return mel[..., start: start + frames], start
 
 
 def _swap(mel: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -398,7 +406,12 @@ class EncoderObjective:
     def __call__(self, batch: Mapping, lambda_inst: float, gen: torch.Generator, device: torch.device,
                  train: bool = True) -> tuple[torch.Tensor, dict, torch.Tensor]:
         m, cfg = self.model, self.cfg
-        mels = {k: _crop(batch[k].to(device).float(), self.crop_frames, gen) for k in MEL_KEYS}
+        # each key its own crop; a mask extractor's reconstruction compares a mixture with its stems frame by frame,
+        # so there the stems take their mixture's crop
+        aligned = {"stems_a": "mix_a", "stems_b": "mix_b"} if cfg.extractor_input == "mask" else {}
+        mels, starts = {}, {}
+        for k in MEL_KEYS:
+            mels[k], starts[k] = _crop(batch[k].to(device).float(), self.crop_frames, gen, starts.get(aligned.get(k)))
         B = mels["mix_a"].shape[0]
         if train:
             flip = torch.rand(B, generator=gen) < 0.5
@@ -444,10 +457,15 @@ class EncoderObjective:
         # the processed stems alone: the instrument target "stem" and the stem pairs
         e_s = None
         if cfg.inst_target == "stem" or (cfg.stem_weight > 0 and k > 1):
+            stems_in = stems
+            if cfg.extractor_input == "mask":  # at their mixture's level, as the masked mixtures are embedded
+                stems_in = match_power(stems, torch.cat([mels["mix_a"].repeat_interleave(k, 0),
+                                                         mels["mix_b"].repeat_interleave(k, 0)]))
             with torch.set_grad_enabled(torch.is_grad_enabled() and not cfg.freeze_encoder):
-                e_s = m.encoder.embed_mel(stems)
+                e_s = m.encoder.embed_mel(stems_in)
         # instrument-wise NT-Xent through the extractor
         inst_loss = torch.zeros((), device=device)
+        recon_loss = torch.zeros((), device=device)
         inst_hits = []
         if lambda_inst > 0 or not train:
             if q_audio is not None:
@@ -472,7 +490,15 @@ class EncoderObjective:
                 q_for_b = torch.where(use_text, t, qa_j)
                 if p_drop > 0:
                     q_for_a, q_for_b = F.dropout(q_for_a, p_drop), F.dropout(q_for_b, p_drop)
-                z_a, z_b = m.extract(src_a, q_for_a), m.extract(src_b, q_for_b)
+                if cfg.extractor_input == "mask":  # the masked log-mels are kept for the reconstruction loss
+                    masked_a, masked_b = m.extractor(src_a, q_for_a), m.extractor(src_b, q_for_b)
+                    z_a = m.encoder.embed_mel(match_power(masked_a, src_a))
+                    z_b = m.encoder.embed_mel(match_power(masked_b, src_b))
+                    if cfg.recon_weight > 0:
+                        recon = (F.l1_loss(masked_a, mels["stems_a"][:, j]) + F.l1_loss(masked_b, mels["stems_b"][:, j]))
+                        recon_loss = recon_loss + recon / (2 * k)
+                else:
+                    z_a, z_b = m.extract(src_a, q_for_a), m.extract(src_b, q_for_b)
                 if cfg.inst_target == "stem":
                     # each mixture's extraction against stem j alone in the other mixture: the mixtures of a pair
                     # share every stem's chain, so against each other's extraction the query could be ignored
@@ -494,12 +520,13 @@ class EncoderObjective:
         if cfg.stem_weight > 0 and k > 1:
             stem_loss = nt_xent(e_s[: B * k], e_s[B * k:], cfg.tau)[0].mean()
         mix_loss = mix_losses.mean()
-        loss = (1.0 - lambda_inst) * mix_loss + lambda_inst * inst_loss + cfg.stem_weight * stem_loss
+        loss = (1.0 - lambda_inst) * mix_loss + lambda_inst * (inst_loss + cfg.recon_weight * recon_loss) \
+            + cfg.stem_weight * stem_loss
         if not cfg.freeze_query_encoder:
             loss = loss + query_loss
         metrics = {"loss": float(loss.detach()), "mix_loss": float(mix_loss.detach()), "mix_acc": float(mix_hits.float().mean()),
                    **query_metrics, "inst_loss": float(inst_loss.detach()), "lambda_inst": lambda_inst, "hard_negatives": H,
-                   "stem_loss": float(stem_loss.detach())}
+                   "stem_loss": float(stem_loss.detach()), "recon_loss": float(recon_loss.detach())}
         if inst_hits:
             metrics["inst_acc"] = float(torch.stack(inst_hits).mean())
         item_loss = (mix_losses[:B] + mix_losses[B:]).detach() / 2
@@ -529,7 +556,7 @@ class ClassifyObjective:
 
     def __call__(self, batch: Mapping, lambda_inst: float, gen: torch.Generator, device: torch.device,
                  train: bool = True) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        mels = {k: _crop(batch[k].to(device).float(), self.crop_frames, gen) for k in ("mix_a", "mix_b")}
+        mels = {k: _crop(batch[k].to(device).float(), self.crop_frames, gen)[0] for k in ("mix_a", "mix_b")}
         B = mels["mix_a"].shape[0]
         if train:
             flip = torch.rand(B, generator=gen) < 0.5
@@ -641,11 +668,13 @@ def _model_card(cfg: EncoderTrainConfig, model: FxEncoder, history: dict, elapse
         what = ("Effects embeddings (128-d, L2-normalized) for mixtures, and per instrument through the extractor with "
                 "a text or audio query. Trained by fxlens's own trainer on fxlens's rendered dry multitracks.")
         weights = ("effects encoder frozen (from the start weights): the extractor alone trained, on the instrument "
-                   "loss alone" if cfg.freeze_encoder else
+                   "loss (no mixture loss)" if cfg.freeze_encoder else
                    f"lambda_inst 0 -> {cfg.lambda_inst:g} over {cfg.curriculum[0]:.0%}-{cfg.curriculum[1]:.0%}")
         objective = (f"tau {cfg.tau:g}; {weights}"
                      + (f"; the extractor reads the mixture's {EXTRACTOR_WORDS[cfg.extractor_input]}"
                         if cfg.extractor_input != "embedding" else "")
+                     + (f"; plus {cfg.recon_weight:g} x the L1 of the masked log-mel to the queried stem's"
+                        if cfg.recon_weight else "")
                      + (f"; stem pairs weight {cfg.stem_weight:g}" if cfg.stem_weight else "")
                      + ("; instrument target: the queried stem alone" if cfg.inst_target == "stem" else "")
                      + ("; the other stems as negatives of each extraction" if cfg.inst_negatives else "")
