@@ -405,8 +405,14 @@ class FxEncoder(nn.Module):
         if self.extractor_input == "film":
             return self.encoder.embed_statistics(self.extractor(source, query))
         if self.extractor_input == "mask":
-            return self.encoder.embed_mel(match_power(self.extractor(source, query), source))
+            return self.extract_masked(source, query)[0]
         return self.extractor(source, query)
+
+    def extract_masked(self, mel: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A mask extractor's (instrument embedding, the attenuated log-mel before `match_power`) of a mixture's
+        log-mel and query vectors."""
+        masked = self.extractor(mel, query)
+        return self.encoder.embed_mel(match_power(masked, mel)), masked
 
     @property
     def device(self) -> torch.device:
@@ -494,6 +500,6 @@ def describe(model: FxEncoder) -> Mapping[str, int]:
             "extractor": count_parameters(model.extractor)}
 
 
-__all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "FilmExtractor", "MaskExtractor",
-           "match_power", "TextQueryEncoder", "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk",
+__all__ = ["FxEncoder", "CnnEncoder", "BandStatsEncoder", "make_encoder", "Extractor", "FilmExtractor",
+           "MaskExtractor", "match_power", "TextQueryEncoder", "load_encoder", "minilm_embed", "instrument_query", "prepare_audio", "chunk",
            "ENCODER_PRESETS", "EXTRACTOR_INPUTS", "QUERY_PRESET", "describe"]

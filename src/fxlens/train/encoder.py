@@ -161,7 +161,8 @@ class EncoderTrainConfig:
         if not 0.0 <= self.recon_weight <= 100.0:
             raise FxlensError(f"--recon-weight must be in [0, 100], got {self.recon_weight:g}")
         if self.recon_weight > 0 and self.extractor_input != "mask":
-            raise FxlensError("--recon-weight compares a masked log-mel with the stem's: it needs --extractor-input mask")
+            raise FxlensError("--recon-weight compares a masked log-mel with the stem's: "
+                              "it needs --extractor-input mask")
         if self.freeze_encoder:
             # the extractor alone learns: the loss is the instrument loss, nothing else has a gradient
             if not (self.init and self.freeze_query_encoder):
@@ -491,11 +492,10 @@ class EncoderObjective:
                 if p_drop > 0:
                     q_for_a, q_for_b = F.dropout(q_for_a, p_drop), F.dropout(q_for_b, p_drop)
                 if cfg.extractor_input == "mask":  # the masked log-mels are kept for the reconstruction loss
-                    masked_a, masked_b = m.extractor(src_a, q_for_a), m.extractor(src_b, q_for_b)
-                    z_a = m.encoder.embed_mel(match_power(masked_a, src_a))
-                    z_b = m.encoder.embed_mel(match_power(masked_b, src_b))
+                    z_a, masked_a = m.extract_masked(src_a, q_for_a)
+                    z_b, masked_b = m.extract_masked(src_b, q_for_b)
                     if cfg.recon_weight > 0:
-                        recon = (F.l1_loss(masked_a, mels["stems_a"][:, j]) + F.l1_loss(masked_b, mels["stems_b"][:, j]))
+                        recon = F.l1_loss(masked_a, mels["stems_a"][:, j]) + F.l1_loss(masked_b, mels["stems_b"][:, j])
                         recon_loss = recon_loss + recon / (2 * k)
                 else:
                     z_a, z_b = m.extract(src_a, q_for_a), m.extract(src_b, q_for_b)
