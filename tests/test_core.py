@@ -11,7 +11,7 @@ import torch
 from fxlens.errors import ParameterError, PresetError, UnknownEffectError
 from fxlens.fx import effect_names, get_effect
 from fxlens.fx.chain import Chain, RandomChain
-from fxlens.fx.filters import apply_biquads, biquad, magnitude_db
+from fxlens.fx.filters import apply_biquads, biquad, frequency_response, magnitude_db
 from fxlens.fx.params import ParamSpec
 from fxlens.fx.preset import read_preset, write_preset
 from fxlens.fx.stereo import constant_power_pan, gain, stereo_imager
@@ -99,6 +99,25 @@ def test_biquad_matches_scipy(kind):
         for i in range(2):  # the cookbook peak reaches exactly the set gain at f0
             at_centre = magnitude_db(b[i:i + 1, None], a[i:i + 1, None], f[i:i + 1], SR)
             assert at_centre.item() == pytest.approx(g[i].item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-7), (torch.float32, 1e-4)])
+def test_cascade_frequency_response_matches_scipy_on_the_fft_grid(dtype, tol):
+    # A cascade with a 20 Hz low shelf at Q 5 (a pole pair 3e-3 rad from z = 1, where b(z) / a(z) cancels), a peak,
+    # a high shelf and a high-pass, against scipy.signal.sosfreqz at every rfft bin, on the same coefficients (those
+    # rounded to `dtype`, evaluated by scipy in float64): what is checked is the evaluation, not the rounding.
+    specs = [("low_shelf", 20.0, 5.0, 12.0), ("peaking", 900.0, 2.0, -9.0), ("high_shelf", 8000.0, 0.7, 6.0),
+             ("highpass", 30.0, 0.7, 0.0)]
+    sections = [biquad(k, torch.tensor([f], dtype=torch.float64), torch.tensor([q], dtype=torch.float64),
+                       torch.tensor([g], dtype=torch.float64), SR) for k, f, q, g in specs]
+    b = torch.stack([s[0] for s in sections], 1).to(dtype)  # (1, 4, 3)
+    a = torch.stack([s[1] for s in sections], 1).to(dtype)
+    n_fft = 1 << 15
+    h = frequency_response(b, a, n_fft)[0].to(torch.complex128).numpy()
+    sos = np.concatenate([b[0].double().numpy(), a[0].double().numpy()], axis=1)
+    _, ref = ss.sosfreqz(sos, worN=2 * np.pi * np.arange(n_fft // 2 + 1) / n_fft)  # rad/sample
+    floor = 1e-3 * np.abs(ref).max()  # the high-pass's zero at DC: relative error where there is a response
+    assert (np.abs(h - ref) / np.maximum(np.abs(ref), floor)).max() < tol
 
 
 def test_fft_backend_close_to_iir_when_ir_decays():

@@ -18,7 +18,6 @@ Conventions shared by the three effects:
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -28,7 +27,7 @@ from torchcomp.core import CompressorFunction
 
 from fxlens.errors import ParameterError
 from fxlens.fx.effect import Effect, as_batch, check_audio, register_effect
-from fxlens.fx.filters import apply_biquads, biquad, padded_fft_length
+from fxlens.fx.filters import apply_biquads, biquad, padded_fft_length, u_basis, u_form
 from fxlens.fx.params import ParamSpec
 
 LINKS = ("max", "mean")
@@ -271,32 +270,17 @@ def crossover_sections(
     }
 
 
-@functools.lru_cache(maxsize=4)
-def _u_basis(n_fft: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Powers 1, u, u^2 of u = 1 - e^{-jw} at the rfft bins w = 2 pi m / n_fft: a (3, F) complex tensor.
-
-    Cached: it depends only on the FFT size (the sin/cos of half a million bins cost more than the filtering).
-    """
-    w = torch.arange(n_fft // 2 + 1, device=device, dtype=torch.float64) * (2.0 * math.pi / n_fft)
-    u = torch.complex(2.0 * torch.sin(w / 2).square(), torch.sin(w))  # 1 - cos w written without cancellation
-    return torch.stack([torch.ones_like(u), u, u.square()]).to(dtype)
-
-
 def _band_responses(sec: dict[str, tuple[torch.Tensor, torch.Tensor]], n_fft: int, dtype: torch.dtype) -> torch.Tensor:
     """Complex responses (B, 3, F) of the low, mid and high bands on the rfft grid, in complex `dtype`.
 
-    Each of the five biquads (float64 coefficients) is re-expanded around z = 1: with u = 1 - z^-1,
-    p0 + p1 z^-1 + p2 z^-2 = (p0 + p1 + p2) - (p1 + 2 p2) u + p2 u^2. Near DC a low corner's denominator is tiny
-    (~w0^2, 8e-6 at 20 Hz) and the plain form gets it by cancelling O(1) terms, losing 5 digits (all of float32's);
-    the u form computes the small coefficient in float64 once per item and then loses nothing on the grid, so the
-    response can be evaluated in float32 for float32 audio. Evaluation is one complex matmul against the cached
+    Each of the five biquads (float64 coefficients) in the u form (`fxlens.fx.filters.u_form`: no cancellation near
+    DC, so float32 evaluation loses nothing for float32 audio), evaluated as one complex matmul against the cached
     (1, u, u^2) basis; the bands are products of the biquads (never multiplied out into 7-tap polynomials, whose
     LR4 denominator ~w0^4 would again cancel).
     """
     names = ("lp1", "hp1", "lp2", "hp2", "ap2")
     p = torch.stack([torch.stack(sec[n], 1) for n in names], 1)  # (B, 5, 2, 3): b and a of each biquad, float64
-    c = torch.stack([p.sum(-1), -(p[..., 1] + 2 * p[..., 2]), p[..., 2]], -1)
-    values = c.to(dtype) @ _u_basis(n_fft, p.device, dtype)  # (B, 5, 2, F): numerators and denominators
+    values = u_form(p).to(dtype) @ u_basis(n_fft, p.device, dtype)  # (B, 5, 2, F): numerators and denominators
     lp1, hp1, lp2, hp2, ap2 = (values[:, :, 0] / values[:, :, 1]).unbind(1)
     hp1_sq = hp1.square()
     return torch.stack([lp1.square() * ap2, hp1_sq * lp2.square(), hp1_sq * hp2.square()], 1)

@@ -14,6 +14,7 @@ physical parameters, so gradients flow to frequency, gain and Q.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -83,19 +84,50 @@ def biquad(
     return b / a0, a / a0
 
 
-def frequency_response(b: torch.Tensor, a: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Complex response of a biquad cascade at the n_fft // 2 + 1 rfft bins. b, a: (..., S, 3) -> (..., n_fft//2+1).
+_MATMUL_MIN_VALUES = 1 << 16  # grid values from which `frequency_response` evaluates by matmul
 
-    Evaluated in closed form, H = (b0 + b1 z^-1 + b2 z^-2) / (a0 + a1 z^-1 + a2 z^-2) with z^-1 = exp(-j w): about
-    2.5x faster than zero-padded FFTs of the 3-tap coefficient sequences, and the same numbers.
+
+@functools.lru_cache(maxsize=4)
+def u_basis(n_fft: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Powers 1, u, u^2 of u = 1 - e^{-jw} at the rfft bins w = 2 pi m / n_fft: a (3, F) complex tensor.
+
+    Cached: it depends only on the FFT size (the sin/cos of half a million bins cost more than the filtering).
     """
-    w = torch.arange(n_fft // 2 + 1, dtype=torch.float64, device=b.device) * (2.0 * math.pi / n_fft)
-    real_dtype = b.dtype if b.dtype in (torch.float32, torch.float64) else torch.float32
-    z1 = torch.polar(torch.ones_like(w), -w).to(torch.complex128 if real_dtype == torch.float64 else torch.complex64)
-    z2 = z1 * z1
-    num = b[..., 0:1] + b[..., 1:2] * z1 + b[..., 2:3] * z2
-    den = a[..., 0:1] + a[..., 1:2] * z1 + a[..., 2:3] * z2
-    return (num / den).prod(dim=-2)
+    w = torch.arange(n_fft // 2 + 1, device=device, dtype=torch.float64) * (2.0 * math.pi / n_fft)
+    u = torch.complex(2.0 * torch.sin(w / 2).square(), torch.sin(w))  # 1 - cos w written without cancellation
+    return torch.stack([torch.ones_like(u), u, u.square()]).to(dtype)
+
+
+def u_form(p: torch.Tensor) -> torch.Tensor:
+    """Biquad polynomials p0 + p1 z^-1 + p2 z^-2 (..., 3) re-expanded around z = 1, in u = 1 - z^-1:
+    (p0 + p1 + p2) - (p1 + 2 p2) u + p2 u^2, coefficients (..., 3) in float64 (where the device has it).
+
+    Near DC a low corner's polynomial is tiny (~w0^2, 8e-6 at 20 Hz) and the plain form reaches it by cancelling
+    O(1) terms, losing 5 digits (all of float32's); the u form computes the small coefficient once per section,
+    so the response can then be evaluated on the whole grid in float32 without that loss.
+    """
+    p = p if p.device.type == "mps" else p.to(torch.float64)
+    return torch.stack([p.sum(-1), -(p[..., 1] + 2 * p[..., 2]), p[..., 2]], -1)
+
+
+def frequency_response(b: torch.Tensor, a: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """Complex response of a biquad cascade at the n_fft // 2 + 1 rfft bins. b, a: (..., S, 3) -> (..., n_fft//2+1),
+    complex128 for float64 coefficients, else complex64.
+
+    Each section's numerator and denominator in the u form (`u_form`), evaluated as one complex matmul against the
+    cached basis (`u_basis`), divided, and multiplied over the sections (a product of ratios, not of numerators and
+    denominators: a cascade of low corners would underflow float32). About 2.5x faster than evaluating
+    b(z) / a(z) bin by bin (a 6-section EQ, 32 items of 2 s), and more accurate in float32 near DC.
+    """
+    dtype = torch.complex128 if b.dtype == torch.float64 else torch.complex64
+    coefficients = u_form(torch.stack([b, a], -2)).to(dtype)  # (..., S, 2, 3)
+    flat, basis = coefficients.reshape(-1, 3), u_basis(n_fft, b.device, dtype)
+    if flat.shape[0] * basis.shape[-1] >= _MATMUL_MIN_VALUES:
+        values = flat @ basis
+    else:  # a tiny grid: a BLAS call's thread hand-off (milliseconds on a busy CPU) costs more than the work
+        values = flat[:, :1] + flat[:, 1:2] * basis[1] + flat[:, 2:3] * basis[2]
+    values = values.reshape(*coefficients.shape[:-1], -1)  # (..., S, 2, F)
+    return (values[..., 0, :] / values[..., 1, :]).prod(dim=-2)
 
 
 def magnitude_db(b: torch.Tensor, a: torch.Tensor, freqs_hz: torch.Tensor, sample_rate: int) -> torch.Tensor:
