@@ -104,6 +104,26 @@ def test_cli_bench_speed_times_the_features(tmp_path):
     assert main(["bench", "speed", "--part", "nothing"]) == 1
 
 
+def test_busy_cpu_warning_follows_the_load_average(monkeypatch):
+    import os
+
+    from fxlens.bench import speed
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.0, 0.0))
+    assert speed.busy_cpu_warning() is None
+    assert speed.machine_description()["load_average_1min"] == 0.3
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))  # one busy process of two CPUs' worth
+    line = speed.busy_cpu_warning()
+    assert line.startswith("warning: the CPU is already busy (load 1.2 on 2 CPUs)") and "\n" not in line
+
+    def unsupported():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(os, "getloadavg", unsupported)
+    assert speed.busy_cpu_warning() is None and speed.machine_description()["load_average_1min"] is None
+
+
 def test_bench_analyze_times_the_main_job():
     from fxlens.bench.speed import bench_analyze
 

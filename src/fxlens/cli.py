@@ -717,7 +717,8 @@ def bench_fx_command(
     """Speed of every effect and of an 8-effect chain (x real time), beside pedalboard and dasp-pytorch."""
     from rich.table import Table
 
-    from fxlens.bench.speed import bench_fx, format_xrt, machine_description, markdown_table, verdicts, write_json
+    from fxlens.bench.speed import (bench_fx, busy_cpu_warning, format_xrt, machine_description, markdown_table,
+                                    verdicts, write_json)
 
     try:
         batches = tuple(int(b) for b in batch.split(","))
@@ -731,6 +732,8 @@ def bench_fx_command(
 
         for n in names:
             effect_class(n)
+    if (busy := busy_cpu_warning()) is not None:
+        console.print(f"[yellow]{busy}[/]", highlight=False)
     table = Table(title=f"fxlens bench fx: x real time, {seconds:g} s stereo 44.1 kHz, {machine_description()['threads']} threads")
     table.add_column("effect", style="bold cyan")
     for b in batches:
@@ -944,7 +947,7 @@ def bench_speed_command(
 
     from fxlens.atomic import write_text_atomic
     from fxlens.bench.speed import (TARGET_EMBED, TARGET_FEATURES, bench_analyze, bench_embedding, bench_features,
-                                    cases_markdown, machine_description)
+                                    busy_cpu_warning, cases_markdown, machine_description)
     from fxlens.models.encoder import load_encoder
 
     try:
@@ -956,6 +959,8 @@ def bench_speed_command(
     if part not in ("all", "encoder", "features", "analyze"):
         raise FxlensError(f"--part must be encoder, features, analyze or all, got {part!r}")
     payload = {"benchmark": "speed", "machine": machine_description(), "threads": torch.get_num_threads()}
+    if (busy := busy_cpu_warning()) is not None:
+        console.print(f"[yellow]{busy}[/]", highlight=False)
 
     def verdict(rows, target, what):
         worst = min(r["x_real_time"] for r in rows)

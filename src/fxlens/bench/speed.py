@@ -9,6 +9,7 @@ the batch (batch 16 x 10 s in 1 s is 160x). Each figure is the median of `repeat
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -148,14 +149,37 @@ def verdicts(row: SpeedRow) -> list[str]:
     return out
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes), or None where the platform has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_description() -> dict:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "load_average_1min": load_average(),
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def busy_cpu_warning() -> str | None:
+    """One line when other work already keeps at least half the CPUs busy (1-minute load average), else None.
+
+    Why it matters: torch's threads wait on each other, so one other busy process on a 2-core machine cut the
+    figures of `bench fx` 10-30x below the idle ones (docs/benchmarks.md, 2026-12-05: chain8 3x instead of 89x).
+    """
+    load, cpus = load_average(), os.cpu_count() or 1
+    if load is None or load < 0.5 * cpus:
+        return None
+    return (f"warning: the CPU is already busy (load {load:.1f} on {cpus} CPUs): timings will be lower than on an "
+            "idle machine; compare figures only within one run, or pin threads (OMP_NUM_THREADS=1)")
 
 
 def write_json(path: str | Path, rows: list[SpeedRow], settings: dict) -> Path:
