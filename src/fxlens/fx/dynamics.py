@@ -27,7 +27,7 @@ from torchcomp.core import CompressorFunction
 
 from fxlens.errors import ParameterError
 from fxlens.fx.effect import Effect, as_batch, check_audio, register_effect
-from fxlens.fx.filters import apply_biquads, biquad, padded_fft_length, u_basis, u_form
+from fxlens.fx.filters import apply_biquads, biquad, padded_fft_length, u_values
 from fxlens.fx.params import ParamSpec
 
 LINKS = ("max", "mean")
@@ -273,14 +273,13 @@ def crossover_sections(
 def _band_responses(sec: dict[str, tuple[torch.Tensor, torch.Tensor]], n_fft: int, dtype: torch.dtype) -> torch.Tensor:
     """Complex responses (B, 3, F) of the low, mid and high bands on the rfft grid, in complex `dtype`.
 
-    Each of the five biquads (float64 coefficients) in the u form (`fxlens.fx.filters.u_form`: no cancellation near
-    DC, so float32 evaluation loses nothing for float32 audio), evaluated as one complex matmul against the cached
-    (1, u, u^2) basis; the bands are products of the biquads (never multiplied out into 7-tap polynomials, whose
-    LR4 denominator ~w0^4 would again cancel).
+    Each of the five biquads (float64 coefficients) evaluated in the u form (`fxlens.fx.filters.u_values`: no
+    cancellation near DC, so float32 evaluation loses nothing for float32 audio); the bands are products of the
+    biquads (never multiplied out into 7-tap polynomials, whose LR4 denominator ~w0^4 would again cancel).
     """
     names = ("lp1", "hp1", "lp2", "hp2", "ap2")
     p = torch.stack([torch.stack(sec[n], 1) for n in names], 1)  # (B, 5, 2, 3): b and a of each biquad, float64
-    values = u_form(p).to(dtype) @ u_basis(n_fft, p.device, dtype)  # (B, 5, 2, F): numerators and denominators
+    values = u_values(p, n_fft, dtype)  # (B, 5, 2, F): numerators and denominators
     lp1, hp1, lp2, hp2, ap2 = (values[:, :, 0] / values[:, :, 1]).unbind(1)
     hp1_sq = hp1.square()
     return torch.stack([lp1.square() * ap2, hp1_sq * lp2.square(), hp1_sq * hp2.square()], 1)

@@ -84,7 +84,7 @@ def biquad(
     return b / a0, a / a0
 
 
-_MATMUL_MIN_VALUES = 1 << 16  # grid values from which `frequency_response` evaluates by matmul
+_MATMUL_MIN_VALUES = 1 << 16  # grid values from which `u_values` evaluates by matmul
 
 
 @functools.lru_cache(maxsize=4)
@@ -110,23 +110,29 @@ def u_form(p: torch.Tensor) -> torch.Tensor:
     return torch.stack([p.sum(-1), -(p[..., 1] + 2 * p[..., 2]), p[..., 2]], -1)
 
 
-def frequency_response(b: torch.Tensor, a: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Complex response of a biquad cascade at the n_fft // 2 + 1 rfft bins. b, a: (..., S, 3) -> (..., n_fft//2+1),
-    complex128 for float64 coefficients, else complex64.
-
-    Each section's numerator and denominator in the u form (`u_form`), evaluated as one complex matmul against the
-    cached basis (`u_basis`), divided, and multiplied over the sections (a product of ratios, not of numerators and
-    denominators: a cascade of low corners would underflow float32). About 2.5x faster than evaluating
-    b(z) / a(z) bin by bin (a 6-section EQ, 32 items of 2 s), and more accurate in float32 near DC.
-    """
-    dtype = torch.complex128 if b.dtype == torch.float64 else torch.complex64
-    coefficients = u_form(torch.stack([b, a], -2)).to(dtype)  # (..., S, 2, 3)
-    flat, basis = coefficients.reshape(-1, 3), u_basis(n_fft, b.device, dtype)
+def u_values(p: torch.Tensor, n_fft: int, dtype: torch.dtype) -> torch.Tensor:
+    """Biquad polynomials p (..., 3) evaluated at the n_fft // 2 + 1 rfft bins, (..., F) of complex `dtype`: in the
+    u form (`u_form`), as one matmul against the cached basis (`u_basis`)."""
+    coefficients = u_form(p).to(dtype)
+    flat, basis = coefficients.reshape(-1, 3), u_basis(n_fft, p.device, dtype)
     if flat.shape[0] * basis.shape[-1] >= _MATMUL_MIN_VALUES:
         values = flat @ basis
     else:  # a tiny grid: a BLAS call's thread hand-off (milliseconds on a busy CPU) costs more than the work
         values = flat[:, :1] + flat[:, 1:2] * basis[1] + flat[:, 2:3] * basis[2]
-    values = values.reshape(*coefficients.shape[:-1], -1)  # (..., S, 2, F)
+    return values.reshape(*coefficients.shape[:-1], -1)
+
+
+def frequency_response(b: torch.Tensor, a: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """Complex response of a biquad cascade at the n_fft // 2 + 1 rfft bins. b, a: (..., S, 3) -> (..., n_fft//2+1),
+    complex128 for float64 coefficients, else complex64.
+
+    Each section's numerator and denominator evaluated in the u form (`u_values`), divided, and multiplied over the
+    sections (a product of ratios, not of numerators and denominators: a cascade of low corners would underflow
+    float32). About 2.5x faster than evaluating b(z) / a(z) bin by bin (a 6-section EQ, 32 items of 2 s), and more
+    accurate in float32 near DC.
+    """
+    dtype = torch.complex128 if b.dtype == torch.float64 else torch.complex64
+    values = u_values(torch.stack([b, a], -2), n_fft, dtype)  # (..., S, 2, F)
     return (values[..., 0, :] / values[..., 1, :]).prod(dim=-2)
 
 
