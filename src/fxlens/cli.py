@@ -703,6 +703,14 @@ def bench_match_command(
     console.print(f"wrote [bold]{out}[/]")
 
 
+def _warn_if_cpu_busy() -> None:
+    """The timing commands' one warning line when other work already keeps the CPU busy."""
+    from fxlens.bench.speed import busy_cpu_warning
+
+    if (busy := busy_cpu_warning()) is not None:
+        console.print(f"[yellow]{busy}[/]", highlight=False)
+
+
 @bench_app.command("fx")
 def bench_fx_command(
     seconds: float = typer.Option(10.0, help="Length of the test audio (stereo, 44.1 kHz)."),
@@ -717,8 +725,7 @@ def bench_fx_command(
     """Speed of every effect and of an 8-effect chain (x real time), beside pedalboard and dasp-pytorch."""
     from rich.table import Table
 
-    from fxlens.bench.speed import (bench_fx, busy_cpu_warning, format_xrt, machine_description, markdown_table,
-                                    verdicts, write_json)
+    from fxlens.bench.speed import bench_fx, format_xrt, machine_description, markdown_table, verdicts, write_json
 
     try:
         batches = tuple(int(b) for b in batch.split(","))
@@ -732,8 +739,7 @@ def bench_fx_command(
 
         for n in names:
             effect_class(n)
-    if (busy := busy_cpu_warning()) is not None:
-        console.print(f"[yellow]{busy}[/]", highlight=False)
+    _warn_if_cpu_busy()
     table = Table(title=f"fxlens bench fx: x real time, {seconds:g} s stereo 44.1 kHz, {machine_description()['threads']} threads")
     table.add_column("effect", style="bold cyan")
     for b in batches:
@@ -947,7 +953,7 @@ def bench_speed_command(
 
     from fxlens.atomic import write_text_atomic
     from fxlens.bench.speed import (TARGET_EMBED, TARGET_FEATURES, bench_analyze, bench_embedding, bench_features,
-                                    busy_cpu_warning, cases_markdown, machine_description)
+                                    cases_markdown, machine_description)
     from fxlens.models.encoder import load_encoder
 
     try:
@@ -959,8 +965,7 @@ def bench_speed_command(
     if part not in ("all", "encoder", "features", "analyze"):
         raise FxlensError(f"--part must be encoder, features, analyze or all, got {part!r}")
     payload = {"benchmark": "speed", "machine": machine_description(), "threads": torch.get_num_threads()}
-    if (busy := busy_cpu_warning()) is not None:
-        console.print(f"[yellow]{busy}[/]", highlight=False)
+    _warn_if_cpu_busy()
 
     def verdict(rows, target, what):
         worst = min(r["x_real_time"] for r in rows)
