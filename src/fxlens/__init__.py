@@ -19,6 +19,7 @@ from fxlens.errors import (  # noqa: E402
 _LAZY = {
     "load_encoder": ("fxlens.models.encoder", "load_encoder"),
     "analyze": ("fxlens.tasks.analyze", "analyze"),
+    "match": ("fxlens.tasks.match", "match"),
 }
 
 
@@ -39,6 +40,7 @@ __all__ = [
     "__version__",
     "analyze",
     "load_encoder",
+    "match",
     "FxlensError",
     "AudioFileError",
     "InvalidAudioError",

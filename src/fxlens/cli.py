@@ -1014,6 +1014,75 @@ def embed(
     console.print(f"{result['n']} embeddings ({result['dim']}-d) -> [bold]{out}[/]")
 
 
+@app.command()
+def match(
+    input: Path = typer.Argument(..., help="Your audio: the file to process (any common format, rate, 1-8 channels)."),
+    reference: Path = typer.Argument(..., help="The reference whose effects you want (a mix, or a stem)."),
+    output: Path = typer.Argument(..., help="Output .wav (float) or .flac (24-bit); the chain is written beside "
+                                            "it as <name>.preset.json."),
+    query: Optional[str] = typer.Option(None, "--query", help="Match one instrument's effects inside the reference "
+                                                              "mix (e.g. 'bass'); your audio should be that instrument."),
+    query_audio: Optional[Path] = typer.Option(None, "--query-audio", help="An example clip of the instrument instead."),
+    effects: Optional[str] = typer.Option(None, "--effects", help="The chain to set, comma-separated, in order "
+                                                                  "(default: the paper's seven: parametric_eq, "
+                                                                  "multiband_compressor, stereo_imager, gain, "
+                                                                  "distortion, delay, limiter)."),
+    method: str = typer.Option("grad", "--method", help="grad (gradient steps through the chain and encoder) or "
+                                                        "cmaes (gradient-free; slower)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Gradient steps (default 50) or CMA-ES "
+                                                                        "generations (default 30)."),
+    excerpt: float = typer.Option(8.0, "--excerpt", help="Seconds of your audio the optimizer listens to (evenly "
+                                                         "spaced 2 s windows); the whole file is rendered at the end."),
+    loudness: str = typer.Option("input", "--loudness", help="Output level: input (the same loudness as your audio), "
+                                                             "reference, or off (as the chain leaves it)."),
+    full_ranges: bool = typer.Option(False, "--full-ranges", help="Search every parameter's full range instead "
+                                                                  "of the encoder's training ranges."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result (distances, steps, preset) "
+                                                                 "as JSON here."),
+    model: Optional[Path] = typer.Option(None, "--model", help="An encoder checkpoint folder (default: shipped small)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of CMA-ES."),
+) -> None:
+    """Put a reference's effects on your audio: set an effect chain by optimizing through the effects encoder."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from fxlens.report import preset_table
+    from fxlens.tasks.match import DEFAULT_CHAIN, LOUDNESS_MODES, OPTIMIZERS, match_files
+
+    if query is not None and query_audio is not None:
+        raise FxlensError("give --query or --query-audio, not both")
+    if method not in OPTIMIZERS:
+        raise FxlensError(f"--method must be one of {', '.join(OPTIMIZERS)}, got '{method}'")
+    if loudness not in LOUDNESS_MODES:
+        raise FxlensError(f"--loudness must be one of {', '.join(LOUDNESS_MODES)}, got '{loudness}'")
+    if iterations is not None and iterations < 1:
+        raise FxlensError("--iterations must be at least 1")
+    if not excerpt > 0:
+        raise FxlensError("--excerpt must be positive")
+    chain = _split_names(effects) or list(DEFAULT_CHAIN)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("distance {task.fields[best]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("matching", total=None, best="-")
+
+        def update(k: int, total: int, best: float) -> None:
+            progress.update(task, completed=k, total=total, best=f"{best:.4f}")
+
+        result, preset_path = match_files(input, reference, output, query=query, query_audio=query_audio,
+                                          json_path=json_out, model=model, effects=chain, method=method,
+                                          iterations=iterations, excerpt_seconds=excerpt, loudness=loudness,
+                                          param_ranges=None if full_ranges else "training", seed=seed,
+                                          progress=update)
+    console.print(preset_table(result.preset, title=f"{input.name} -> like {reference.name}"))
+    what = f" (query: {result.query})" if result.query else ""
+    console.print(f"effects-embedding distance to the reference{what}, cosine, 0 = the same: "
+                  f"{result.distance_before:.3f} as it is -> [bold]{result.distance_after:.3f}[/] through the chain "
+                  f"({result.method}, {result.iterations} steps on {result.excerpt_seconds:.1f} s)")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"wrote [bold]{output}[/] and [bold]{preset_path}[/]"
+                  + (f" and [bold]{json_out}[/]" if json_out is not None else ""))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the CLI, turning fxlens errors into one line and a non-zero exit code."""
     try:

@@ -62,92 +62,17 @@ from fxlens.atomic import write_text_atomic
 from fxlens.bench.metrics import bootstrap_ci
 from fxlens.errors import FxlensError, ParameterError
 from fxlens.features.spectral import AUTOFX_SAMPLE_RATE, autofx_features
-from fxlens.fx.chain import Chain, RandomChain
-from fxlens.fx.effect import Effect, get_effect
-from fxlens.fx.preset import preset_from_stages
+from fxlens.fx.chain import Chain
+from fxlens.tasks.match import (DEFAULT_CHAIN, ITERATIONS, LEARNING_RATE, POPSIZE, SIGMA0, ChainModel, Estimate,  # noqa: F401
+                               cosine_distance, optimize_cmaes, optimize_grad, require_cma)
 
-# Fx-Encoder++ §4.2: "seven sequential effects (EQ, multiband compressor, stereo imager, gain, distortion, delay,
-# limiter)". ST-ITO's own chain would be e.g. ("parametric_eq", "compressor", "distortion", "delay", "reverb").
-DEFAULT_CHAIN = ("parametric_eq", "multiband_compressor", "stereo_imager", "gain", "distortion", "delay", "limiter")
 METHODS = ("grad", "cmaes", "both")
-# ST-ITO (Steinmetz et al., ISMIR 2024): CMA-ES population 32, sigma0 0.33, 100 iterations, cosine distance
-POPSIZE, SIGMA0, ITERATIONS = 32, 0.33, 100
-LEARNING_RATE = 0.1  # Adam on logits: ~30 steps to cross the box from its middle
 ROW_INPUT, ROW_RANDOM, ROW_ORACLE = "input (unprocessed)", "random parameters", "oracle (true parameters)"
 ALL = "all"
 # Hand-crafted features are z-scored on the clips of this many triplets, drawn from their own generators (stream 3:
 # (seed, instrument, i, 3)), apart from the scored triplets (seed, instrument, i).
 CALIBRATION_TRIPLETS, CALIBRATION_STREAM = 16, 3
 JOURNAL_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# The chain whose settings are estimated
-# ------------------------------------------------------------------------------------------------------------------
-
-
-class ChainModel:
-    """A fixed chain structure whose settings are one flat vector ``s`` in [0, 1]^P: coordinates in the search box.
-
-    Effect k's normalized controls are ``u = lo + (hi - lo) * s[k-th slice]``, where [lo, hi] is the box the
-    benchmark draws from (`param_ranges` in physical units, as `RandomChain`; the full range of a parameter it does
-    not name). `render` is differentiable in ``s`` and batched over candidates.
-    """
-
-    def __init__(self, effects: Sequence[str | Effect] = DEFAULT_CHAIN,
-                 param_ranges: Mapping[str, Mapping[str, tuple[float, float]]] | None = None) -> None:
-        if not effects:
-            raise ParameterError("the chain to match needs at least one effect")
-        self.effects = [e if isinstance(e, Effect) else get_effect(e) for e in effects]
-        names = [e.name for e in self.effects]
-        if len(set(names)) != len(names):
-            raise ParameterError(f"an effect appears twice in the chain: {', '.join(names)}")
-        unknown = set(param_ranges or {}) - set(names)
-        if unknown:  # ranges of effects outside the chain are simply not used (PAIR_RANGES covers a larger pool)
-            param_ranges = {k: v for k, v in param_ranges.items() if k in names}
-        bounds = [RandomChain._control_bounds(e, (param_ranges or {}).get(e.name, {})) for e in self.effects]
-        self.lo = torch.cat([b[0] for b in bounds]).double()
-        self.hi = torch.cat([b[1] for b in bounds]).double()
-        self.sizes = [e.n_params for e in self.effects]
-
-    @property
-    def names(self) -> list[str]:
-        return [e.name for e in self.effects]
-
-    @property
-    def n_params(self) -> int:
-        return int(sum(self.sizes))
-
-    @property
-    def param_names(self) -> list[str]:
-        return [f"{e.name}.{p}" for e in self.effects for p in e.param_names]
-
-    def controls(self, s: torch.Tensor) -> torch.Tensor:
-        """Box coordinates ``(B, P)`` -> normalized controls ``(B, P)`` of the effects (differentiable)."""
-        lo, hi = self.lo.to(s), self.hi.to(s)
-        return lo + (hi - lo) * s
-
-    def physical(self, s: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Box coordinates ``(B, P)`` -> per effect ``{parameter: (B,) physical values}``."""
-        out, u = [], self.controls(s)
-        for effect, part in zip(self.effects, torch.split(u, self.sizes, dim=1)):
-            out.append(effect.to_physical(part))
-        return out
-
-    def render(self, x: torch.Tensor, sample_rate: int, s: torch.Tensor) -> torch.Tensor:
-        """Process ``x`` (1 or B, C, T) with the settings ``s`` (B, P): ``(B, C, T)``; differentiable in both."""
-        if s.dim() != 2 or s.shape[1] != self.n_params:
-            raise ParameterError(f"settings must be (batch, {self.n_params}), got {tuple(s.shape)}")
-        y = x.expand(s.shape[0], -1, -1) if x.shape[0] == 1 else x
-        for effect, physical in zip(self.effects, self.physical(s.to(device=x.device, dtype=x.dtype))):
-            y = effect.process(y, sample_rate, **physical)
-        return y
-
-    def preset(self, s: torch.Tensor | np.ndarray, sample_rate: int) -> dict:
-        """The fxlens preset (physical values, JSON-ready) of one setting vector ``(P,)``."""
-        s = torch.as_tensor(np.asarray(s, dtype=np.float64)).reshape(1, -1)
-        stages = [(e, {k: float(v[0]) for k, v in p.items()}) for e, p in zip(self.effects, self.physical(s))]
-        return preset_from_stages(stages, sample_rate)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -266,15 +191,13 @@ class ITOEmbedder:
         return self._torch is not None
 
     def _encoder_forward(self, audio: torch.Tensor) -> torch.Tensor:
-        from fxlens.models.encoder import SAMPLE_RATE, chunk
+        from fxlens.models.encoder import SAMPLE_RATE
 
         if self.sample_rate != SAMPLE_RATE:
             raise ParameterError(f"the encoder runs at {SAMPLE_RATE} Hz; the benchmark audio is at {self.sample_rate}")
         model = self.embedder.model.eval()
-        x = audio.to(model.device, torch.float32)
-        windows, n = chunk(x, model.segment_seconds)
-        e = model.encoder(windows).reshape(x.shape[0], n, -1).mean(dim=1)
-        return torch.nn.functional.normalize(e, dim=-1)
+        # every window of the batch through the encoder at once (a CMA-ES generation is one call)
+        return model.embed_prepared(audio.to(model.device, torch.float32), batch_size=1 << 20)
 
     def _raw_features(self, audio: torch.Tensor) -> torch.Tensor:
         f = self._features(audio, self.sample_rate).double()
@@ -316,93 +239,6 @@ class ITOEmbedder:
         if self._torch is None:
             raise FxlensError(f"embedder '{self.name}' is not differentiable: use CMA-ES")
         return self._torch(audio)
-
-
-def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``1 - cos(a, b)`` row-wise (b broadcast): in [0, 2]."""
-    return 1.0 - torch.nn.functional.cosine_similarity(a, b.to(a), dim=-1, eps=1e-12)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Optimizers
-# ------------------------------------------------------------------------------------------------------------------
-
-
-def require_cma():
-    """The `cma` module, or a clear `FxlensError` when it is not installed (no hand-written CMA-ES)."""
-    try:
-        import cma  # noqa: F401
-    except ImportError:
-        raise FxlensError("CMA-ES needs the 'cma' package (pip install 'fxlens[bench]'), "
-                          "or use --method grad") from None
-    return cma
-
-
-@dataclass
-class Estimate:
-    settings: np.ndarray  # (P,) box coordinates of the best candidate
-    distance: float  # its objective value (embedding cosine distance)
-    history: list[float]  # best-so-far objective after each iteration
-    evaluations: int
-
-
-def optimize_cmaes(objective: Callable[[np.ndarray], np.ndarray], n_params: int, iterations: int = ITERATIONS,
-                   popsize: int = POPSIZE, sigma0: float = SIGMA0, seed: int = 1,
-                   x0: np.ndarray | None = None) -> Estimate:
-    """Minimize ``objective((N, P) candidates in [0, 1]^P) -> (N,)`` with CMA-ES (bounded to the box, seeded).
-
-    A one-parameter problem gets a second, ignored coordinate (`cma` does not handle dimension 1)."""
-    cma = require_cma()
-    start = np.full(n_params, 0.5) if x0 is None else np.asarray(x0, dtype=np.float64)
-    if n_params == 1:
-        start = np.append(start, 0.5)
-    es = cma.CMAEvolutionStrategy(start.tolist(), float(sigma0),
-                                  {"popsize": int(popsize), "bounds": [0.0, 1.0], "seed": int(seed) % (2**31 - 2) + 1,
-                                   "verbose": -9, "maxiter": int(iterations), "verb_log": 0, "verb_disp": 0})
-    best_s, best_v, history, evals = start[:n_params].copy(), math.inf, [], 0
-    for _ in range(int(iterations)):
-        candidates = es.ask()
-        pop = np.clip(np.asarray(candidates, dtype=np.float64), 0.0, 1.0)[:, :n_params]
-        values = np.asarray(objective(pop), dtype=np.float64)
-        values = np.where(np.isfinite(values), values, 2.0)  # a failed render is as far as can be
-        evals += len(values)
-        i = int(values.argmin())
-        if values[i] < best_v:
-            best_v, best_s = float(values[i]), pop[i].copy()
-        history.append(best_v)
-        es.tell(candidates, values.tolist())
-        if es.stop():
-            break
-    return Estimate(best_s, best_v, history, evals)
-
-
-def optimize_grad(loss: Callable[[torch.Tensor], torch.Tensor], n_params: int, iterations: int = ITERATIONS,
-                  lr: float = LEARNING_RATE, x0: np.ndarray | None = None) -> Estimate:
-    """Minimize ``loss((1, P) settings in (0, 1)) -> scalar`` with Adam on logits; keeps the best setting seen.
-
-    Starts at `x0` (default the middle of the box). `iterations` gradient steps, `iterations` + 1 evaluations.
-    """
-    start = np.full(n_params, 0.5) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 1e-4, 1 - 1e-4)
-    z = torch.logit(torch.as_tensor(start, dtype=torch.float32)).reshape(1, -1).clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=float(lr))
-    best_s, best_v, history = start.copy(), math.inf, []
-    for step in range(int(iterations) + 1):
-        last = step == int(iterations)
-        # The last evaluation is not backpropagated, so it needs no graph (cheaper; it once also leaked one, through
-        # torchcomp: `fxlens.fx.dynamics._OnePoleRecursion`).
-        with torch.set_grad_enabled(not last):
-            s = torch.sigmoid(z)
-            value = loss(s)
-        v = float(value.detach())
-        if math.isfinite(v) and v < best_v:
-            best_v, best_s = v, s.detach().double().numpy()[0].copy()
-        history.append(best_v)
-        if last or not math.isfinite(v):
-            break
-        opt.zero_grad()
-        value.backward()
-        opt.step()
-    return Estimate(best_s, best_v, history, len(history))
 
 
 # ------------------------------------------------------------------------------------------------------------------

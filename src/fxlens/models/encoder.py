@@ -443,6 +443,19 @@ class FxEncoder(nn.Module):
         e = torch.cat(outs).reshape(x.shape[0], n, -1).mean(dim=1)
         return F.normalize(e, dim=-1)
 
+    def embed_prepared(self, x: torch.Tensor, query: torch.Tensor | None = None, batch_size: int = 16) -> torch.Tensor:
+        """(B, 128) L2-normalized embeddings of audio already in the encoder's format ((B, 2, T) float32 at 44.1 kHz,
+        see `prepare_audio`), computed as `embed` does, with gradients to the audio when autograd is on (for
+        inference-time optimization: `fxlens.tasks.match`). `query`: None for the mixture, or (1 or B, 384) query
+        vectors (`text_query`, `audio_query`) for one instrument's effects. Call it on a model in eval mode."""
+        if query is not None:
+            if query.shape[0] == 1:
+                query = query.expand(x.shape[0], -1)
+            elif query.shape[0] != x.shape[0]:
+                raise ParameterError(f"{query.shape[0]} queries for {x.shape[0]} clips (give one, or one per clip)")
+            query = query.to(self.device)
+        return self._pooled(self.encoder, x, batch_size, query)
+
     @torch.no_grad()
     def embed(self, audio: torch.Tensor, sample_rate: int, query: str | torch.Tensor | None = None,
               query_sample_rate: int | None = None, batch_size: int = 16) -> torch.Tensor:
@@ -463,12 +476,7 @@ class FxEncoder(nn.Module):
                     q = self.text_query([query])
                 else:
                     q = self.audio_query(query, query_sample_rate or sample_rate, batch_size)
-                if q.shape[0] == 1:
-                    q = q.expand(x.shape[0], -1)
-                elif q.shape[0] != x.shape[0]:
-                    raise ParameterError(f"{q.shape[0]} queries for {x.shape[0]} clips (give one, or one per clip)")
-                q = q.to(self.device)
-            return self._pooled(self.encoder, x, batch_size, q).cpu()
+            return self.embed_prepared(x, q, batch_size).cpu()
         finally:
             self.train(was_training)
 
