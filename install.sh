@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fxlens set-up, one command on a fresh Debian machine:
 #   apt packages (fluidsynth, soundfonts, real recordings, training soundtracks) -> .venv -> torch -> torchlpc (no build isolation)
-#   -> fxlens with its extras -> the main job on shipped defaults (`fxlens demo`, then `fxlens analyze` on its output).
+#   -> fxlens with its extras -> the main job on shipped defaults (`fxlens demo`, `fxlens analyze` on its output,
+#   then `fxlens match` of its dry clip to its wet one).
 # Idempotent: a second run only checks. `bash install.sh --no-run` skips the main job (test.sh uses that).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,8 +51,10 @@ pip_install -e ".[peers,test,text,bench]"
 echo "[fxlens] installed: $(.venv/bin/fxlens --help >/dev/null && echo .venv/bin/fxlens)"
 
 if [ "$RUN_MAIN" = 1 ]; then
-  echo "[fxlens] main job: render a clip with a random chain (fxlens demo), then hear its effects (fxlens analyze)"
+  echo "[fxlens] main job: render a clip with a random chain (fxlens demo), hear its effects (fxlens analyze),"
+  echo "[fxlens] then put the wet clip's sound on the dry one (fxlens match)"
   .venv/bin/fxlens demo --out-dir fxlens-demo
   .venv/bin/fxlens analyze fxlens-demo/wet.wav --json fxlens-demo/analysis.json --plot fxlens-demo/analysis.png \
     --preset fxlens-demo/analysis.preset.json
+  .venv/bin/fxlens match fxlens-demo/dry.wav fxlens-demo/wet.wav fxlens-demo/matched.wav
 fi

@@ -1029,8 +1029,8 @@ def match(
                                                                   "distortion, delay, limiter)."),
     method: str = typer.Option("grad", "--method", help="grad (gradient steps through the chain and encoder) or "
                                                         "cmaes (gradient-free; slower)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Gradient steps (default 50) or CMA-ES "
-                                                                        "generations (default 30)."),
+    iterations: int = typer.Option(20, "--iterations", help="Gradient steps or CMA-ES generations (more steps "
+                                                            "fit the embedding closer, not the sound: docs/match.md)."),
     excerpt: float = typer.Option(8.0, "--excerpt", help="Seconds of your audio the optimizer listens to (evenly "
                                                          "spaced 2 s windows); the whole file is rendered at the end."),
     loudness: str = typer.Option("input", "--loudness", help="Output level: input (the same loudness as your audio), "
@@ -1054,7 +1054,7 @@ def match(
         raise FxlensError(f"--method must be one of {', '.join(OPTIMIZERS)}, got '{method}'")
     if loudness not in LOUDNESS_MODES:
         raise FxlensError(f"--loudness must be one of {', '.join(LOUDNESS_MODES)}, got '{loudness}'")
-    if iterations is not None and iterations < 1:
+    if iterations < 1:
         raise FxlensError("--iterations must be at least 1")
     if not excerpt > 0:
         raise FxlensError("--excerpt must be positive")

@@ -18,6 +18,8 @@ loss of [48] in the paper). Lower is better. Two optimizers:
   the middle of the search box) through the differentiable chain and a differentiable embedder (the Fx-Encoder++
   network; log-mel statistics and the random CNN can too). The best θ seen is kept.
 
+The chain model and both optimizers are `fxlens.tasks.match`'s, the code `fxlens match` runs on a user's files.
+
 θ lives in the *search box*: the same box the true settings are drawn from, so every method, the random-parameter
 baseline included, knows the same prior. Rows of the table, per instrument (mean and 95 % bootstrap CI over
 triplets):

@@ -46,6 +46,9 @@ POPSIZE, SIGMA0, ITERATIONS = 32, 0.33, 100
 LEARNING_RATE = 0.1  # Adam on logits: ~30 steps to cross the box from its middle
 OPTIMIZERS = ("grad", "cmaes")
 LOUDNESS_MODES = ("input", "reference", "off")
+# Steps of `match` (both optimizers): more gradient steps lower the embedding distance but not the audio distance to
+# the target (val split, docs/match.md: L_d after 10 / 20 / 50 / 100 steps), so few steps act as early stopping
+MATCH_STEPS = 20
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -294,8 +297,8 @@ def match(
     `query_sample_rate`) to match that instrument's effects inside the reference mix. `model`: an `FxEncoder` or a
     checkpoint folder (None: the shipped encoder-small). `effects`: the chain's structure, each effect once.
     `param_ranges`: "training" (the encoder's training ranges), None (every parameter's full range) or a mapping
-    {effect: {parameter: (lo, hi)}} in physical units. `method`: "grad" (Adam through the chain and the encoder,
-    default 50 steps) or "cmaes" (default 30 generations of `popsize`). `loudness`: "input" (the output's
+    {effect: {parameter: (lo, hi)}} in physical units. `method`: "grad" (Adam through the chain and the encoder) or
+    "cmaes" (generations of `popsize` candidates); `iterations` default `MATCH_STEPS`. `loudness`: "input" (the output's
     integrated loudness set to the input's, so that you hear the effects and not a level change), "reference",
     or "off" (as the chain leaves it). `progress(step, steps, best distance)` after each step.
     """
@@ -306,7 +309,7 @@ def match(
         raise ParameterError(f"method must be one of {', '.join(OPTIMIZERS)}, got '{method}'")
     if loudness not in LOUDNESS_MODES:
         raise ParameterError(f"loudness must be one of {', '.join(LOUDNESS_MODES)}, got '{loudness}'")
-    iterations = (50 if method == "grad" else 30) if iterations is None else int(iterations)
+    iterations = MATCH_STEPS if iterations is None else int(iterations)
     if iterations < 1 or popsize < 2 or not (lr > 0 and sigma0 > 0) or not excerpt_seconds > 0:
         raise ParameterError("need iterations >= 1, popsize >= 2, lr > 0, sigma0 > 0 and excerpt_seconds > 0")
     if isinstance(param_ranges, str):
