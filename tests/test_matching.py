@@ -10,6 +10,7 @@ import json
 import sys
 
 import numpy as np
+import pyloudnorm
 import pytest
 import soundfile as sf
 import torch
@@ -372,3 +373,50 @@ def test_cli_end_to_end(root, encoder_dir, tmp_path, capsys):
     assert [r for r in rows if r.startswith("ITO grad")] == [
         "ITO grad · mfcc+spectral", "ITO grad · log-mel stats", "ITO grad · band statistics", "ITO grad · random CNN",
         "ITO grad · Fx-Encoder++ (enc-test)"]
+
+
+def test_mix_references_are_paired_with_stem_ones_at_the_mixture_level(root):
+    ds = open_dataset(root, split="test")
+    chain = mt.ChainModel(TOY_CHAIN, PAIR_RANGES)
+    stem = mt.build_triplets(ds, "bass", 8, SECONDS, 5, chain, SR)
+    mix = mt.build_triplets(ds, "bass", 8, SECONDS, 5, chain, SR, reference="mix")
+    meter = pyloudnorm.Meter(SR)
+    accompanied = 0
+    for s, m in zip(stem, mix):
+        for name in ("x", "target"):  # the same input, chain and target: the scenarios are paired
+            torch.testing.assert_close(getattr(s, name), getattr(m, name), atol=0, rtol=0)
+        assert s.preset == m.preset and m.meta["reference_others"] in ([], ["piano"])
+        assert meter.integrated_loudness(m.reference[0].double().numpy().T) == pytest.approx(-18.0, abs=0.1)
+        corr = float(torch.nn.functional.cosine_similarity(s.reference.flatten(), m.reference.flatten(), dim=0))
+        if m.meta["reference_others"]:
+            accompanied += 1
+            assert corr < 0.999  # a piano stem of the reference's song was added
+        else:
+            assert corr == pytest.approx(1.0, abs=1e-5)  # the stem alone, only brought to -18 LUFS
+    assert 0 < accompanied < 8
+    with pytest.raises(FxlensError, match="reference"):
+        mt.build_triplets(ds, "bass", 1, SECONDS, 5, chain, SR, reference="song")
+
+
+def test_mix_reference_benchmark_adds_text_query_rows(root, encoder_dir, tmp_path):
+    from fxlens.models.encoder import load_encoder
+
+    enc = bl.EncoderEmbedder(encoder_dir)
+    query = mt.ITOEmbedder(enc, SR, text_query=True)
+    query.set_instrument("bass")
+    audio = torch.from_numpy(notes(1.0, 55.0, 3, 2).T.copy())[None]
+    # the query row embeds as the public API does with a text query, not as the mixture embedding
+    torch.testing.assert_close(query.embed(audio).float(), load_encoder(encoder_dir).embed(audio, SR, query="bass"),
+                               atol=1e-5, rtol=0)
+    assert not torch.allclose(query.embed(audio), mt.ITOEmbedder(enc, SR).embed(audio))
+    with pytest.raises(FxlensError, match="text query"):
+        mt.ITOEmbedder(bl.LogMelStatsEmbedder(), SR, text_query=True)
+    res = mt.run_matching_benchmark(root, instruments=["bass"], n_triplets=1, seconds=SECONDS, iterations=2,
+                                    method="grad", embedders=[enc], effects=["gain"], n_boot=20,
+                                    reference="mix", out_json=tmp_path / "mix.json")
+    assert list(res["methods"]) == [mt.ROW_INPUT, mt.ROW_RANDOM, "ITO grad · Fx-Encoder++ (enc-test)",
+                                    "ITO grad · Fx-Encoder++ (enc-test) · text query", mt.ROW_ORACLE]
+    assert res["config"]["reference"] == "mix" and "inside a mixture" in mt.markdown_report(res)
+    with pytest.raises(FxlensError, match="other settings"):  # a journal of the mix scenario is not the stem one's
+        mt.run_matching_benchmark(root, instruments=["bass"], n_triplets=1, seconds=SECONDS, iterations=2,
+                                  method="grad", embedders=[enc], effects=["gain"], out_json=tmp_path / "mix.json")

@@ -654,6 +654,9 @@ def bench_match_command(
                                           "(default: the paper's EQ, multiband compressor, imager, gain, distortion, "
                                           "delay, limiter)."),
     popsize: int = typer.Option(32, "--popsize", help="CMA-ES population (ST-ITO: 32)."),
+    reference: str = typer.Option("stem", "--reference", help="stem: the reference is the processed stem alone (the "
+                                  "paper); mix: that stem inside a mixture of its song, and each encoder also "
+                                  "matches through the extractor with the instrument's text query."),
     device: Optional[str] = typer.Option(None, "--device", help="Where chains render and the encoder runs "
                                          "(cpu, cuda; default cpu)."),
     seed: int = typer.Option(0, help="Decides the triplets and the optimizers' draws."),
@@ -671,11 +674,13 @@ def bench_match_command(
 
     from fxlens.atomic import write_text_atomic
     from fxlens.bench.baselines import default_baselines, encoder_embedders
-    from fxlens.bench.matching import DEFAULT_CHAIN, METHODS, run_matching_benchmark
+    from fxlens.bench.matching import DEFAULT_CHAIN, METHODS, REFERENCES, run_matching_benchmark
 
     root = data_dir if data_dir is not None else _data_dir(None) / "fxlens-dry"
     if method not in METHODS:
         raise FxlensError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    if reference not in REFERENCES:
+        raise FxlensError(f"--reference must be one of {', '.join(REFERENCES)}, got '{reference}'")
     if triplets < 1 or iterations < 1 or popsize < 2 or not seconds >= 0.25:
         raise FxlensError("--triplets and --iterations must be >= 1, --popsize >= 2 and --seconds >= 0.25")
     if not root.is_dir():
@@ -695,7 +700,8 @@ def bench_match_command(
                                          seconds=seconds, iterations=iterations, method=method, embedders=embedders,
                                          effects=_split_names(effects) or list(DEFAULT_CHAIN), popsize=popsize,
                                          seed=seed, device=device, out_json=out, restart=restart,
-                                         gradient_baselines=gradient_baselines, progress=_named_progress(progress))
+                                         gradient_baselines=gradient_baselines, reference=reference,
+                                         progress=_named_progress(progress))
     console.print(results["table"], soft_wrap=True, highlight=False)  # table rows unbroken, pasteable as Markdown
     if markdown is not None:
         write_text_atomic(markdown, results["table"])

@@ -64,11 +64,13 @@ from fxlens.atomic import write_text_atomic
 from fxlens.bench.metrics import bootstrap_ci
 from fxlens.errors import FxlensError, ParameterError
 from fxlens.features.spectral import AUTOFX_SAMPLE_RATE, autofx_features
-from fxlens.fx.chain import Chain
+from fxlens.fx.chain import DEFAULT_POOL, Chain
 from fxlens.tasks.match import (DEFAULT_CHAIN, ITERATIONS, LEARNING_RATE, POPSIZE, SIGMA0, ChainModel, Estimate,  # noqa: F401
                                cosine_distance, optimize_cmaes, optimize_grad, require_cma)
 
 METHODS = ("grad", "cmaes", "both")
+REFERENCES = ("stem", "mix")  # the reference: the processed stem alone (the paper), or inside a mixture of its song
+MIX_MAX_EFFECTS, MIX_STREAM = 4, 4  # accompaniment chains: 1-4 effects; drawn from generators (seed, inst, i, 4)
 ROW_INPUT, ROW_RANDOM, ROW_ORACLE = "input (unprocessed)", "random parameters", "oracle (true parameters)"
 ALL = "all"
 # Hand-crafted features are z-scored on the clips of this many triplets, drawn from their own generators (stream 3:
@@ -103,7 +105,7 @@ def _seed_seq(seed: int, instrument: str, *more: int) -> np.random.SeedSequence:
 
 def build_triplets(dataset, instrument: str, n: int, seconds: float, seed: int, chain: ChainModel,
                    sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, indices: Sequence[int] | None = None,
-                   stream: int | None = None) -> list[Triplet]:
+                   stream: int | None = None, reference: str = "stem") -> list[Triplet]:
     """`n` triplets of `instrument` from a `StemDataset` (e.g. ``open_dataset(root, split="test")``).
 
     Triplet i is drawn from its own generator, seeded by (seed, instrument, i): the first k triplets are the same
@@ -111,10 +113,25 @@ def build_triplets(dataset, instrument: str, n: int, seconds: float, seed: int, 
     family of generators, (seed, instrument, i, stream): the benchmark's calibration clips, disjoint from the scored
     triplets. Dry segments are brought to -18 LUFS before the chain (as in the retrieval benchmark and the encoder's
     training pairs); the reference comes from another song than the input.
-    """
-    from fxlens.bench.retrieval import StemSource, _draw_clip
 
-    source = StemSource(dataset, instrument)
+    `reference`: "stem" (the paper's protocol: the reference is the instrument's processed stem alone) or "mix"
+    (instrument-wise: that same processed stem inside a mixture of its song — 0 to 3 other stems at the same offset,
+    each under its own random chain of 1-4 effects of `DEFAULT_POOL` in the encoder's training ranges, the mixture
+    at -18 LUFS, as in the retrieval benchmark's instrument-wise groups). The accompaniment is drawn from its own
+    generators, so triplet i has the same input, chain, target and reference stem in both scenarios: they are paired.
+    """
+    from fxlens.bench.retrieval import InstrumentMixSource, StemSource, _chain_samplers, _draw_clip
+    from fxlens.data.pairs import PAIR_RANGES
+
+    if reference not in REFERENCES:
+        raise ParameterError(f"reference must be one of {', '.join(REFERENCES)}, got '{reference}'")
+    source = StemSource(dataset, instrument) if reference == "stem" else InstrumentMixSource(dataset, instrument)
+    samplers = _chain_samplers(DEFAULT_POOL, MIX_MAX_EFFECTS, PAIR_RANGES) if reference == "mix" else {}
+
+    def draw_chain(r: np.random.Generator) -> tuple[int, dict]:
+        k = int(r.integers(1, MIX_MAX_EFFECTS + 1))
+        return k, samplers[k].sample_presets(1, sample_rate, seed=int(r.integers(2**31 - 1)))[0]
+
     if len(source.keys) < 2:
         raise FxlensError(f"instrument '{instrument}' has {len(source.keys)} song(s) in this split; "
                           "a triplet needs two (input and reference come from different songs)")
@@ -132,8 +149,13 @@ def build_triplets(dataset, instrument: str, n: int, seconds: float, seed: int, 
         with torch.no_grad():
             wet = Chain.from_preset(preset)(torch.cat([x, r]), sample_rate).float()
         fxaudio.check_finite(wet, f"triplet {i} of '{instrument}'")
-        out.append(Triplet(instrument, x, wet[1:2], wet[0:1], settings, preset,
-                           {"index": int(i), "input": mx, "reference": mr}))
+        ref, meta = wet[1:2], {"index": int(i), "input": mx, "reference": mr}
+        if reference == "mix":
+            mix_rng = np.random.default_rng(_seed_seq(seed, instrument, i, *extra, MIX_STREAM))
+            ref, others = source._accompany(ref, mr, mix_rng, seconds, sample_rate, draw_chain)
+            fxaudio.check_finite(ref, f"triplet {i} of '{instrument}' (reference mixture)")
+            meta["reference_others"] = [o["stem"] for o in others if "preset" in o]
+        out.append(Triplet(instrument, x, ref.float(), wet[0:1], settings, preset, meta))
     return out
 
 
@@ -151,14 +173,20 @@ class ITOEmbedder:
     (z-scored with statistics set by `fit`; the AutoFX features are differentiable at 44.1 kHz, where they resample
     through `fxlens.features.export.decimate2`), `RandomCNNEmbedder`. Any other object with
     ``embed(audio, sample_rate)`` works with CMA-ES; with ``embed_torch(audio, sample_rate)`` also with gradients.
+
+    `text_query` (encoders only): every clip is embedded through the extractor with the text query of the instrument
+    set by `set_instrument` (the instrument-wise objective of ``--reference mix``); the row is named "... · text query".
     """
 
-    def __init__(self, embedder: Any, sample_rate: int) -> None:
+    def __init__(self, embedder: Any, sample_rate: int, text_query: bool = False) -> None:
         from fxlens.bench.baselines import (AutoFXEmbedder, EncoderEmbedder, RandomCNNEmbedder, _MelStandardized,
                                             _Standardized)
 
+        if text_query and not isinstance(embedder, EncoderEmbedder):
+            raise ParameterError("only an encoder embeds with a text query")
         self.embedder, self.sample_rate = embedder, int(sample_rate)
-        self.name = str(getattr(embedder, "name", type(embedder).__name__))
+        self.text_query, self.query_vector = bool(text_query), None
+        self.name = str(getattr(embedder, "name", type(embedder).__name__)) + (" · text query" if text_query else "")
         self.standardized = isinstance(embedder, _Standardized)
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
@@ -198,8 +226,16 @@ class ITOEmbedder:
         if self.sample_rate != SAMPLE_RATE:
             raise ParameterError(f"the encoder runs at {SAMPLE_RATE} Hz; the benchmark audio is at {self.sample_rate}")
         model = self.embedder.model.eval()
+        if self.text_query and self.query_vector is None:
+            raise FxlensError(f"'{self.name}': set_instrument first")
         # every window of the batch through the encoder at once (a CMA-ES generation is one call)
-        return model.embed_prepared(audio.to(model.device, torch.float32), batch_size=1 << 20)
+        return model.embed_prepared(audio.to(model.device, torch.float32), self.query_vector, batch_size=1 << 20)
+
+    def set_instrument(self, name: str) -> None:
+        """The instrument whose text query a `text_query` embedder uses from now on (others: nothing to do)."""
+        if self.text_query:
+            with torch.no_grad():
+                self.query_vector = self.embedder.model.text_query([name])
 
     def _raw_features(self, audio: torch.Tensor) -> torch.Tensor:
         f = self._features(audio, self.sample_rate).double()
@@ -328,7 +364,7 @@ def embedder_identity(embedder: ITOEmbedder) -> str:
         for k, v in sorted(model.state_dict().items()):
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return f"{type(inner).__name__}:{h.hexdigest()[:16]}"
+        return f"{type(inner).__name__}:{h.hexdigest()[:16]}" + (":text-query" if embedder.text_query else "")
     return f"{type(inner).__name__}:{embedder.name}"
 
 
@@ -428,6 +464,7 @@ def run_matching_benchmark(
     device: str | torch.device | None = None,
     calibration_triplets: int = CALIBRATION_TRIPLETS,
     restart: bool = False,
+    reference: str = "stem",
 ) -> dict:
     """Build the triplets of each instrument of `split` and score every method on them (see the module docstring).
 
@@ -439,7 +476,9 @@ def run_matching_benchmark(
     `calibration_triplets` triplets drawn apart from the scored ones, so a triplet's numbers do not depend on how
     many others are scored. With `out_json`, each triplet's results are journaled as it is done
     (`journal_dir(out_json)/<instrument>.jsonl`, `TripletJournal`): the same call again continues where it stopped
-    (`restart` discards the journal). Returns ``{"config", "instruments": {name: {"triplets": [...]}},
+    (`restart` discards the journal). `reference`: "stem" (the paper's protocol) or "mix" (the reference stem inside
+    a mixture of its song, `build_triplets`; each encoder then also gets rows with the instrument's text query on
+    both sides, the objective of ``fxlens match --query``). Returns ``{"config", "instruments": {name: {"triplets": [...]}},
     "methods": {row: {"kind", "embedder", "optimizer", "instruments": {name|"all": {"L_d", "param_mae",
     "embedding_distance", "values"}}}}, "table": markdown}`` and, with `out_json`, writes it atomically.
     """
@@ -451,6 +490,8 @@ def run_matching_benchmark(
     if n_triplets < 1 or iterations < 1 or n_random < 1 or popsize < 2 or calibration_triplets < 2:
         raise ParameterError("need n_triplets >= 1, iterations >= 1, n_random >= 1, popsize >= 2 and "
                              "calibration_triplets >= 2")
+    if reference not in REFERENCES:
+        raise ParameterError(f"reference must be one of {', '.join(REFERENCES)}, got '{reference}'")
     if not seconds >= 0.25:
         raise ParameterError(f"clips must be at least 0.25 s long, got {seconds:g} s")
     if isinstance(param_ranges, str):
@@ -466,7 +507,11 @@ def run_matching_benchmark(
         embedders = default_baselines(seed=seed)
     from fxlens.bench.baselines import RandomEmbedder
 
+    from fxlens.bench.baselines import EncoderEmbedder
+
     ito = [ITOEmbedder(e, sample_rate) for e in embedders if not isinstance(e, RandomEmbedder)]
+    if reference == "mix":
+        ito += [ITOEmbedder(e, sample_rate, text_query=True) for e in embedders if isinstance(e, EncoderEmbedder)]
     names = [e.name for e in ito]
     if len(set(names)) != len(names):
         raise FxlensError(f"two embedders share a name: {', '.join(names)}")
@@ -502,10 +547,14 @@ def run_matching_benchmark(
            "search_box": {"lo": chain.lo.tolist(), "hi": chain.hi.tolist()}, "iterations": iterations,
            "popsize": popsize, "sigma0": sigma0, "lr": lr, "n_random": n_random, "seed": seed,
            "calibration_triplets": calibration_triplets}
+    if reference != "stem":  # so that journals of the paper's protocol, written before the option, stay valid
+        key["reference"] = reference
     values: dict[str, dict[str, dict[str, list[float]]]] = {r: {} for r in rows}
     info: dict[str, dict] = {}
 
     for inst in chosen:
+        for e in ito:
+            e.set_instrument(inst)
         journal = TripletJournal(journal_dir(out_json) / f"{inst}.jsonl" if out_json is not None else None,
                                  {**key, "instrument": inst}, restart)
         steps = 1 + len(plan)
@@ -523,7 +572,7 @@ def run_matching_benchmark(
         if any(e.standardized and row in needed for row, e, _ in plan):  # only rows still to do need the fit
             fit_clips = []  # the calibration triplets: inputs, references, one random rendering of each input
             for t in build_triplets(ds, inst, calibration_triplets, seconds, seed, chain, sample_rate,
-                                    stream=CALIBRATION_STREAM):
+                                    stream=CALIBRATION_STREAM, reference=reference):
                 g = torch.Generator().manual_seed(int(np.random.default_rng(
                     _seed_seq(seed, inst, t.meta["index"], CALIBRATION_STREAM, 1)).integers(2**62)))
                 with torch.no_grad():
@@ -534,7 +583,7 @@ def run_matching_benchmark(
                 e.fit(fit, batch_size)
             del fit, fit_clips
         for i, need in todo.items():
-            t = build_triplets(ds, inst, 1, seconds, seed, chain, sample_rate, indices=[i])[0]
+            t = build_triplets(ds, inst, 1, seconds, seed, chain, sample_rate, indices=[i], reference=reference)[0]
             t.x, t.reference = t.x.to(dev), t.reference.to(dev)  # rendered on the CPU; optimized on `device`
             new: dict[str, dict] = {}
             if ROW_INPUT in need:  # the rows that need no embedder (one progress step)
@@ -591,7 +640,7 @@ def run_matching_benchmark(
               "search_box": {"lo": chain.lo.tolist(), "hi": chain.hi.tolist()},
               "param_ranges": {k: {p: list(r) for p, r in v.items()} for k, v in (param_ranges or {}).items()
                                if k in chain.names},
-              "method": method, "iterations": iterations, "popsize": popsize, "sigma0": sigma0, "lr": lr,
+              "reference": reference, "method": method, "iterations": iterations, "popsize": popsize, "sigma0": sigma0, "lr": lr,
               "n_random": n_random, "seed": seed, "n_boot": n_boot, "calibration_triplets": calibration_triplets,
               "embedders": identity,
               "L_d": "auraloss MultiResolutionSTFTLoss (FFT 1024/2048/512)",
@@ -623,7 +672,8 @@ def markdown_table(results: Mapping, metric: str = "L_d") -> str:
 def markdown_report(results: Mapping) -> str:
     c = results["config"]
     head = (f"## Parameter matching (Fx-Encoder++ §4.2, ST-ITO): {c['n_triplets']} triplets per instrument, "
-            f"{c['seconds']:g} s, split '{c['split']}'\n\n"
+            f"{c['seconds']:g} s, split '{c['split']}'"
+            + (", the reference stem inside a mixture of its song" if c.get("reference") == "mix" else "") + "\n\n"
             f"Chain: {' -> '.join(c['chain'])} ({len(c['param_names'])} controls). ITO: cosine distance of "
             f"embeddings; CMA-ES pop {c['popsize']}, sigma0 {c['sigma0']:g}; Adam lr {c['lr']:g} on logits; "
             f"{c['iterations']} iterations. Random parameters: mean of {c['n_random']} draws.\n\n")
