@@ -18,7 +18,7 @@ from fxlens.cli import main
 from fxlens.errors import FxlensError, InvalidAudioError, ParameterError
 from fxlens.fx.chain import Chain
 from fxlens.models.encoder import load_encoder
-from fxlens.tasks.match import excerpt_windows, match
+from fxlens.tasks.match import average_spectrum_db, excerpt_windows, match
 
 SR = 44100
 
@@ -110,7 +110,8 @@ def test_cli_match_writes_audio_preset_and_json_and_fails_cleanly(tmp_path, caps
     sf.write(str(ref), _tone_mix(3.0, seed=6).numpy().T, 48000 // 2 * 2, subtype="PCM_24")  # another rate
     out = tmp_path / "out.wav"
     args = ["match", str(inp), str(ref), str(out), "--effects", "parametric_eq,stereo_imager", "--iterations", "2"]
-    assert main(args + ["--json", str(tmp_path / "r.json")]) == 0
+    assert main(args + ["--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "m.png")]) == 0
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     y, rate = sf.read(str(out), dtype="float32", always_2d=True)
     assert rate == SR and y.shape == (int(2.5 * SR), 2)
     doc = json.loads((tmp_path / "r.json").read_text())
@@ -129,9 +130,24 @@ def test_cli_match_writes_audio_preset_and_json_and_fails_cleanly(tmp_path, caps
                  ["match", str(inp), str(ref), str(tmp_path / "out.mp3")],
                  ["match", str(inp), str(ref), str(bad_out), "--effects", "nope"],
                  ["match", str(inp), str(ref), str(bad_out), "--method", "adam"],
+                 ["match", str(inp), str(ref), str(bad_out), "--plot", str(tmp_path / "m.txt")],
                  ["match", str(inp), str(ref), str(bad_out), "--query", "bass", "--query-audio", str(inp)],
                  ["match", str(inp), str(ref), str(bad_out), "--model", str(tmp_path)]):
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.startswith("error:") and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
         assert not bad_out.exists() and not (tmp_path / "bad.preset.json").exists()
+
+
+def test_average_spectrum_follows_a_known_tilt():
+    """White noise through a first-order low-pass (scipy) against the closed-form |H(f)|^2 of that filter."""
+    from scipy.signal import butter, lfilter
+
+    rng = np.random.default_rng(0)
+    b, a = butter(1, 1000.0, fs=SR)
+    x = lfilter(b, a, rng.standard_normal(10 * SR))
+    f, db = average_spectrum_db(torch.as_tensor(np.stack([x, x]))[None].float(), SR)
+    expected = 10 * np.log10(1.0 / (1.0 + (f / 1000.0) ** 2))  # analog prototype; fine below ~5 kHz
+    keep = (f > 200) & (f < 5000)
+    offset = np.mean(db[keep] - expected[keep])  # each curve is relative to its own mid-band level
+    assert np.max(np.abs(db[keep] - expected[keep] - offset)) < 0.5

@@ -1045,6 +1045,8 @@ def match(
                                                                   "of the encoder's training ranges."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result (distances, steps, preset) "
                                                                  "as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a figure (average spectra of input, reference "
+                                                             "and result; distance per step) here (PNG/SVG/PDF)."),
     model: Optional[Path] = typer.Option(None, "--model", help="An encoder checkpoint folder (default: shipped small)."),
     seed: int = typer.Option(0, "--seed", help="Seed of CMA-ES."),
 ) -> None:
@@ -1074,7 +1076,7 @@ def match(
             progress.update(task, completed=k, total=total, best=f"{best:.4f}")
 
         result, preset_path = match_files(input, reference, output, query=query, query_audio=query_audio,
-                                          json_path=json_out, model=model, effects=chain, method=method,
+                                          json_path=json_out, plot_path=plot, model=model, effects=chain, method=method,
                                           iterations=iterations, excerpt_seconds=excerpt, loudness=loudness,
                                           param_ranges=None if full_ranges else "training", seed=seed,
                                           progress=update)
@@ -1085,8 +1087,8 @@ def match(
                   f"({result.method}, {result.iterations} steps on {result.excerpt_seconds:.1f} s)")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"wrote [bold]{output}[/] and [bold]{preset_path}[/]"
-                  + (f" and [bold]{json_out}[/]" if json_out is not None else ""))
+    written = [output, preset_path] + [p for p in (json_out, plot) if p is not None]
+    console.print("wrote " + ", ".join(f"[bold]{p}[/]" for p in written))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

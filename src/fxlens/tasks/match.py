@@ -423,10 +423,12 @@ def match_files(
     query: str | None = None,
     query_audio: str | os.PathLike | None = None,
     json_path: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
     **options,
 ) -> tuple[MatchResult, Path]:
     """`match` on files: writes `output_path` (.wav as float, .flac as 24-bit), the chain beside it as
-    ``<name>.preset.json`` (for `fxlens fx apply --preset`) and, with `json_path`, the result as JSON. Every input
+    ``<name>.preset.json`` (for `fxlens fx apply --preset`), with `json_path` the result as JSON and with `plot_path`
+    a figure (`plot_match`). Every input
     is read and checked, and the optimization done, before anything is written. Returns the result and the preset's
     path. `options`: `match`'s keyword arguments."""
     from fxlens.atomic import write_text_atomic
@@ -434,9 +436,11 @@ def match_files(
     from fxlens.tasks.process import check_output_path, preset_path_for
 
     out = check_output_path(output_path)
-    for p in (out, json_path):
+    for p in (out, json_path, plot_path):
         if p is not None and Path(p).is_dir():
             raise FxlensError(f"output path is a folder: {p}")
+    if plot_path is not None and Path(plot_path).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise FxlensError(f"--plot must end in .png, .svg or .pdf: {plot_path}")
     if json_path is not None and Path(json_path).suffix.lower() != ".json":
         raise FxlensError(f"--json must end in .json: {json_path}")
     if query is not None and query_audio is not None:
@@ -449,6 +453,10 @@ def match_files(
     result = match(x, sr, r, rsr, query=q, query_sample_rate=q_sr, **options)
     if query_audio is not None:
         result.query = f"example {Path(query_audio).name}"
+    if plot_path is not None:  # first: the output most likely to fail, and a failure must leave nothing behind
+        from fxlens.models.encoder import prepare_audio
+
+        plot_match(result, prepare_audio(x, sr, "input"), prepare_audio(r, rsr, "reference"), plot_path)
     fxaudio.save(out, result.audio, result.sample_rate, subtype="FLOAT" if out.suffix.lower() == ".wav" else "PCM_24")
     preset_path = write_preset(preset_path_for(out), result.preset)
     if json_path is not None:
@@ -456,3 +464,61 @@ def match_files(
                "preset_file": str(preset_path), **result.to_dict()}
         write_text_atomic(json_path, json.dumps(doc, indent=2) + "\n")
     return result, preset_path
+
+
+def average_spectrum_db(x: torch.Tensor, sample_rate: int, bands_per_octave: int = 6,
+                        f_lo: float = 30.0, f_hi: float = 18000.0) -> tuple[np.ndarray, np.ndarray]:
+    """The long-term average spectrum of (1, C, T) audio on a log-frequency grid: Welch's power spectrum of the
+    channels' mean (scipy, 8192-sample Hann segments), averaged over 1/`bands_per_octave`-octave bands, in dB
+    relative to its own power-weighted mean over 100 Hz-10 kHz (so curves of different levels compare by shape).
+    Returns (band centres in Hz, dB); a band without a bin is NaN."""
+    from scipy.signal import welch
+
+    mono = x[0].double().mean(0).numpy()
+    f, p = welch(mono, fs=sample_rate, nperseg=min(8192, mono.size))
+    n = int(np.floor(bands_per_octave * np.log2(f_hi / f_lo))) + 1
+    centres = f_lo * 2.0 ** (np.arange(n) / bands_per_octave)
+    half = 2.0 ** (0.5 / bands_per_octave)
+    power = np.array([p[(f >= c / half) & (f < c * half)].mean() if np.any((f >= c / half) & (f < c * half))
+                      else np.nan for c in centres])
+    ref = p[(f >= 100.0) & (f <= 10000.0)].mean()
+    return centres, 10.0 * np.log10(np.maximum(power, 1e-30) / max(ref, 1e-30))
+
+
+def plot_match(result: MatchResult, x: torch.Tensor, reference: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write a figure of a match: the average spectra (`average_spectrum_db`) of your input, the reference and the
+    result, and the embedding distance to the reference step by step (before: the input as it is). `x`,
+    `reference`: (1, C, T) at `result.sample_rate`. Written atomically; the format comes from the extension."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fxlens.atomic import atomic_path
+
+    sr = result.sample_rate
+    fig, axes = plt.subplots(2, 1, figsize=(9, 7), constrained_layout=True)
+    ax = axes[0]
+    for audio, label, style in ((x, "your input", dict(color="tab:gray")),
+                                (reference, "reference", dict(color="tab:blue", lw=2)),
+                                (result.audio[None], "result", dict(color="tab:red", ls="--"))):
+        f, db = average_spectrum_db(audio, sr)
+        ax.semilogx(f, db, label=label, **style)
+    ax.set(title="average spectrum (1/6 octave; each relative to its own 100 Hz-10 kHz level)", xlabel="Hz",
+           ylabel="dB")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax = axes[1]
+    steps = np.arange(len(result.history) + 1)
+    ax.plot(steps, [result.distance_before] + list(result.history), marker=".", color="tab:red")
+    ax.axhline(result.distance_before, color="tab:gray", ls=":", label="your input as it is")
+    what = f", query: {result.query}" if result.query else ""
+    ax.set(title=f"embedding distance to the reference ({result.method}{what}; best so far)",
+           xlabel="evaluation (0: your input as it is; 1: the middle of the search box)" if result.method == "grad"
+           else "generation (0: your input as it is)", ylabel="cosine distance")
+    ax.legend()
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip(".").lower() or "png", dpi=110)
+    plt.close(fig)
+    return out
