@@ -86,6 +86,21 @@ def test_match_with_cmaes_and_a_text_query(encoder):
     assert torch.allclose(Chain.from_preset(res.preset)(x[None], SR)[0], res.audio, atol=1e-6)
 
 
+def test_blend_aims_between_two_references(encoder):
+    """The target with a blend is the normalized point `blend_amount` of the way between the two references'
+    embeddings (computed here from `FxEncoder.embed`, the public path): the input's distance to it says so."""
+    x, a, b = _tone_mix(1.0, seed=7), _tone_mix(1.0, seed=8), _tone_mix(1.0, seed=9) ** 3 * 20
+    e_x, e_a, e_b = (encoder.embed(v, SR)[0].double() for v in (x, a, b))
+    kw = dict(model=encoder, effects=["gain"], iterations=1, loudness="off")
+    for amount in (0.0, 0.3, 1.0):
+        target = torch.nn.functional.normalize((1 - amount) * e_a + amount * e_b, dim=0)
+        res = match(x, SR, a, SR, blend=b, blend_amount=amount, **kw)
+        assert res.distance_before == pytest.approx(1.0 - float(e_x @ target), abs=1e-5)
+    assert float(e_a @ e_b) < 0.99  # the two references differ, so the three targets do
+    with pytest.raises(ParameterError, match="blend_amount"):
+        match(x, SR, a, SR, blend=b, blend_amount=1.5, **kw)
+
+
 def test_match_rejects_bad_input(encoder):
     x = _tone_mix(1.0)
     with pytest.raises(InvalidAudioError, match="silent"):
@@ -131,6 +146,8 @@ def test_cli_match_writes_audio_preset_and_json_and_fails_cleanly(tmp_path, caps
                  ["match", str(inp), str(ref), str(bad_out), "--effects", "nope"],
                  ["match", str(inp), str(ref), str(bad_out), "--method", "adam"],
                  ["match", str(inp), str(ref), str(bad_out), "--plot", str(tmp_path / "m.txt")],
+                 ["match", str(inp), str(ref), str(bad_out), "--blend", str(inp), "--blend-amount", "2"],
+                 ["match", str(inp), str(ref), str(bad_out), "--blend", str(silent)],
                  ["match", str(inp), str(ref), str(bad_out), "--query", "bass", "--query-audio", str(inp)],
                  ["match", str(inp), str(ref), str(bad_out), "--model", str(tmp_path)]):
         assert main(argv) == 1, argv

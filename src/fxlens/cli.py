@@ -1029,6 +1029,9 @@ def match(
     query: Optional[str] = typer.Option(None, "--query", help="Match one instrument's effects inside the reference "
                                                               "mix (e.g. 'bass'); your audio should be that instrument."),
     query_audio: Optional[Path] = typer.Option(None, "--query-audio", help="An example clip of the instrument instead."),
+    blend: Optional[Path] = typer.Option(None, "--blend", help="A second reference: aim between the two (FXencoder's "
+                                                               "interpolation)."),
+    blend_amount: float = typer.Option(0.5, "--blend-amount", help="With --blend: 0 = the reference, 1 = the blend."),
     effects: Optional[str] = typer.Option(None, "--effects", help="The chain to set, comma-separated, in order "
                                                                   "(default: the paper's seven: parametric_eq, "
                                                                   "multiband_compressor, stereo_imager, gain, "
@@ -1066,6 +1069,8 @@ def match(
         raise FxlensError("--iterations must be at least 1")
     if not excerpt > 0:
         raise FxlensError("--excerpt must be positive")
+    if not 0.0 <= blend_amount <= 1.0:
+        raise FxlensError("--blend-amount must lie between 0 and 1")
     chain = _split_names(effects) or list(DEFAULT_CHAIN)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("distance {task.fields[best]}"), TimeRemainingColumn())
@@ -1076,6 +1081,7 @@ def match(
             progress.update(task, completed=k, total=total, best=f"{best:.4f}")
 
         result, preset_path = match_files(input, reference, output, query=query, query_audio=query_audio,
+                                          blend_path=blend, blend_amount=blend_amount,
                                           json_path=json_out, plot_path=plot, model=model, effects=chain, method=method,
                                           iterations=iterations, excerpt_seconds=excerpt, loudness=loudness,
                                           param_ranges=None if full_ranges else "training", seed=seed,

@@ -277,6 +277,9 @@ def match(
     *,
     query: str | torch.Tensor | None = None,
     query_sample_rate: int | None = None,
+    blend: torch.Tensor | None = None,
+    blend_sample_rate: int | None = None,
+    blend_amount: float = 0.5,
     model=None,
     effects: Sequence[str | Effect] = DEFAULT_CHAIN,
     param_ranges: Mapping | None | str = "training",
@@ -294,7 +297,9 @@ def match(
 
     `audio`, `reference`: (T,), (C, T) or (1, C, T) tensors at their own rates (1-8 channels, at least the
     encoder's 0.5 s; the result is stereo at 44.1 kHz). `query`: an instrument name or an example clip (at
-    `query_sample_rate`) to match that instrument's effects inside the reference mix. `model`: an `FxEncoder` or a
+    `query_sample_rate`) to match that instrument's effects inside the reference mix. `blend`: a second reference (at
+    `blend_sample_rate`, default `reference_sample_rate`); the target is then the point `blend_amount` of the way
+    from the reference's embedding to the blend's (normalized: FXencoder's interpolation of two references). `model`: an `FxEncoder` or a
     checkpoint folder (None: the shipped encoder-small). `effects`: the chain's structure, each effect once.
     `param_ranges`: "training" (the encoder's training ranges), None (every parameter's full range) or a mapping
     {effect: {parameter: (lo, hi)}} in physical units. `method`: "grad" (Adam through the chain and the encoder) or
@@ -312,6 +317,8 @@ def match(
     iterations = MATCH_STEPS if iterations is None else int(iterations)
     if iterations < 1 or popsize < 2 or not (lr > 0 and sigma0 > 0) or not excerpt_seconds > 0:
         raise ParameterError("need iterations >= 1, popsize >= 2, lr > 0, sigma0 > 0 and excerpt_seconds > 0")
+    if blend is not None and not 0.0 <= float(blend_amount) <= 1.0:
+        raise ParameterError(f"blend_amount must lie in [0, 1], got {blend_amount}")
     if isinstance(param_ranges, str):
         if param_ranges != "training":
             raise ParameterError(f"param_ranges must be 'training', None or a mapping, got '{param_ranges}'")
@@ -323,11 +330,12 @@ def match(
     enc.eval()
     for p in enc.parameters():  # gradients flow to the audio only
         p.requires_grad_(False)
-    for a, what in ((audio, "input"), (reference, "reference")):
+    for a, what in ((audio, "input"), (reference, "reference"), (blend, "blend reference")):
         if isinstance(a, torch.Tensor) and a.dim() == 3 and a.shape[0] != 1:
             raise ParameterError(f"the {what} must be one clip, got a batch of {a.shape[0]}")
     x = prepare_audio(audio, sample_rate, "input")  # (1, 2, T) float32 at 44.1 kHz: checked, resampled
     r = prepare_audio(reference, reference_sample_rate, "reference")
+    r2 = None if blend is None else prepare_audio(blend, blend_sample_rate or reference_sample_rate, "blend reference")
     sr = SAMPLE_RATE
 
     q = None
@@ -336,6 +344,9 @@ def match(
             query, query_sample_rate or sample_rate)
     with torch.no_grad():
         e_ref = enc.embed_prepared(r, q).double()
+        if r2 is not None:
+            a = float(blend_amount)
+            e_ref = torch.nn.functional.normalize((1.0 - a) * e_ref + a * enc.embed_prepared(r2, q).double(), dim=-1)
     windows = excerpt_windows(x, sr, excerpt_seconds, enc.segment_seconds)  # (K, 2, L)
     K, L = windows.shape[0], windows.shape[-1]
 
@@ -422,6 +433,7 @@ def match_files(
     *,
     query: str | None = None,
     query_audio: str | os.PathLike | None = None,
+    blend_path: str | os.PathLike | None = None,
     json_path: str | os.PathLike | None = None,
     plot_path: str | os.PathLike | None = None,
     **options,
@@ -450,6 +462,8 @@ def match_files(
     q, q_sr = query, None
     if query_audio is not None:
         q, q_sr = fxaudio.load_with_rate(query_audio)
+    if blend_path is not None:
+        options["blend"], options["blend_sample_rate"] = fxaudio.load_with_rate(blend_path)
     result = match(x, sr, r, rsr, query=q, query_sample_rate=q_sr, **options)
     if query_audio is not None:
         result.query = f"example {Path(query_audio).name}"
@@ -461,6 +475,7 @@ def match_files(
     preset_path = write_preset(preset_path_for(out), result.preset)
     if json_path is not None:
         doc = {"input": str(input_path), "reference": str(reference_path), "output": str(out),
+               **({"blend": str(blend_path), "blend_amount": options.get("blend_amount", 0.5)} if blend_path else {}),
                "preset_file": str(preset_path), **result.to_dict()}
         write_text_atomic(json_path, json.dumps(doc, indent=2) + "\n")
     return result, preset_path
