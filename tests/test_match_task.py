@@ -74,6 +74,14 @@ def test_match_renders_the_written_chain_and_matches_the_input_loudness(encoder)
     lin = meter.integrated_loudness(x.double().numpy().T)
     lout = meter.integrated_loudness(res.audio.double().numpy().T)
     assert lout == pytest.approx(lin, abs=0.1)
+    # the caller's model comes back as it was given: training mode and trainable weights untouched
+    encoder.train()
+    try:
+        match(x, SR, ref, SR, model=encoder, effects=["gain"], iterations=1)
+        assert encoder.training and all(p.requires_grad for p in encoder.parameters())
+        assert all(p.grad is None for p in encoder.parameters())
+    finally:
+        encoder.eval()
 
 
 def test_match_with_cmaes_and_a_text_query(encoder):

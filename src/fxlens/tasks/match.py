@@ -308,7 +308,7 @@ def match(
     or "off" (as the chain leaves it). `progress(step, steps, best distance)` after each step.
     """
     from fxlens.data.pairs import PAIR_RANGES
-    from fxlens.models.encoder import SAMPLE_RATE, FxEncoder, load_encoder, prepare_audio
+    from fxlens.models.encoder import FxEncoder, load_encoder
 
     if method not in OPTIMIZERS:
         raise ParameterError(f"method must be one of {', '.join(OPTIMIZERS)}, got '{method}'")
@@ -327,9 +327,22 @@ def match(
     if method == "cmaes":
         require_cma()
     enc = model if isinstance(model, FxEncoder) else load_encoder(model)
+    was_training = enc.training
     enc.eval()
-    for p in enc.parameters():  # gradients flow to the audio only
-        p.requires_grad_(False)
+    try:
+        return _match(enc, chain, audio, sample_rate, reference, reference_sample_rate, query, query_sample_rate,
+                      blend, blend_sample_rate, blend_amount, method, iterations, lr, popsize, sigma0,
+                      excerpt_seconds, loudness, seed, progress)
+    finally:
+        enc.train(was_training)
+
+
+def _match(enc, chain: ChainModel, audio, sample_rate, reference, reference_sample_rate, query, query_sample_rate,
+           blend, blend_sample_rate, blend_amount, method, iterations, lr, popsize, sigma0, excerpt_seconds, loudness,
+           seed, progress) -> MatchResult:
+    """`match` once its arguments are checked and the encoder is in eval mode."""
+    from fxlens.models.encoder import SAMPLE_RATE, prepare_audio
+
     for a, what in ((audio, "input"), (reference, "reference"), (blend, "blend reference")):
         if isinstance(a, torch.Tensor) and a.dim() == 3 and a.shape[0] != 1:
             raise ParameterError(f"the {what} must be one clip, got a batch of {a.shape[0]}")
@@ -369,7 +382,14 @@ def match(
             out = chain.render(windows, sr, s.expand(K, -1))
             return cosine_distance(embed_renders(out, 1), e_ref.float())[0]
 
-        est = optimize_grad(loss, chain.n_params, iterations, lr, callback=step)
+        trainable = [p for p in enc.parameters() if p.requires_grad]
+        for p in trainable:  # gradients flow to the audio only; the caller's model is left as it was
+            p.requires_grad_(False)
+        try:
+            est = optimize_grad(loss, chain.n_params, iterations, lr, callback=step)
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
     else:
         total = iterations
 
