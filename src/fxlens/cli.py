@@ -1027,7 +1027,8 @@ def match(
     output: Path = typer.Argument(..., help="Output .wav (float) or .flac (24-bit); the chain is written beside "
                                             "it as <name>.preset.json."),
     query: Optional[str] = typer.Option(None, "--query", help="Match one instrument's effects inside the reference "
-                                                              "mix (e.g. 'bass'); your audio should be that instrument."),
+                                                              "mix (e.g. 'bass'); your audio should be that instrument. "
+                                                              "Experimental: not reliable yet (docs/match.md)."),
     query_audio: Optional[Path] = typer.Option(None, "--query-audio", help="An example clip of the instrument instead."),
     blend: Optional[Path] = typer.Option(None, "--blend", help="A second reference: aim between the two (FXencoder's "
                                                                "interpolation)."),

@@ -410,6 +410,9 @@ def _match(enc, chain: ChainModel, audio, sample_rate, reference, reference_samp
         raise FxlensError("the optimization found no setting that renders finite audio")
 
     notes = []
+    if query is not None:
+        notes.append("matching one instrument inside a mix is not reliable yet: on rendered mixes it left the stem "
+                     "further from the target than it was (docs/match.md); a reference of the instrument alone works")
     if est.distance >= distance_before:
         notes.append(f"no setting of this chain brought your audio closer to the reference than it already is "
                      f"({est.distance:.3f} vs {distance_before:.3f}); try more --iterations, other --effects or "
