@@ -65,8 +65,9 @@ from fxlens.bench.metrics import bootstrap_ci
 from fxlens.errors import FxlensError, ParameterError
 from fxlens.features.spectral import AUTOFX_SAMPLE_RATE, autofx_features
 from fxlens.fx.chain import DEFAULT_POOL, Chain
-from fxlens.tasks.match import (DEFAULT_CHAIN, ITERATIONS, LEARNING_RATE, POPSIZE, SIGMA0, ChainModel, Estimate,  # noqa: F401
-                               cosine_distance, optimize_cmaes, optimize_grad, require_cma)
+from fxlens.tasks.match import (  # noqa: F401  (re-exported: the benchmark's names for the ITO core)
+    DEFAULT_CHAIN, ITERATIONS, LEARNING_RATE, POPSIZE, SIGMA0, ChainModel, Estimate, cosine_distance, optimize_cmaes,
+    optimize_grad, require_cma)
 
 METHODS = ("grad", "cmaes", "both")
 REFERENCES = ("stem", "mix")  # the reference: the processed stem alone (the paper), or inside a mixture of its song
@@ -174,8 +175,9 @@ class ITOEmbedder:
     through `fxlens.features.export.decimate2`), `RandomCNNEmbedder`. Any other object with
     ``embed(audio, sample_rate)`` works with CMA-ES; with ``embed_torch(audio, sample_rate)`` also with gradients.
 
-    `text_query` (encoders only): every clip is embedded through the extractor with the text query of the instrument
-    set by `set_instrument` (the instrument-wise objective of ``--reference mix``); the row is named "... · text query".
+    `text_query` (encoders only): every clip is embedded through the extractor with the text query of the
+    instrument set by `set_instrument` (the instrument-wise objective of ``--reference mix``); the row is named
+    "... · text query".
     """
 
     def __init__(self, embedder: Any, sample_rate: int, text_query: bool = False) -> None:

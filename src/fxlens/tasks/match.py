@@ -59,9 +59,10 @@ MATCH_STEPS = 20
 class ChainModel:
     """A fixed chain structure whose settings are one flat vector ``s`` in [0, 1]^P: coordinates in the search box.
 
-    Effect k's normalized controls are ``u = lo + (hi - lo) * s[k-th slice]``, where [lo, hi] is the box the
-    benchmark draws from (`param_ranges` in physical units, as `RandomChain`; the full range of a parameter it does
-    not name). `render` is differentiable in ``s`` and batched over candidates.
+    Effect k's normalized controls are ``u = lo + (hi - lo) * s[k-th slice]``, where [lo, hi] is the box searched
+    (and, in `fxlens bench match`, the box the true settings are drawn from) (`param_ranges` in physical units, as
+    `RandomChain`; the full range of a parameter it does not name). `render` is differentiable in ``s`` and batched
+    over candidates.
     """
 
     def __init__(self, effects: Sequence[str | Effect] = DEFAULT_CHAIN,
@@ -295,17 +296,18 @@ def match(
 ) -> MatchResult:
     """Set a chain of effects so that `audio` through it sounds processed like `reference`; render `audio` with it.
 
-    `audio`, `reference`: (T,), (C, T) or (1, C, T) tensors at their own rates (1-8 channels, at least the
-    encoder's 0.5 s; the result is stereo at 44.1 kHz). `query`: an instrument name or an example clip (at
-    `query_sample_rate`) to match that instrument's effects inside the reference mix. `blend`: a second reference (at
-    `blend_sample_rate`, default `reference_sample_rate`); the target is then the point `blend_amount` of the way
-    from the reference's embedding to the blend's (normalized: FXencoder's interpolation of two references). `model`: an `FxEncoder` or a
-    checkpoint folder (None: the shipped encoder-small). `effects`: the chain's structure, each effect once.
-    `param_ranges`: "training" (the encoder's training ranges), None (every parameter's full range) or a mapping
-    {effect: {parameter: (lo, hi)}} in physical units. `method`: "grad" (Adam through the chain and the encoder) or
-    "cmaes" (generations of `popsize` candidates); `iterations` default `MATCH_STEPS`. `loudness`: "input" (the output's
-    integrated loudness set to the input's, so that you hear the effects and not a level change), "reference",
-    or "off" (as the chain leaves it). `progress(step, steps, best distance)` after each step.
+    `audio`, `reference`: (T,), (C, T) or (1, C, T) tensors at their own rates (1-8 channels, at least the encoder's
+    0.5 s; the result is stereo at 44.1 kHz). `query`: an instrument name or an example clip (at
+    `query_sample_rate`) to match that instrument's effects inside the reference mix. `blend`: a second reference
+    (at `blend_sample_rate`, default `reference_sample_rate`); the target is then the point `blend_amount` of the
+    way from the reference's embedding to the blend's (normalized: FXencoder's interpolation of two references).
+    `model`: an `FxEncoder` or a checkpoint folder (None: the shipped encoder-small). `effects`: the chain's
+    structure, each effect once. `param_ranges`: "training" (the encoder's training ranges), None (every parameter's
+    full range) or a mapping {effect: {parameter: (lo, hi)}} in physical units. `method`: "grad" (Adam through the
+    chain and the encoder) or "cmaes" (generations of `popsize` candidates); `iterations` default `MATCH_STEPS`.
+    `loudness`: "input" (the output's integrated loudness set to the input's, so that you hear the effects and not a
+    level change), "reference", or "off" (as the chain leaves it). `progress(step, steps, best distance)` after each
+    step.
     """
     from fxlens.data.pairs import PAIR_RANGES
     from fxlens.models.encoder import FxEncoder, load_encoder
