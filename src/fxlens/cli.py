@@ -1023,7 +1023,8 @@ def embed(
 @app.command()
 def match(
     input: Path = typer.Argument(..., help="Your audio: the file to process (any common format, rate, 1-8 channels)."),
-    reference: Path = typer.Argument(..., help="The reference whose effects you want (a mix, or a stem)."),
+    reference: Path = typer.Argument(..., help="The reference whose effects you want: the same kind of audio as "
+                                               "yours (a stem for a stem, a mix for a mix)."),
     output: Path = typer.Argument(..., help="Output .wav (float) or .flac (24-bit); the chain is written beside "
                                             "it as <name>.preset.json."),
     query: Optional[str] = typer.Option(None, "--query", help="Match one instrument's effects inside the reference "
