@@ -340,6 +340,8 @@ def test_cli_bad_input_is_one_error_line(root, tmp_path, capsys, monkeypatch):
         ["--data-dir", str(root), "--effects", "gain,nonsense"],
         ["--data-dir", str(root), "--model", str(tmp_path / "no-model")],
         ["--data-dir", str(root), "--device", "nonsense"],
+        ["--data-dir", str(root), "--split", "train"],  # never the training songs
+        ["--data-dir", str(root), "--reference", "song"],
     ]
     for args in bad:
         code = main(["bench", "match", *args, "--out", str(out)])

@@ -654,6 +654,8 @@ def bench_match_command(
                                           "(default: the paper's EQ, multiband compressor, imager, gain, distortion, "
                                           "delay, limiter)."),
     popsize: int = typer.Option(32, "--popsize", help="CMA-ES population (ST-ITO: 32)."),
+    split: str = typer.Option("test", "--split", help="Split the triplets come from: test (the benchmark), or val "
+                              "/ ood (choose settings on val, never on test)."),
     reference: str = typer.Option("stem", "--reference", help="stem: the reference is the processed stem alone (the "
                                   "paper); mix: that stem inside a mixture of its song, and each encoder also "
                                   "matches through the extractor with the instrument's text query."),
@@ -681,6 +683,8 @@ def bench_match_command(
         raise FxlensError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     if reference not in REFERENCES:
         raise FxlensError(f"--reference must be one of {', '.join(REFERENCES)}, got '{reference}'")
+    if split not in ("test", "val", "ood"):
+        raise FxlensError(f"--split must be test, val or ood, got '{split}'")
     if triplets < 1 or iterations < 1 or popsize < 2 or not seconds >= 0.25:
         raise FxlensError("--triplets and --iterations must be >= 1, --popsize >= 2 and --seconds >= 0.25")
     if not root.is_dir():
@@ -700,7 +704,7 @@ def bench_match_command(
                                          seconds=seconds, iterations=iterations, method=method, embedders=embedders,
                                          effects=_split_names(effects) or list(DEFAULT_CHAIN), popsize=popsize,
                                          seed=seed, device=device, out_json=out, restart=restart,
-                                         gradient_baselines=gradient_baselines, reference=reference,
+                                         gradient_baselines=gradient_baselines, reference=reference, split=split,
                                          progress=_named_progress(progress))
     console.print(results["table"], soft_wrap=True, highlight=False)  # table rows unbroken, pasteable as Markdown
     if markdown is not None:
