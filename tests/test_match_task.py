@@ -176,3 +176,11 @@ def test_average_spectrum_follows_a_known_tilt():
     keep = (f > 200) & (f < 5000)
     offset = np.mean(db[keep] - expected[keep])  # each curve is relative to its own mid-band level
     assert np.max(np.abs(db[keep] - expected[keep] - offset)) < 0.5
+
+
+def test_bench_speed_times_match():
+    from fxlens.bench.speed import bench_match
+
+    rows = bench_match(lengths=(1.0,), repeats=1)
+    assert len(rows) == 1 and rows[0]["seconds"] == 1.0
+    assert rows[0]["x_real_time"] == pytest.approx(1.0 / rows[0]["wall_seconds"])

@@ -952,7 +952,7 @@ def bench_speed_command(
     repeats: int = typer.Option(3, help="Timed runs per figure (median reported)."),
     part: str = typer.Option("all", help="What to time: encoder, features (the recognition features on 1.5 s "
                              "windows, eager and exported), analyze (the main job on 10 s and 3 min recordings), "
-                             "or all."),
+                             "match (fxlens match's defaults on 8 s and 3 min files), or all."),
     json_out: Path = typer.Option(Path("bench-speed.json"), "--json", help="Where to write the JSON results."),
 ) -> None:
     """Speed (x real time) of the effects encoder (mixture embeddings, text and audio queries), of the recognition
@@ -963,7 +963,7 @@ def bench_speed_command(
 
     from fxlens.atomic import write_text_atomic
     from fxlens.bench.speed import (TARGET_EMBED, TARGET_FEATURES, bench_analyze, bench_embedding, bench_features,
-                                    cases_markdown, machine_description)
+                                    bench_match, cases_markdown, machine_description)
     from fxlens.models.encoder import load_encoder
 
     try:
@@ -972,8 +972,8 @@ def bench_speed_command(
         raise FxlensError(f"--batch must be comma-separated integers, got {batch!r}") from None
     if seconds < 0.5 or repeats < 1 or any(b < 1 for b in batches):
         raise FxlensError("--seconds must be >= 0.5, --repeats >= 1 and batch sizes >= 1")
-    if part not in ("all", "encoder", "features", "analyze"):
-        raise FxlensError(f"--part must be encoder, features, analyze or all, got {part!r}")
+    if part not in ("all", "encoder", "features", "analyze", "match"):
+        raise FxlensError(f"--part must be encoder, features, analyze, match or all, got {part!r}")
     payload = {"benchmark": "speed", "machine": machine_description(), "threads": torch.get_num_threads()}
     _warn_if_cpu_busy()
 
@@ -997,6 +997,10 @@ def bench_speed_command(
         arows = bench_analyze(repeats=repeats)
         console.print(cases_markdown(arows, "fxlens analyze (shipped models)"))
         payload["analyze_rows"] = arows
+    if part in ("all", "match"):
+        mrows = bench_match(repeats=repeats)
+        console.print(cases_markdown(mrows, "fxlens match (shipped encoder, gradient steps)"))
+        payload["match_rows"] = mrows
     console.print(f"wrote {write_text_atomic(json_out, json.dumps(payload, indent=2) + chr(10))}")
 
 

@@ -312,6 +312,26 @@ def bench_features(seconds: float = 1.5, batches: tuple[int, ...] = (1, 16), rep
     return rows
 
 
+def bench_match(lengths: tuple[float, ...] = (8.0, 180.0), repeats: int = 1) -> list[dict]:
+    """Seconds and x-real-time of `fxlens.match` with its defaults (20 gradient steps on an 8 s excerpt through the
+    shipped encoder, loaded once beforehand and not counted, then the whole file rendered and level-matched) on
+    stereo 44.1 kHz files of each length; the reference is another 8 s signal through a fixed distortion. The search
+    costs the same for any length; the final render grows with it."""
+    from fxlens.fx.chain import Chain
+    from fxlens.models.encoder import load_encoder
+    from fxlens.tasks.match import match
+
+    enc = load_encoder()
+    ref = Chain([("distortion", {"drive_db": 20.0})])(_test_signal(1, 8.0, seed=1), SR)[0]
+    rows = []
+    for seconds in lengths:
+        x = _test_signal(1, seconds)[0]
+        t = _median_seconds(lambda: match(x, SR, ref, SR, model=enc), repeats)
+        rows.append({"case": f"match, {seconds:g} s file (20 steps on 8 s)", "batch": 1, "seconds": seconds,
+                     "wall_seconds": t, "x_real_time": seconds / t})
+    return rows
+
+
 def bench_analyze(lengths: tuple[float, ...] = (10.0, 180.0), repeats: int = 3) -> list[dict]:
     """x-real-time of `fxlens.analyze` (shipped models, loaded once beforehand and not counted) on stereo 44.1 kHz
     clips of each length in seconds: windowing, features, recognizer, estimator, the periods read from the audio.
