@@ -84,6 +84,14 @@ def test_match_renders_the_written_chain_and_matches_the_input_loudness(encoder)
         encoder.eval()
 
 
+def test_match_with_an_audio_query_takes_gradient_steps(encoder):
+    """An audio query's vector is a constant of the search: every step backpropagates through the chain only."""
+    x = _tone_mix(1.0, seed=10)
+    res = match(x, SR, _tone_mix(1.5, seed=11), SR, model=encoder, query=_tone_mix(1.0, seed=12), query_sample_rate=SR,
+                effects=["gain", "distortion"], iterations=3)
+    assert res.query == "audio example" and len(res.history) == 4
+
+
 def test_match_with_cmaes_and_a_text_query(encoder):
     pytest.importorskip("cma")
     x = _tone_mix(2.0, seed=3)

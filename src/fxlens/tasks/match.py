@@ -354,10 +354,10 @@ def _match(enc, chain: ChainModel, audio, sample_rate, reference, reference_samp
     sr = SAMPLE_RATE
 
     q = None
-    if query is not None:
-        q = enc.text_query([query]) if isinstance(query, str) else enc.audio_query(
-            query, query_sample_rate or sample_rate)
-    with torch.no_grad():
+    with torch.no_grad():  # the query and the target are constants of the search: no graph to backpropagate into
+        if query is not None:
+            q = enc.text_query([query]) if isinstance(query, str) else enc.audio_query(
+                query, query_sample_rate or sample_rate)
         e_ref = enc.embed_prepared(r, q).double()
         if r2 is not None:
             a = float(blend_amount)
