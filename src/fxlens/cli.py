@@ -1100,7 +1100,8 @@ def match(
     what = f" (query: {result.query})" if result.query else ""
     console.print(f"effects-embedding distance to the reference{what}, cosine, 0 = the same: "
                   f"{result.distance_before:.3f} as it is -> [bold]{result.distance_after:.3f}[/] through the chain "
-                  f"({result.method}, {result.iterations} steps on {result.excerpt_seconds:.1f} s)")
+                  f"({result.method}, {result.iterations} step{'s' if result.iterations != 1 else ''} on "
+                  f"{result.excerpt_seconds:.1f} s)")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     written = [output, preset_path] + [p for p in (json_out, plot) if p is not None]
