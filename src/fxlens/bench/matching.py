@@ -67,7 +67,7 @@ from fxlens.features.spectral import AUTOFX_SAMPLE_RATE, autofx_features
 from fxlens.fx.chain import DEFAULT_POOL, Chain
 from fxlens.tasks.match import (  # noqa: F401  (re-exported: the benchmark's names for the ITO core)
     DEFAULT_CHAIN, ITERATIONS, LEARNING_RATE, POPSIZE, SIGMA0, ChainModel, Estimate, cosine_distance, optimize_cmaes,
-    optimize_grad, require_cma)
+    optimize_grad, require_cma, search_ranges)
 
 METHODS = ("grad", "cmaes", "both")
 REFERENCES = ("stem", "mix")  # the reference: the processed stem alone (the paper), or inside a mixture of its song
@@ -484,7 +484,6 @@ def run_matching_benchmark(
     "methods": {row: {"kind", "embedder", "optimizer", "instruments": {name|"all": {"L_d", "param_mae",
     "embedding_distance", "values"}}}}, "table": markdown}`` and, with `out_json`, writes it atomically.
     """
-    from fxlens.data.pairs import PAIR_RANGES
     from fxlens.data.stems import open_dataset
 
     if method not in METHODS:
@@ -496,10 +495,7 @@ def run_matching_benchmark(
         raise ParameterError(f"reference must be one of {', '.join(REFERENCES)}, got '{reference}'")
     if not seconds >= 0.25:
         raise ParameterError(f"clips must be at least 0.25 s long, got {seconds:g} s")
-    if isinstance(param_ranges, str):
-        if param_ranges != "training":
-            raise ParameterError(f"param_ranges must be 'training', None or a mapping, got '{param_ranges}'")
-        param_ranges = PAIR_RANGES
+    param_ranges = search_ranges(param_ranges)
     chain = ChainModel(list(effects), param_ranges)
     if method in ("cmaes", "both"):
         require_cma()

@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,18 @@ MATCH_STEPS = 20
 # ------------------------------------------------------------------------------------------------------------------
 # The chain whose settings are estimated
 # ------------------------------------------------------------------------------------------------------------------
+
+
+def search_ranges(param_ranges: Mapping | None | str) -> Mapping | None:
+    """`ChainModel`'s ranges from a user's choice: "training" (the encoder's training ranges,
+    `fxlens.data.pairs.PAIR_RANGES`), None (every parameter's full range) or a mapping (as it is)."""
+    if isinstance(param_ranges, str):
+        if param_ranges != "training":
+            raise ParameterError(f"param_ranges must be 'training', None or a mapping, got '{param_ranges}'")
+        from fxlens.data.pairs import PAIR_RANGES
+
+        return PAIR_RANGES
+    return param_ranges
 
 
 class ChainModel:
@@ -270,6 +283,22 @@ class MatchResult:
                 "history": [round(v, 6) for v in self.history], "preset": self.preset, "notes": self.notes}
 
 
+@contextmanager
+def _searching(enc) -> Iterator[None]:
+    """The encoder in eval mode with its weights frozen (gradients flow to the audio only) for the search; the
+    caller's model comes back in its own mode with its weights as trainable as they were."""
+    was_training, trainable = enc.training, [p for p in enc.parameters() if p.requires_grad]
+    enc.eval()
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+        enc.train(was_training)
+
+
 def match(
     audio: torch.Tensor,
     sample_rate: int,
@@ -309,8 +338,7 @@ def match(
     level change), "reference", or "off" (as the chain leaves it). `progress(step, steps, best distance)` after each
     step.
     """
-    from fxlens.data.pairs import PAIR_RANGES
-    from fxlens.models.encoder import FxEncoder, load_encoder
+    from fxlens.models.encoder import SAMPLE_RATE, FxEncoder, load_encoder, prepare_audio
 
     if method not in OPTIMIZERS:
         raise ParameterError(f"method must be one of {', '.join(OPTIMIZERS)}, got '{method}'")
@@ -321,128 +349,108 @@ def match(
         raise ParameterError("need iterations >= 1, popsize >= 2, lr > 0, sigma0 > 0 and excerpt_seconds > 0")
     if blend is not None and not 0.0 <= float(blend_amount) <= 1.0:
         raise ParameterError(f"blend_amount must lie in [0, 1], got {blend_amount}")
-    if isinstance(param_ranges, str):
-        if param_ranges != "training":
-            raise ParameterError(f"param_ranges must be 'training', None or a mapping, got '{param_ranges}'")
-        param_ranges = PAIR_RANGES
-    chain = ChainModel(list(effects), param_ranges)
+    chain = ChainModel(list(effects), search_ranges(param_ranges))
     if method == "cmaes":
         require_cma()
     enc = model if isinstance(model, FxEncoder) else load_encoder(model)
-    was_training = enc.training
-    enc.eval()
-    try:
-        return _match(enc, chain, audio, sample_rate, reference, reference_sample_rate, query, query_sample_rate,
-                      blend, blend_sample_rate, blend_amount, method, iterations, lr, popsize, sigma0,
-                      excerpt_seconds, loudness, seed, progress)
-    finally:
-        enc.train(was_training)
+    with _searching(enc):
+        for a, what in ((audio, "input"), (reference, "reference"), (blend, "blend reference")):
+            if isinstance(a, torch.Tensor) and a.dim() == 3 and a.shape[0] != 1:
+                raise ParameterError(f"the {what} must be one clip, got a batch of {a.shape[0]}")
+        x = prepare_audio(audio, sample_rate, "input")  # (1, 2, T) float32 at 44.1 kHz: checked, resampled
+        r = prepare_audio(reference, reference_sample_rate, "reference")
+        r2 = None if blend is None else prepare_audio(blend, blend_sample_rate or reference_sample_rate,
+                                                      "blend reference")
+        sr = SAMPLE_RATE
 
+        q = None
+        with torch.no_grad():  # the query and the target are constants of the search: no graph to backpropagate into
+            if query is not None:
+                q = enc.text_query([query]) if isinstance(query, str) else enc.audio_query(
+                    query, query_sample_rate or sample_rate)
+            e_ref = enc.embed_prepared(r, q).double()
+            if r2 is not None:
+                a = float(blend_amount)
+                e_blend = enc.embed_prepared(r2, q).double()
+                e_ref = torch.nn.functional.normalize((1.0 - a) * e_ref + a * e_blend, dim=-1)
+        windows = excerpt_windows(x, sr, excerpt_seconds, enc.segment_seconds)  # (K, 2, L)
+        K, L = windows.shape[0], windows.shape[-1]
 
-def _match(enc, chain: ChainModel, audio, sample_rate, reference, reference_sample_rate, query, query_sample_rate,
-           blend, blend_sample_rate, blend_amount, method, iterations, lr, popsize, sigma0, excerpt_seconds, loudness,
-           seed, progress) -> MatchResult:
-    """`match` once its arguments are checked and the encoder is in eval mode."""
-    from fxlens.models.encoder import SAMPLE_RATE, prepare_audio
+        def embed_renders(out: torch.Tensor, n: int) -> torch.Tensor:
+            # (n * K, 2, L) renders -> n items of K windows side by side -> (n, D): `embed` of the excerpt as one clip
+            joined = out.reshape(n, K, 2, L).permute(0, 2, 1, 3).reshape(n, 2, K * L)
+            return enc.embed_prepared(joined, q, batch_size=max(16, n * K))
 
-    for a, what in ((audio, "input"), (reference, "reference"), (blend, "blend reference")):
-        if isinstance(a, torch.Tensor) and a.dim() == 3 and a.shape[0] != 1:
-            raise ParameterError(f"the {what} must be one clip, got a batch of {a.shape[0]}")
-    x = prepare_audio(audio, sample_rate, "input")  # (1, 2, T) float32 at 44.1 kHz: checked, resampled
-    r = prepare_audio(reference, reference_sample_rate, "reference")
-    r2 = None if blend is None else prepare_audio(blend, blend_sample_rate or reference_sample_rate, "blend reference")
-    sr = SAMPLE_RATE
+        with torch.no_grad():
+            distance_before = float(cosine_distance(embed_renders(windows, 1).double(), e_ref)[0])
 
-    q = None
-    with torch.no_grad():  # the query and the target are constants of the search: no graph to backpropagate into
-        if query is not None:
-            q = enc.text_query([query]) if isinstance(query, str) else enc.audio_query(
-                query, query_sample_rate or sample_rate)
-        e_ref = enc.embed_prepared(r, q).double()
-        if r2 is not None:
-            a = float(blend_amount)
-            e_ref = torch.nn.functional.normalize((1.0 - a) * e_ref + a * enc.embed_prepared(r2, q).double(), dim=-1)
-    windows = excerpt_windows(x, sr, excerpt_seconds, enc.segment_seconds)  # (K, 2, L)
-    K, L = windows.shape[0], windows.shape[-1]
+        def step(k: int, best: float) -> None:
+            if progress is not None:
+                progress(k, total, best)
 
-    def embed_renders(out: torch.Tensor, n: int) -> torch.Tensor:
-        # (n * K, 2, L) renders -> n items of K windows side by side -> (n, D): `embed` of the excerpt as one clip
-        joined = out.reshape(n, K, 2, L).permute(0, 2, 1, 3).reshape(n, 2, K * L)
-        return enc.embed_prepared(joined, q, batch_size=max(16, n * K))
+        if method == "grad":
+            total = iterations + 1
 
-    with torch.no_grad():
-        distance_before = float(cosine_distance(embed_renders(windows, 1).double(), e_ref)[0])
+            def loss(s: torch.Tensor) -> torch.Tensor:
+                out = chain.render(windows, sr, s.expand(K, -1))
+                return cosine_distance(embed_renders(out, 1), e_ref.float())[0]
 
-    def step(k: int, best: float) -> None:
-        if progress is not None:
-            progress(k, total, best)
-
-    if method == "grad":
-        total = iterations + 1
-
-        def loss(s: torch.Tensor) -> torch.Tensor:
-            out = chain.render(windows, sr, s.expand(K, -1))
-            return cosine_distance(embed_renders(out, 1), e_ref.float())[0]
-
-        trainable = [p for p in enc.parameters() if p.requires_grad]
-        for p in trainable:  # gradients flow to the audio only; the caller's model is left as it was
-            p.requires_grad_(False)
-        try:
             est = optimize_grad(loss, chain.n_params, iterations, lr, callback=step)
-        finally:
-            for p in trainable:
-                p.requires_grad_(True)
-    else:
-        total = iterations
-
-        def objective(pop: np.ndarray) -> np.ndarray:
-            d = np.full(pop.shape[0], 2.0)
-            for i in range(0, pop.shape[0], 8):  # 8 candidates x K windows per render: bounded memory
-                s = torch.as_tensor(pop[i: i + 8], dtype=torch.float32)
-                with torch.no_grad():
-                    out = chain.render(windows.repeat(s.shape[0], 1, 1), sr, s.repeat_interleave(K, dim=0))
-                    ok = torch.isfinite(out).reshape(s.shape[0], -1).all(dim=1)
-                    if bool(ok.any()):
-                        e = embed_renders(out, s.shape[0])
-                        d[i: i + s.shape[0]][ok.numpy()] = cosine_distance(e.double(), e_ref)[ok].numpy()
-            return d
-
-        est = optimize_cmaes(objective, chain.n_params, iterations, popsize, sigma0, seed=seed + 1, callback=step)
-    if not math.isfinite(est.distance):
-        raise FxlensError("the optimization found no setting that renders finite audio")
-
-    notes = []
-    if query is not None:
-        notes.append("matching one instrument inside a mix is not reliable yet: on rendered mixes it left the stem "
-                     "further from the target than it was (docs/match.md); a reference of the instrument alone works")
-    if est.distance >= distance_before:
-        notes.append(f"no setting of this chain brought your audio closer to the reference than it already is "
-                     f"({est.distance:.3f} vs {distance_before:.3f}); try more --iterations, other --effects or "
-                     "--full-ranges")
-    preset = chain.preset(est.settings, sr)
-    with torch.no_grad():
-        y = Chain.from_preset(preset)(x, sr)
-    gain_db = None
-    if loudness != "off":
-        target = fxaudio.integrated_loudness(x if loudness == "input" else r, sr)
-        have = fxaudio.integrated_loudness(y, sr)
-        if bool(torch.isfinite(target).all()) and bool(torch.isfinite(have).all()):
-            gain_db = float((target - have).mean())
-            if abs(gain_db) > 24.0:
-                notes.append(f"level match needs {gain_db:+.1f} dB; clamped to the gain stage's +-24 dB")
-                gain_db = max(-24.0, min(24.0, gain_db))
-            preset = _with_level_gain(preset, gain_db, sr)
-            with torch.no_grad():
-                y = Chain.from_preset(preset)(x, sr)
         else:
-            notes.append("too quiet to measure loudness (BS.1770 gate): the level was left as the chain made it")
-    fxaudio.check_finite(y, "the matched audio")
-    peak = float(fxaudio.peak_db(y).max())
-    if peak > 0.0:
-        notes.append(f"the output peaks at {peak:+.1f} dBFS: keep it as float WAV, or lower its level")
-    return MatchResult(y[0], sr, preset, distance_before, float(est.distance), est.history, est.settings, method,
-                       iterations, K * L / sr, gain_db, query if isinstance(query, str) or query is None
-                       else "audio example", notes)
+            total = iterations
+
+            def objective(pop: np.ndarray) -> np.ndarray:
+                d = np.full(pop.shape[0], 2.0)
+                for i in range(0, pop.shape[0], 8):  # 8 candidates x K windows per render: bounded memory
+                    s = torch.as_tensor(pop[i: i + 8], dtype=torch.float32)
+                    with torch.no_grad():
+                        out = chain.render(windows.repeat(s.shape[0], 1, 1), sr, s.repeat_interleave(K, dim=0))
+                        ok = torch.isfinite(out).reshape(s.shape[0], -1).all(dim=1)
+                        if bool(ok.any()):
+                            e = embed_renders(out, s.shape[0])
+                            d[i: i + s.shape[0]][ok.numpy()] = cosine_distance(e.double(), e_ref)[ok].numpy()
+                return d
+
+            est = optimize_cmaes(objective, chain.n_params, iterations, popsize, sigma0, seed=seed + 1, callback=step)
+        if not math.isfinite(est.distance):
+            raise FxlensError("the optimization found no setting that renders finite audio")
+
+        notes = []
+        if query is not None:
+            notes.append("matching one instrument inside a mix is not reliable yet: on rendered mixes it left the "
+                         "stem further from the target than it was (docs/match.md); a reference of the instrument "
+                         "alone works")
+        if est.distance >= distance_before:
+            notes.append(f"no setting of this chain brought your audio closer to the reference than it already is "
+                         f"({est.distance:.3f} vs {distance_before:.3f}); try more --iterations, other --effects or "
+                         "--full-ranges")
+        preset = chain.preset(est.settings, sr)
+        with torch.no_grad():
+            y = Chain.from_preset(preset)(x, sr)
+        gain_db = None
+        if loudness != "off":
+            target = fxaudio.integrated_loudness(x if loudness == "input" else r, sr)
+            have = fxaudio.integrated_loudness(y, sr)
+            if bool(torch.isfinite(target).all()) and bool(torch.isfinite(have).all()):
+                gain_db = float((target - have).mean())
+                if abs(gain_db) > 24.0:
+                    notes.append(f"level match needs {gain_db:+.1f} dB; clamped to the gain stage's +-24 dB")
+                    gain_db = max(-24.0, min(24.0, gain_db))
+                preset = _with_level_gain(preset, gain_db, sr)
+                with torch.no_grad():
+                    y = Chain.from_preset(preset)(x, sr)
+            else:
+                notes.append("too quiet to measure loudness (BS.1770 gate): the level was left as the chain made it")
+        fxaudio.check_finite(y, "the matched audio")
+        peak = float(fxaudio.peak_db(y).max())
+        if peak > 0.0:
+            notes.append(f"the output peaks at {peak:+.1f} dBFS: keep it as float WAV, or lower its level")
+        return MatchResult(y[0], sr, preset, distance_before, float(est.distance), est.history, est.settings, method,
+                           iterations, K * L / sr, gain_db, query if isinstance(query, str) or query is None
+                           else "audio example", notes)
+
+
+
 
 
 def _with_level_gain(preset: Mapping, gain_db: float, sample_rate: int) -> dict:
