@@ -266,6 +266,13 @@ def test_deterministic_and_resumable(built, stems, tmp_path):
     resumed = fxset.build_fxset(stems, tmp_path / "a", **kw)
     assert resumed["rendered"] == 1 and resumed["resumed"] == len(labels["val"]) - 1
     torch.testing.assert_close(read_clip(tmp_path / "a", victim), read_clip(out, victim), atol=0, rtol=0)
+    # two worker processes build the same set, in the same order: the same draws, and the same samples but for
+    # float rounding (a worker runs one torch thread; reductions split over threads round differently: 1 LSB)
+    par = fxset.build_fxset(stems, tmp_path / "w", workers=2, **kw)
+    assert par["rendered"] == len(labels["val"])
+    assert strip(fxset.read_labels(tmp_path / "w", "val")) == strip(labels["val"])
+    for r in labels["val"]:
+        torch.testing.assert_close(read_clip(tmp_path / "w", r), read_clip(out, r), atol=2.0 ** -22, rtol=0)
     # another seed draws other settings
     other = fxset.build_fxset(stems, tmp_path / "b", **{**kw, "seed": 4})
     assert other["rendered"] == len(labels["val"])
@@ -381,5 +388,7 @@ def test_bad_arguments(stems, tmp_path):
         fxset.build_fxset(stems, tmp_path, classes=["wah"])
     with pytest.raises(FxlensError, match="splits"):
         fxset.build_fxset(stems, tmp_path, splits=["nope"])
+    with pytest.raises(FxlensError, match="workers"):
+        fxset.build_fxset(stems, tmp_path, workers=0)
     with pytest.raises(FxlensError):
         fxset.read_labels(tmp_path, "train")

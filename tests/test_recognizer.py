@@ -205,6 +205,11 @@ def test_analyze_and_bench_accept_a_resnet_recognizer(tiny_fxset, tiny_resnet_re
     res = run_recognition_benchmark(tiny_fxset, recognizer=out, real=False)
     assert res["recognizer"]["model"] == "resnet"
     assert res["recognition"]["in-domain test"]["aggregated"]["clips"] == 8
+    # choosing between models reads val alone, never test or ood (recognition and estimation alike)
+    val = run_recognition_benchmark(tiny_fxset, recognizer=out, real=False, splits=["val"])
+    assert list(val["recognition"]) == ["in-domain val"] and list(val["estimation"]) == ["val"]
+    with pytest.raises(FxlensError, match="unknown split"):
+        run_recognition_benchmark(tiny_fxset, recognizer=out, real=False, splits=["tset"])
 
 
 def test_fine_tuning_starts_from_the_checkpoint(tiny_fxset, tiny_resnet_recognizer, tmp_path, capsys):

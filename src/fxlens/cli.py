@@ -323,6 +323,7 @@ def data_fxset(
     randomize_classes: Optional[str] = typer.Option(
         None, help="Randomize only these classes' internals, comma-separated (e.g. overdrive,distortion,fuzz); "
                    "implies --randomize-internals."),
+    workers: int = typer.Option(1, help="Processes rendering clips side by side (the set does not depend on it)."),
 ) -> None:
     """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains).
 
@@ -340,7 +341,7 @@ def data_fxset(
         if not randomize:
             raise FxlensError("--randomize-classes needs at least one class name")
     s = build_fxset(stems, out, clips_per_class, seconds, seed, chains, implementation, progress=True,
-                    chain_clips=chain_clips, splits=split_list, randomize_internals=randomize)
+                    chain_clips=chain_clips, splits=split_list, randomize_internals=randomize, workers=workers)
     console.print(f"{s['clips']} clips ({s['rendered']} new, {s['clips_per_s']} clips/s) -> [bold]{s['out_dir']}[/]")
 
 
@@ -537,6 +538,9 @@ def bench_recognition_command(
                                          "its labels say)."),
     real: bool = typer.Option(True, "--real/--no-real", help="Also read the real lead-guitar stems of the Frets on "
                               "Fire songs (distorted; skipped when not installed)."),
+    splits: Optional[str] = typer.Option(None, "--splits", help="Comma list of splits to read (default: test,ood "
+                                         "in-domain and every cross-domain split; e.g. val to choose a model "
+                                         "without reading test)."),
 ) -> None:
     """Recognition accuracy, per-class precision/recall, confusion matrices (in-domain, ood, cross-domain),
     per-parameter MAE beside random parameters, the MRSTFT of re-rendered estimates beside dry and random, and what
@@ -550,7 +554,8 @@ def bench_recognition_command(
     with Progress(console=console) as progress:
         results = run_recognition_benchmark(fxset, cross_domain=cross_domain, recognizer=recognizer,
                                             estimator=estimator, progress=_named_progress(progress),
-                                            mrstft_clips=mrstft_clips, stems=stems, real=real)
+                                            mrstft_clips=mrstft_clips, stems=stems, real=real,
+                                            splits=_split_names(splits, "--splits"))
     text = markdown_report(results)
     console.print(text)
     write_text_atomic(out, __import__("json").dumps(results, indent=2) + "\n")

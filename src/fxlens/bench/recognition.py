@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -262,37 +262,44 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
                               recognizer=None, estimator=None,
                               progress: Callable[[str, int, int], None] | None = None,
                               mrstft_clips: int = 0, stems: str | os.PathLike | None = None,
-                              real: bool = True) -> dict:
+                              real: bool = True, splits: Sequence[str] | None = None) -> dict:
     """Evaluate a recognizer and an estimator (default: the shipped ones); returns the JSON-able results.
 
     `mrstft_clips`: clips per class of test and ood whose estimates are re-rendered and scored with the MRSTFT
     distance (0: none); `stems`: the dry stem dataset (default: where the fxset labels say it is); `real`: add the
-    real lead-guitar readout (``"real_guitar"``, None when the songs are not installed)."""
+    real lead-guitar readout (``"real_guitar"``, None when the songs are not installed). `splits`: the in-domain
+    splits read (default test and ood, the benchmark) and, when given, the only cross-domain splits read too
+    (default: all four) — ``["val"]`` to choose between models without reading a test split."""
     from fxlens.tasks.analyze import load_estimator, load_recognizer
     from fxlens.train.estimator import DrySources, evaluate, spectral_scores, split_inputs
     from fxlens.train.inputs import split_features, split_log_mels
 
     if mrstft_clips < 0:
         raise FxlensError("--mrstft-clips must be >= 0")
+    in_domain = tuple(SPLITS_IN_DOMAIN if splits is None else splits)
+    unknown = [s for s in in_domain if s not in SPLITS_CROSS]
+    if not in_domain or unknown:
+        raise FxlensError(f"unknown split(s) {', '.join(unknown) or '(none given)'}: use {', '.join(SPLITS_CROSS)}")
     dry = DrySources(stems)
     if mrstft_clips > 0:  # fail before the long part when the dry stems are not where the labels say
         from fxlens.data.fxset import read_labels
 
         try:
-            dry.check(read_labels(fxset, SPLITS_IN_DOMAIN[0]), f"the {SPLITS_IN_DOMAIN[0]} split")
+            dry.check(read_labels(fxset, in_domain[0]), f"the {in_domain[0]} split")
         except FxlensError as e:
             raise FxlensError(f"{e}; or skip the re-rendered estimates: --mrstft-clips 0") from None
 
     t0 = time.perf_counter()
     rec, rcfg = load_recognizer(recognizer)
     est, ecfg = load_estimator(estimator)
-    sets = [("in-domain " + s, fxset, s) for s in SPLITS_IN_DOMAIN]
+    sets = [("in-domain " + s, fxset, s) for s in in_domain]
     if cross_domain is not None:
-        sets.append(("cross-domain (pedalboard)", cross_domain, SPLITS_CROSS))
+        sets.append(("cross-domain (pedalboard)", cross_domain, SPLITS_CROSS if splits is None else in_domain))
     results: dict = {"recognizer": {"model": rcfg.get("model", "mlp"), "classes": rcfg["classes"],
                                     "feature_set": rcfg["feature_set"],
                                     "multilabel": bool(rcfg.get("multilabel", False))},
                      "fxset": str(fxset), "cross_domain": str(cross_domain) if cross_domain else None,
+                     "splits": list(in_domain),
                      "recognition": {}, "estimation": {}}
 
     def feats(root, split, fs):
@@ -321,7 +328,7 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
         results["real_guitar"] = real_guitar_readout(rec, rcfg, progress=progress)
     class_mean = {c: torch.tensor(v) for c, v in ecfg.get("class_mean", {}).items()}
     results["estimator"] = {"model": ecfg.get("model", "mlp"), "feature_set": ecfg.get("feature_set")}
-    for s in SPLITS_IN_DOMAIN:
+    for s in in_domain:
         cb = (lambda d, n, s=s: progress(f"estimator inputs {s}", d, n)) if progress else None
         try:
             f, lab = split_inputs(est, ecfg, fxset, s, progress=cb)
@@ -417,10 +424,11 @@ def markdown_report(results: dict) -> str:
             cells.append(f"**{m['model']:.3f}** / {m['random']:.3f} / "
                          + ("-" if m["class_mean"] is None else f"{m['class_mean']:.3f}"))
         lines.append("| all (mean over parameters) | | " + " | ".join(cells) + " |")
-        lines += ["", "### Per parameter (test)", "", "| class | parameter | model | random | class mean |",
+        first = splits[0] if splits else None
+        lines += ["", f"### Per parameter ({first})", "", "| class | parameter | model | random | class mean |",
                   "|---|---|---|---|---|"]
-        if "test" in est and est["test"].get("clips"):
-            for c, v in est["test"]["per_class"].items():
+        if first is not None:
+            for c, v in est[first]["per_class"].items():
                 for p, pv in v["params"].items():
                     if pv["fixed"]:
                         continue

@@ -497,6 +497,7 @@ def build_fxset(
     splits: list[str] | None = None,
     classes: list[str] | None = None,
     randomize_internals: bool | Iterable[str] = False,
+    workers: int = 1,
 ) -> dict:
     """Build an fxset; returns a summary {out_dir, implementation, splits: {split: {class: n}}, clips, seconds, ...}.
 
@@ -517,6 +518,9 @@ def build_fxset(
             implementation's knob scaling or sound; recorded in each preset (its config, and the scaled mix: such
             clips leave their class's mix sub-range). True: every class of `RANDOMIZED_INTERNALS`; a collection of
             fine class names: only those (in chains too).
+        workers: processes rendering clips side by side (one torch thread each). Every clip draws from its own
+            seed, so the set does not depend on the number of workers (its samples, to float rounding: a sum split
+            over threads rounds differently).
     """
     from fxlens.data.stems import open_dataset
 
@@ -527,6 +531,8 @@ def build_fxset(
         if randomized:
             raise FxlensError("randomizing the internals applies to fxlens renderings only (pedalboard's are fixed)")
         require_pedalboard()
+    if workers < 1:
+        raise FxlensError(f"workers must be >= 1, got {workers}")
     if not seconds >= 0.5:
         raise FxlensError(f"clip length must be at least 0.5 s (loudness needs 400 ms), got {seconds}")
     ds = open_dataset(stems_root)
@@ -558,38 +564,59 @@ def build_fxset(
     done, made, resumed = 0, 0, 0
     t0 = time.perf_counter()
     summary_splits: dict[str, dict[str, int]] = {}
+    settings = (str(out), seed, seconds, sample_rate, implementation, tuple(names), onset_fraction, randomized)
+    pool = None
     try:
         for split in chosen_splits:
             split_name = split or "all"
-            songs = [r for r in ds.songs() if r.split == split]
-            instruments = sorted({i for r in songs for i in r.instruments})
-            parts = out / split_name / ".parts"
-            records = []
+            by_id: dict[str, dict] = {}
+            todo = []
             for cls_name, i in jobs_by_split[split]:
                 clip_id = f"{split_name}-{cls_name}-{i:05d}"
-                part = parts / f"{clip_id}.json"
-                wav = out / split_name / f"{clip_id}.flac"
-                if part.is_file() and wav.is_file():
-                    records.append(json.loads(part.read_text(encoding="utf-8")))
+                part = out / split_name / ".parts" / f"{clip_id}.json"
+                if part.is_file() and (out / split_name / f"{clip_id}.flac").is_file():
+                    by_id[clip_id] = json.loads(part.read_text(encoding="utf-8"))
                     resumed += 1
+                    done += 1
                 else:
-                    rng = _clip_rng(seed, implementation, split_name, cls_name, i)
-                    rec = _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation,
-                                     names, onset_fraction, randomized)
-                    rec = {"clip_id": clip_id, "split": split_name, **rec}
-                    fxaudio.save(wav, rec.pop("_audio"), sample_rate)
-                    write_text_atomic(part, json.dumps(rec) + "\n")
-                    records.append(rec)
-                    made += 1
-                done += 1
+                    todo.append((cls_name, i))
+            if callable(progress):
+                progress(done, total)
+
+            def finished(rec: dict) -> None:
+                nonlocal done, made
+                by_id[rec["clip_id"]] = rec
+                done, made = done + 1, made + 1
                 if callable(progress):
                     progress(done, total)
+
+            if workers == 1 or len(todo) < 2:
+                sources = _split_sources(ds, split)
+                for cls_name, i in todo:
+                    finished(_build_clip(ds, sources, split, cls_name, i, *settings))
+            else:
+                if pool is None:  # spawn: fluidsynth-free, but torch's thread pools must not be forked
+                    from concurrent.futures import ProcessPoolExecutor
+                    from multiprocessing import get_context
+
+                    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                               initializer=_worker_init, initargs=(str(stems_root),))
+                futures = [pool.submit(_build_clip_in_worker, split, cls_name, i, *settings) for cls_name, i in todo]
+                try:
+                    for f in futures:  # in order: a failure stops the build at the first bad clip
+                        finished(f.result())
+                finally:
+                    for f in futures:
+                        f.cancel()
+            records = [by_id[f"{split_name}-{c}-{i:05d}"] for c, i in jobs_by_split[split]]
             write_text_atomic(out / split_name / "labels.jsonl", "".join(json.dumps(r) + "\n" for r in records))
             tally: dict[str, int] = {}
             for r in records:
                 tally[r["fine_class"]] = tally.get(r["fine_class"], 0) + 1
             summary_splits[split_name] = tally
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.stop()
     elapsed = time.perf_counter() - t0
@@ -631,6 +658,44 @@ def _render(x: torch.Tensor, sample_rate: int, settings: dict, implementation: s
     if implementation == "fxlens":
         return render_fxlens(x, sample_rate, settings["preset"])
     return render_pedalboard(x, sample_rate, settings["pedalboard"])
+
+
+def _split_sources(ds, split) -> tuple[list, list[str]]:
+    """The songs of a split and the instruments they hold (what a clip of that split is cut from)."""
+    songs = [r for r in ds.songs() if r.split == split]
+    return songs, sorted({i for r in songs for i in r.instruments})
+
+
+def _build_clip(ds, sources: tuple[list, list[str]], split, cls_name: str, i: int, out: str, seed: int,
+                seconds: float, sample_rate: int, implementation: str, names: tuple[str, ...], onset_fraction: float,
+                randomized: frozenset[str]) -> dict:
+    """Render clip `i` of a class (or "chain") of a split, write its audio and its label part; its record."""
+    split_name = split or "all"
+    clip_id = f"{split_name}-{cls_name}-{i:05d}"
+    rng = _clip_rng(seed, implementation, split_name, cls_name, i)
+    rec = _make_clip(ds, *sources, cls_name, rng, seconds, sample_rate, implementation, list(names), onset_fraction,
+                     randomized)
+    rec = {"clip_id": clip_id, "split": split_name, **rec}
+    fxaudio.save(Path(out) / split_name / f"{clip_id}.flac", rec.pop("_audio"), sample_rate)
+    write_text_atomic(Path(out) / split_name / ".parts" / f"{clip_id}.json", json.dumps(rec) + "\n")
+    return rec
+
+
+_WORKER: dict = {}  # a worker process's dataset and per-split sources, opened once
+
+
+def _worker_init(stems_root: str) -> None:
+    from fxlens.data.stems import open_dataset
+
+    torch.set_num_threads(1)
+    _WORKER["ds"] = open_dataset(stems_root)
+
+
+def _build_clip_in_worker(split, *args) -> dict:
+    ds = _WORKER["ds"]
+    if ("sources", split) not in _WORKER:
+        _WORKER[("sources", split)] = _split_sources(ds, split)
+    return _build_clip(ds, _WORKER[("sources", split)], split, *args)
 
 
 def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation, names,
