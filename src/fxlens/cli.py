@@ -323,7 +323,7 @@ def data_fxset(
     randomize_classes: Optional[str] = typer.Option(
         None, help="Randomize only these classes' internals, comma-separated (e.g. overdrive,distortion,fuzz); "
                    "implies --randomize-internals."),
-    workers: int = typer.Option(1, help="Processes rendering clips side by side (the set does not depend on it)."),
+    workers: int = typer.Option(2, help="Processes rendering clips side by side (the set does not depend on it)."),
 ) -> None:
     """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains).
 
