@@ -376,3 +376,24 @@ def test_bench_reads_real_guitar_stems_window_by_window(fuzz_file, monkeypatch):
     assert "| Fuzz Song | 3 | 100.0 |" in markdown_report({"recognition": {}, "real_guitar": out})
     monkeypatch.setattr(real, "list_real_recordings", lambda *a, **k: [])
     assert real_guitar_readout(model, config) is None  # not installed: no readout
+
+
+def test_cli_does_not_call_a_recording_dry_when_dry_is_unlikely(fuzz_file, monkeypatch, capsys):
+    """A mix whose every effect stays under the threshold, while "dry" (none on) is unlikely too, is reported as
+    undecided with its two most likely effects, not as "(none: dry)"; a likely dry one still reads as dry."""
+    import fxlens.tasks.analyze as analyze_mod
+    from fxlens.tasks.analyze import AnalysisResult
+
+    def fake(probabilities):
+        result = AnalysisResult(SR, 2.0, 1, probabilities, dict(probabilities), [], {"effects": []}, True)
+        return lambda *a, **k: (result, torch.zeros(1, 2, SR))
+
+    monkeypatch.setattr(analyze_mod, "analyze_file", fake({"dry": 0.07, "reverb": 0.44, "modulation": 0.46,
+                                                            "delay": 0.1}))
+    code, out, err = run(["analyze", fuzz_file], capsys)
+    assert code == 0, err
+    assert "(none: dry)" not in out and "(none reaches 0.5)" in out
+    assert "modulation 0.46, reverb 0.44" in out and "--threshold 0.4" in out
+    monkeypatch.setattr(analyze_mod, "analyze_file", fake({"dry": 0.8, "reverb": 0.2}))
+    code, out, err = run(["analyze", fuzz_file], capsys)
+    assert code == 0 and "(none: dry)" in out and "reaches" not in out

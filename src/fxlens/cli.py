@@ -5,6 +5,7 @@ Every `FxlensError` (bad input) becomes one line on stderr and exit code 1 — n
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -489,8 +490,18 @@ def analyze(
     table = Table(title=f"{file.name}: {result.duration_s:.2f} s, {result.windows} window(s) of 1.5 s")
     for col in ("effect", "probability", "class", "setting", "value", "±", "unit"):
         table.add_column(col, justify="right" if col in ("probability", "value", "±") else "left")
+    notes = []
     if not result.effects:
-        table.add_row("(none: dry)", f"{result.probabilities['dry']:.2f}", "dry", "", "", "", "")
+        dry_p = result.probabilities["dry"]
+        others = sorted(((v, k) for k, v in result.probabilities.items() if k != "dry"), reverse=True)
+        if not others or dry_p >= threshold or dry_p >= others[0][0]:
+            table.add_row("(none: dry)", f"{dry_p:.2f}", "dry", "", "", "", "")
+        else:  # no effect is sure enough, but neither is "dry": say so rather than call the recording dry
+            table.add_row(f"(none reaches {threshold:g})", f"{dry_p:.2f}", "dry?", "", "", "", "")
+            lower = math.floor(others[0][0] * 10) / 10
+            notes.append(f"no effect reaches {threshold:g}, yet dry is only {dry_p:.2f}: most likely "
+                         + ", ".join(f"{k} {v:.2f}" for v, k in others[:2])
+                         + (f" (--threshold {lower:g} reports their settings)" if lower > 0 else ""))
     for k, d in enumerate(result.effects):
         for j, (name, value) in enumerate(d.settings.items()):
             err = d.typical_error.get(name)
@@ -500,7 +511,6 @@ def analyze(
                           err_text + (" ~" if name in d.near_class_mean else ""), d.units[name])
         if k < len(result.effects) - 1:
             table.add_section()
-    notes = []
     if any(d.measured for d in result.effects):
         notes.append("* read from the audio itself (a period: envelope, pitch or cepstrum); the rest is estimated")
     if any(d.near_class_mean for d in result.effects):
