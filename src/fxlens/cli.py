@@ -536,7 +536,7 @@ def analyze(
 
 @bench_app.command("recognition")
 def bench_recognition_command(
-    fxset: Path = typer.Argument(..., help="An fxlens fxset folder (test and ood splits are evaluated)."),
+    fxset: Path = typer.Argument(..., help="An fxlens fxset folder (its test and ood splits, or --splits)."),
     cross_domain: Optional[Path] = typer.Option(None, help="A pedalboard fxset (every split evaluated)."),
     recognizer: Optional[Path] = typer.Option(None, help="Recognizer checkpoint (default: the shipped one)."),
     estimator: Optional[Path] = typer.Option(None, help="Estimator checkpoint (default: the shipped one)."),

@@ -29,6 +29,9 @@ guitar stem of each song, distorted by its producer through a real amplifier cha
 distortion detected (its group's probability >= 0.5; a single-label recognizer: the top class), and what each
 window's strongest reading is. There are no labels beyond "this stem is distorted" (the songs' other effects,
 reverb and delay among them, are not known), so this is a readout, not an accuracy.
+
+Choosing between models: ``splits=["val"]`` (``--splits val``) reads the val split of both sets instead, so no
+test figure is computed before the choice.
 """
 
 from __future__ import annotations
