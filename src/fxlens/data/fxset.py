@@ -572,7 +572,7 @@ def build_fxset(
             by_id: dict[str, dict] = {}
             todo = []
             for cls_name, i in jobs_by_split[split]:
-                clip_id = f"{split_name}-{cls_name}-{i:05d}"
+                clip_id = _clip_id(split_name, cls_name, i)
                 part = out / split_name / ".parts" / f"{clip_id}.json"
                 if part.is_file() and (out / split_name / f"{clip_id}.flac").is_file():
                     by_id[clip_id] = json.loads(part.read_text(encoding="utf-8"))
@@ -595,7 +595,7 @@ def build_fxset(
                 for cls_name, i in todo:
                     finished(_build_clip(ds, sources, split, cls_name, i, *settings))
             else:
-                if pool is None:  # spawn: fluidsynth-free, but torch's thread pools must not be forked
+                if pool is None:  # spawn, not fork: torch's thread pools do not survive a fork
                     from concurrent.futures import ProcessPoolExecutor
                     from multiprocessing import get_context
 
@@ -608,7 +608,7 @@ def build_fxset(
                 finally:
                     for f in futures:
                         f.cancel()
-            records = [by_id[f"{split_name}-{c}-{i:05d}"] for c, i in jobs_by_split[split]]
+            records = [by_id[_clip_id(split_name, c, i)] for c, i in jobs_by_split[split]]
             write_text_atomic(out / split_name / "labels.jsonl", "".join(json.dumps(r) + "\n" for r in records))
             tally: dict[str, int] = {}
             for r in records:
@@ -660,6 +660,10 @@ def _render(x: torch.Tensor, sample_rate: int, settings: dict, implementation: s
     return render_pedalboard(x, sample_rate, settings["pedalboard"])
 
 
+def _clip_id(split_name: str, cls_name: str, i: int) -> str:
+    return f"{split_name}-{cls_name}-{i:05d}"
+
+
 def _split_sources(ds, split) -> tuple[list, list[str]]:
     """The songs of a split and the instruments they hold (what a clip of that split is cut from)."""
     songs = [r for r in ds.songs() if r.split == split]
@@ -671,7 +675,7 @@ def _build_clip(ds, sources: tuple[list, list[str]], split, cls_name: str, i: in
                 randomized: frozenset[str]) -> dict:
     """Render clip `i` of a class (or "chain") of a split, write its audio and its label part; its record."""
     split_name = split or "all"
-    clip_id = f"{split_name}-{cls_name}-{i:05d}"
+    clip_id = _clip_id(split_name, cls_name, i)
     rng = _clip_rng(seed, implementation, split_name, cls_name, i)
     rec = _make_clip(ds, *sources, cls_name, rng, seconds, sample_rate, implementation, list(names), onset_fraction,
                      randomized)
@@ -681,7 +685,7 @@ def _build_clip(ds, sources: tuple[list, list[str]], split, cls_name: str, i: in
     return rec
 
 
-_WORKER: dict = {}  # a worker process's dataset and per-split sources, opened once
+_WORKER: dict = {"ds": None, "sources": {}}  # a worker process's dataset and each split's sources, opened once
 
 
 def _worker_init(stems_root: str) -> None:
@@ -692,10 +696,10 @@ def _worker_init(stems_root: str) -> None:
 
 
 def _build_clip_in_worker(split, *args) -> dict:
-    ds = _WORKER["ds"]
-    if ("sources", split) not in _WORKER:
-        _WORKER[("sources", split)] = _split_sources(ds, split)
-    return _build_clip(ds, _WORKER[("sources", split)], split, *args)
+    ds, sources = _WORKER["ds"], _WORKER["sources"]
+    if split not in sources:
+        sources[split] = _split_sources(ds, split)
+    return _build_clip(ds, sources[split], split, *args)
 
 
 def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation, names,
