@@ -342,6 +342,9 @@ def test_cli_bad_input_is_one_error_line(root, tmp_path, capsys, monkeypatch):
         ["--data-dir", str(root), "--device", "nonsense"],
         ["--data-dir", str(root), "--split", "train"],  # never the training songs
         ["--data-dir", str(root), "--reference", "song"],
+        ["--data-dir", str(root), "--baselines", "mfcc,nope"],
+        ["--data-dir", str(root), "--baselines", ","],
+        ["--data-dir", str(root), "--baselines", "none"],  # and no encoder: nothing to score
     ]
     for args in bad:
         code = main(["bench", "match", *args, "--out", str(out)])
@@ -375,6 +378,26 @@ def test_cli_end_to_end(root, encoder_dir, tmp_path, capsys):
     assert [r for r in rows if r.startswith("ITO grad")] == [
         "ITO grad · mfcc+spectral", "ITO grad · log-mel stats", "ITO grad · band statistics", "ITO grad · random CNN",
         "ITO grad · Fx-Encoder++ (enc-test)"]
+    # --baselines picks which baselines run (here: the encoder alone), in a journal of its own
+    code = main(["bench", "match", "--data-dir", str(root), "--triplets", "1", "--instruments", "bass",
+                 "--seconds", str(SECONDS), "--iterations", "2", "--popsize", "4", "--effects", "gain",
+                 "--baselines", "none", "--model", str(encoder_dir), "--out", str(tmp_path / "e.json")])
+    assert code == 0, capsys.readouterr().err
+    assert list(json.loads((tmp_path / "e.json").read_text())["methods"]) == [
+        mt.ROW_INPUT, mt.ROW_RANDOM, "ITO CMA-ES · Fx-Encoder++ (enc-test)", "ITO grad · Fx-Encoder++ (enc-test)",
+        mt.ROW_ORACLE]
+
+
+def test_default_baselines_by_name():
+    from fxlens.bench import baselines as bl
+    from fxlens.errors import ParameterError
+
+    assert [e.name for e in bl.default_baselines()] == ["random", "mfcc+spectral", "log-mel stats",
+                                                        "band statistics", "random CNN"]
+    assert [e.name for e in bl.default_baselines(names=["cnn", "mfcc"])] == ["mfcc+spectral", "random CNN"]
+    assert bl.default_baselines(names=[]) == []
+    with pytest.raises(ParameterError, match="unknown baseline 'mel'"):
+        bl.default_baselines(names=["mel"])
 
 
 def test_mix_references_are_paired_with_stem_ones_at_the_mixture_level(root):

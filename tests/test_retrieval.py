@@ -489,6 +489,11 @@ def test_cli_bad_model_is_one_error_line(tmp_path, capsys):
     code = main(["bench", "retrieval", "--data-dir", str(tmp_path), "--split", "train", "--out", str(tmp_path / "r.json")])
     _, err = capsys.readouterr()
     assert code == 1 and "train" in err and len(err.strip().splitlines()) == 1
+    code = main(["bench", "retrieval", "--data-dir", str(tmp_path), "--baselines", "mfcc,mel", "--no-real",
+                 "--out", str(tmp_path / "r.json")])
+    _, err = capsys.readouterr()
+    assert code == 1 and "unknown baseline 'mel'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_benchmark_report_and_plots(inst_root, encoder_dir, tmp_path):

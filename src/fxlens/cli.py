@@ -131,6 +131,18 @@ def fx_list(json_out: bool = typer.Option(False, "--json", help="Print JSON inst
         console.print(effects_table(effects))
 
 
+BASELINES_HELP = ("Comma list of the baselines to run beside the encoders: random, mfcc (MFCC + spectral "
+                  "statistics), logmel (log-mel statistics), bands (band statistics), cnn (a random CNN); 'none' "
+                  "for the encoders alone (default: all five).")
+
+
+def _baseline_names(text: Optional[str]) -> Optional[list[str]]:
+    """`--baselines` as a list of short names (None: all; 'none': an empty list)."""
+    if text is not None and text.strip().lower() == "none":
+        return []
+    return _split_names(text, "--baselines")
+
+
 def _split_names(text: Optional[str], option: str = "--effects") -> Optional[list[str]]:
     """A comma-separated option as a list of names (None when not given); an empty list is an error."""
     if text is None:
@@ -591,6 +603,7 @@ def bench_retrieval_command(
     model: Optional[list[Path]] = typer.Option(None, "--model", help="An encoder checkpoint folder to score beside "
                                                "the baselines (repeatable; default: the shipped encoder-small when "
                                                "this install has it)."),
+    baselines: Optional[str] = typer.Option(None, "--baselines", help=BASELINES_HELP),
     effects: Optional[str] = typer.Option(None, "--effects", help="Comma list of the effects the chains draw from "
                                           "(default: the encoder's training pool)."),
     max_effects: int = typer.Option(8, "--max-effects", help="Largest number of effects in a chain (smallest: 1)."),
@@ -631,7 +644,10 @@ def bench_retrieval_command(
 
         require_pedalboard()  # a missing optional extra fails before any work
     pool = _split_names(effects) or list(PAIR_POOL)
-    embedders = default_baselines(seed=seed) + encoder_embedders(model)  # bad checkpoints fail before any work
+    embedders = (default_baselines(seed=seed, names=_baseline_names(baselines))
+                 + encoder_embedders(model))  # bad checkpoints fail before any work
+    if not embedders:
+        raise FxlensError("nothing to score: --baselines none and no encoder (give --model)")
     with Progress(console=console) as progress:
         update = _named_progress(progress)
         results = run_retrieval_benchmark(root, n_candidates=candidates, n_queries=queries, seconds=seconds, seed=seed,
@@ -665,6 +681,7 @@ def bench_match_command(
                                             "CNN; not the MFCC features)."),
     model: Optional[list[Path]] = typer.Option(None, "--model", help="An encoder checkpoint folder (repeatable; "
                                                "default: the shipped encoder-small when this install has it)."),
+    baselines: Optional[str] = typer.Option(None, "--baselines", help=BASELINES_HELP),
     effects: Optional[str] = typer.Option(None, "--effects", help="Comma list: the chain to match, in order "
                                           "(default: the paper's EQ, multiband compressor, imager, gain, distortion, "
                                           "delay, limiter)."),
@@ -713,7 +730,10 @@ def bench_match_command(
             raise FxlensError(f"--device must be a torch device such as cpu or cuda, got '{device}'") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise FxlensError("--device cuda: no CUDA device is available here")
-    embedders = default_baselines(seed=seed, device=device) + encoder_embedders(model, device=device or "cpu")
+    embedders = (default_baselines(seed=seed, device=device, names=_baseline_names(baselines))
+                 + encoder_embedders(model, device=device or "cpu"))
+    if not embedders:
+        raise FxlensError("nothing to score: --baselines none and no encoder (give --model)")
     with Progress(console=console) as progress:
         results = run_matching_benchmark(root, instruments=_split_names(instruments, "--instruments"), n_triplets=triplets,
                                          seconds=seconds, iterations=iterations, method=method, embedders=embedders,

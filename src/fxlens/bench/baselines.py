@@ -17,11 +17,13 @@ together, no labels), which `evaluate` calls once per group.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fxlens.errors import ParameterError
 from fxlens.features.mel import band_statistics, log_mel
 from fxlens.features.spectral import autofx_features
 
@@ -153,11 +155,23 @@ class RandomCNNEmbedder:
             return self.model(log_mel(audio.to(self.device), sample_rate)).double().cpu()
 
 
-def default_baselines(seed: int = 0, device: str | torch.device | None = None) -> list:
-    """The five baselines, in table order: random, MFCC + spectral statistics, log-mel statistics, band statistics,
-    random CNN."""
-    return [RandomEmbedder(seed=seed), AutoFXEmbedder(), LogMelStatsEmbedder(device=device),
-            BandStatsEmbedder(device=device), RandomCNNEmbedder(seed=seed, device=device)]
+BASELINES = ("random", "mfcc", "logmel", "bands", "cnn")
+"""Short names of the five baselines (what `--baselines` takes), in table order: random embeddings, MFCC + spectral
+statistics, log-mel statistics, band statistics, a randomly initialized CNN."""
+
+
+def default_baselines(seed: int = 0, device: str | torch.device | None = None,
+                      names: Sequence[str] | None = None) -> list:
+    """The baselines named in `names` (short names from `BASELINES`; None: all five), in table order. An empty
+    `names` gives none (the learned encoders alone); an unknown name is a `ParameterError`."""
+    chosen = BASELINES if names is None else tuple(names)
+    unknown = [n for n in chosen if n not in BASELINES]
+    if unknown:
+        raise ParameterError(f"unknown baseline '{unknown[0]}' (known: {', '.join(BASELINES)})")
+    make = {"random": lambda: RandomEmbedder(seed=seed), "mfcc": AutoFXEmbedder,
+            "logmel": lambda: LogMelStatsEmbedder(device=device), "bands": lambda: BandStatsEmbedder(device=device),
+            "cnn": lambda: RandomCNNEmbedder(seed=seed, device=device)}
+    return [make[n]() for n in BASELINES if n in chosen]
 
 
 class EncoderEmbedder:
