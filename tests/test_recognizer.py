@@ -152,6 +152,28 @@ def test_feature_cache_grows_with_the_set(stems, tmp_path):  # noqa: F811
     assert torch.allclose(row, compute_features(audio.load(wav), audio.WORKING_SAMPLE_RATE)[0], rtol=1e-4, atol=1e-4)
 
 
+def test_inputs_computed_by_worker_processes_equal_one_process(tiny_fxset, tmp_path):
+    """`workers=2` gives the rows of one process (features and log-mels), in label order, each in its cache."""
+    import shutil
+
+    from fxlens.models.classifier import MelResNetClassifier
+    from fxlens.train.inputs import split_features, split_log_mels
+
+    front = MelResNetClassifier(["dry", "fuzz"], n_features=4, sample_rate=44100, channels=(4,))
+    got = {}
+    for workers in (1, 2):
+        root = tmp_path / f"w{workers}"
+        shutil.copytree(tiny_fxset, root, ignore=shutil.ignore_patterns("*.pt"))  # no caches: everything computed
+        f, lab = split_features(root, "val", batch=3, workers=workers)
+        m, _ = split_log_mels(root, "val", front, batch=3, workers=workers)
+        assert (root / "val" / "features-fxlens-406.pt").is_file() and len(f) == len(lab) == len(m) > 3
+        got[workers] = (f, m, [r["clip_id"] for r in lab])
+    (f1, m1, ids1), (f2, m2, ids2) = got[1], got[2]
+    assert ids1 == ids2
+    torch.testing.assert_close(f2, f1, rtol=1e-5, atol=1e-5)  # a one-thread worker may round sums differently
+    torch.testing.assert_close(m2.float(), m1.float(), rtol=0, atol=1e-3)  # float16 rows
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The ResNet recognizer: features fused with a log-mel ResNet
 # ------------------------------------------------------------------------------------------------------------------

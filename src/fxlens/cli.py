@@ -131,6 +131,8 @@ def fx_list(json_out: bool = typer.Option(False, "--json", help="Print JSON inst
         console.print(effects_table(effects))
 
 
+FEATURE_WORKERS_HELP = ("Processes computing the features and log-mels of clips not yet cached (one torch thread "
+                        "each; the results do not depend on it).")
 BASELINES_HELP = ("Comma list of the baselines to run beside the encoders: random, mfcc (MFCC + spectral "
                   "statistics), logmel (log-mel statistics), bands (band statistics), cnn (a random CNN); 'none' "
                   "for the encoders alone (default: all five).")
@@ -372,6 +374,7 @@ def train_recognizer_command(
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
     init: Optional[Path] = typer.Option(None, help="Start from this recognizer checkpoint (fine-tuning); "
                                                    "it must match --target, --multilabel, --model and the features."),
+    workers: int = typer.Option(2, "--workers", help=FEATURE_WORKERS_HELP),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """Effect recognition: an MLP on features, or features + a log-mel ResNet, with SVM and k-NN baselines in the
@@ -385,7 +388,7 @@ def train_recognizer_command(
         update = _named_progress(progress)
         metrics = train_recognizer(fxset, out, target=target, cross_domain=cross_domain, epochs=epochs, seed=seed,
                                    progress=update, feature_set=feature_set, multilabel=multilabel, model_kind=model,
-                                   lr=lr, init=init)
+                                   lr=lr, init=init, workers=workers)
     if multilabel:
         fine = target == "fine"
         table = Table(title=f"multi-label recognition ({len(metrics['classes'])} {target} effect classes; "
@@ -436,6 +439,7 @@ def train_estimator_command(
                                                  "fine-tuning, else 0)."),
     stems: Optional[Path] = typer.Option(None, "--stems", help="The dry stem dataset of the fxset (default: where "
                                          "its labels say)."),
+    workers: int = typer.Option(2, "--workers", help=FEATURE_WORKERS_HELP),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """Effect settings: MLP on features or ResNet-FiLM on log-mels, class-conditioned -> normalized controls (loss
@@ -450,7 +454,8 @@ def train_estimator_command(
                                   progress=_named_progress(progress), model=model, max_train_per_class=train_clips,
                                   hop=hop, init=init, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
                                   finetune_batch=finetune_batch, param_weight=param_weight,
-                                  spectral_clips=spectral_clips, stems=stems, log=progress.console.print)
+                                  spectral_clips=spectral_clips, stems=stems, log=progress.console.print,
+                                  workers=workers)
     for split in ("test", "ood"):
         rows = results_table(metrics, split)
         if not rows:
@@ -563,6 +568,7 @@ def bench_recognition_command(
     splits: Optional[str] = typer.Option(None, "--splits", help="Comma list of splits to read (default: test,ood "
                                          "in-domain and every cross-domain split; e.g. val to choose a model "
                                          "without reading test)."),
+    workers: int = typer.Option(2, "--workers", help=FEATURE_WORKERS_HELP),
 ) -> None:
     """Recognition accuracy, per-class precision/recall, confusion matrices (in-domain, ood, cross-domain),
     per-parameter MAE beside random parameters, the MRSTFT of re-rendered estimates beside dry and random, and what
@@ -577,7 +583,7 @@ def bench_recognition_command(
         results = run_recognition_benchmark(fxset, cross_domain=cross_domain, recognizer=recognizer,
                                             estimator=estimator, progress=_named_progress(progress),
                                             mrstft_clips=mrstft_clips, stems=stems, real=real,
-                                            splits=_split_names(splits, "--splits"))
+                                            splits=_split_names(splits, "--splits"), workers=workers)
     text = markdown_report(results)
     console.print(text)
     write_text_atomic(out, __import__("json").dumps(results, indent=2) + "\n")

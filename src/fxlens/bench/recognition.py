@@ -265,20 +265,21 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
                               recognizer=None, estimator=None,
                               progress: Callable[[str, int, int], None] | None = None,
                               mrstft_clips: int = 0, stems: str | os.PathLike | None = None,
-                              real: bool = True, splits: Sequence[str] | None = None) -> dict:
+                              real: bool = True, splits: Sequence[str] | None = None, workers: int = 1) -> dict:
     """Evaluate a recognizer and an estimator (default: the shipped ones); returns the JSON-able results.
 
     `mrstft_clips`: clips per class of test and ood whose estimates are re-rendered and scored with the MRSTFT
     distance (0: none); `stems`: the dry stem dataset (default: where the fxset labels say it is); `real`: add the
     real lead-guitar readout (``"real_guitar"``, None when the songs are not installed). `splits`: the in-domain
     splits read (default test and ood, the benchmark) and, when given, the only cross-domain splits read too
-    (default: all four) — ``["val"]`` to choose between models without reading a test split."""
+    (default: all four) — ``["val"]`` to choose between models without reading a test split. `workers`: processes
+    computing the features and log-mels of clips not yet cached."""
     from fxlens.tasks.analyze import load_estimator, load_recognizer
     from fxlens.train.estimator import DrySources, evaluate, spectral_scores, split_inputs
     from fxlens.train.inputs import split_features, split_log_mels
 
-    if mrstft_clips < 0:
-        raise FxlensError("--mrstft-clips must be >= 0")
+    if mrstft_clips < 0 or workers < 1:
+        raise FxlensError("--mrstft-clips must be >= 0 and --workers >= 1")
     in_domain = tuple(SPLITS_IN_DOMAIN if splits is None else splits)
     unknown = [s for s in in_domain if s not in SPLITS_CROSS]
     if not in_domain or unknown:
@@ -307,7 +308,7 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
 
     def feats(root, split, fs):
         cb = (lambda d, n: progress(f"features {split}", d, n)) if progress else None
-        return split_features(root, split, progress=cb, feature_set=fs)
+        return split_features(root, split, progress=cb, feature_set=fs, workers=workers)
 
     reads_audio = rec.input_kind == "features+audio"
     for name, root, splits in sets:
@@ -322,7 +323,7 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
             ls += lab
             if reads_audio and lab:
                 cb = (lambda d, n, s=s: progress(f"log-mels {s}", d, n)) if progress else None
-                ms.append(split_log_mels(root, s, rec, progress=cb)[0])
+                ms.append(split_log_mels(root, s, rec, progress=cb, workers=workers)[0])
         if not ls:
             continue
         results["recognition"][name] = recognition_scores(rec, list(rcfg["classes"]), torch.cat(fs), ls,
@@ -334,7 +335,7 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
     for s in in_domain:
         cb = (lambda d, n, s=s: progress(f"estimator inputs {s}", d, n)) if progress else None
         try:
-            f, lab = split_inputs(est, ecfg, fxset, s, progress=cb)
+            f, lab = split_inputs(est, ecfg, fxset, s, progress=cb, workers=workers)
         except FxlensError:
             continue
         results["estimation"][s] = evaluate(est, f, lab, ecfg["slot_info"], class_mean or None)

@@ -595,12 +595,10 @@ def build_fxset(
                 for cls_name, i in todo:
                     finished(_build_clip(ds, sources, split, cls_name, i, *settings))
             else:
-                if pool is None:  # spawn, not fork: torch's thread pools do not survive a fork
-                    from concurrent.futures import ProcessPoolExecutor
-                    from multiprocessing import get_context
+                if pool is None:
+                    from fxlens.pool import spawn_pool
 
-                    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                               initializer=_worker_init, initargs=(str(stems_root),))
+                    pool = spawn_pool(workers, _worker_init, (str(stems_root),))
                 futures = [pool.submit(_build_clip_in_worker, split, cls_name, i, *settings) for cls_name, i in todo]
                 try:
                     for f in futures:  # in order: a failure stops the build at the first bad clip
@@ -691,7 +689,6 @@ _WORKER: dict = {"ds": None, "sources": {}}  # a worker process's dataset and ea
 def _worker_init(stems_root: str) -> None:
     from fxlens.data.stems import open_dataset
 
-    torch.set_num_threads(1)
     _WORKER["ds"] = open_dataset(stems_root)
 
 

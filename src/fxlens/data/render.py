@@ -35,9 +35,8 @@ import math
 import os
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, wait
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +52,7 @@ from fxlens.data.instruments import (
 from fxlens.data.paths import default_data_dir
 from fxlens.data.songs import GENERATOR_VERSION, Song, Track, generate_song
 from fxlens.errors import FxlensError, ParameterError
+from fxlens.pool import spawn_pool
 
 __all__ = [
     "SAMPLE_RATE",
@@ -676,8 +676,8 @@ def render_dataset(
             for p in todo:
                 done(_render_plan(p, str(root), dataset, SAMPLE_RATE))
         else:
-            # spawn: fluidsynth and torch state must not be forked; each worker builds its own synthesizer
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn")) as ex:
+            # each worker builds its own synthesizer
+            with spawn_pool(min(workers, len(todo))) as ex:
                 # longest songs first keeps the workers busy until the end
                 futs = [ex.submit(_render_plan, p, str(root), dataset, SAMPLE_RATE)
                         for p in sorted(todo, key=lambda p: -p.seconds)]

@@ -54,7 +54,6 @@ import os
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,6 +68,7 @@ from fxlens.data.stems import open_dataset, taxonomy
 from fxlens.errors import FxlensError
 from fxlens.features.mel import log_mel
 from fxlens.models.checkpoint import save_checkpoint
+from fxlens.pool import ordered_map
 from fxlens.models.encoder import (EMBED_DIM, ENCODER_PRESETS, EXTRACTOR_INPUTS, SAMPLE_RATE, FxEncoder, describe,
                                    load_encoder, match_power)
 
@@ -324,19 +324,10 @@ def precompute_batches(data_root: str | os.PathLike, folder: str | os.PathLike, 
     done = n_batches - len(todo)
     if progress:
         progress(done, n_batches)
-    if workers <= 1:
-        for c in chunks:
-            done += _precompute_worker((str(data_root), cfg, seed, folder, c, 1))
-            if progress:
-                progress(done, n_batches)
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            for n in pool.map(_precompute_worker, [(str(data_root), cfg, seed, folder, c, 1) for c in chunks]):
-                done += n
-                if progress:
-                    progress(done, n_batches)
+    for n in ordered_map(_precompute_worker, [(str(data_root), cfg, seed, folder, c, 1) for c in chunks], workers):
+        done += n
+        if progress:
+            progress(done, n_batches)
     return len(saved_indices(folder))
 
 

@@ -148,12 +148,13 @@ def _param_names(model: SlotEstimator, slot_info: dict) -> dict[str, list[str]]:
 
 
 def split_inputs(model: SlotEstimator, config: dict, fxset: str | os.PathLike, split: str,
-                 rows: list[int] | None = None, progress: Callable[[int, int], None] | None = None
-                 ) -> tuple[torch.Tensor, list[dict]]:
-    """What `model` reads for every clip of a split, one row per label: features (MLP) or log-mels (ResNet)."""
+                 rows: list[int] | None = None, progress: Callable[[int, int], None] | None = None,
+                 workers: int = 1) -> tuple[torch.Tensor, list[dict]]:
+    """What `model` reads for every clip of a split, one row per label: features (MLP) or log-mels (ResNet),
+    computed by `workers` processes where not cached."""
     if model.input_kind == "audio":
-        return split_log_mels(fxset, split, model, rows=rows, progress=progress)
-    return split_features(fxset, split, progress=progress, feature_set=config["feature_set"])
+        return split_log_mels(fxset, split, model, rows=rows, progress=progress, workers=workers)
+    return split_features(fxset, split, progress=progress, feature_set=config["feature_set"], workers=workers)
 
 
 def predict(model: SlotEstimator, inputs: torch.Tensor, cond: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -506,6 +507,7 @@ def train_estimator(
     spectral_clips: int | None = None,
     stems: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> dict:
     """Train on train, select on val MAE, optionally fine-tune with the spectral loss, evaluate on val/test/ood,
     save `out/` (weights, config, model card, metrics.json).
@@ -524,7 +526,10 @@ def train_estimator(
             --mrstft-clips` scores test and ood.
         stems: the dry stem dataset (default: where the labels say it is); needed for fine-tuning and MRSTFT.
         log: called with a line of text per epoch / 10 fine-tuning steps.
+        workers: processes computing the inputs of clips not yet cached (the results do not depend on it).
     """
+    if workers < 1:
+        raise FxlensError(f"workers must be >= 1, got {workers}")
     if model is not None and model not in MODELS:
         raise FxlensError(f"unknown estimator model '{model}' (use {' or '.join(MODELS)})")
     check_feature_set(feature_set)
@@ -571,7 +576,7 @@ def train_estimator(
 
     def inputs(split, rows=None):  # a missing val/test/ood split is skipped by the caller; bad clips raise
         cb = (lambda d, n: progress(f"inputs {split}", d, n)) if progress else None
-        return split_inputs(net, config, fxset, split, rows=rows, progress=cb)
+        return split_inputs(net, config, fxset, split, rows=rows, progress=cb, workers=workers)
 
     idx_tr = _subset_per_class(lab_tr, _single_effect(lab_tr), max_train_per_class)
     t_tr, m_tr, oh_tr, names_tr, keep_tr = targets(net, lab_tr, idx_tr)

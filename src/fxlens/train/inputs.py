@@ -21,6 +21,8 @@ from fxlens import audio
 from fxlens.atomic import atomic_path
 from fxlens.data.fxset import read_labels
 from fxlens.features.sets import FEATURE_SET, FEATURE_SETS, check_feature_set, compute_features
+from fxlens.models.resnet import MelInput
+from fxlens.pool import ordered_map
 
 
 def _load_cache(cache: Path) -> dict:
@@ -43,10 +45,19 @@ def _reusable_rows(cache: Path, cached: dict, key: str) -> dict[str, torch.Tenso
     return known
 
 
+def _features_of_batch(job: tuple[list[str], str]) -> torch.Tensor:
+    """The features of a batch of clip files, cut to the shortest (one job of `split_features`)."""
+    paths, feature_set = job
+    clips = [audio.load(p) for p in paths]
+    T = min(c.shape[-1] for c in clips)
+    return compute_features(torch.cat([c[..., :T] for c in clips]), audio.WORKING_SAMPLE_RATE, feature_set)
+
+
 def split_features(fxset: str | os.PathLike, split: str, batch: int = 64,
                    progress: Callable[[int, int], None] | None = None,
-                   feature_set: str = FEATURE_SET) -> tuple[torch.Tensor, list[dict]]:
-    """Features (N, n) of every clip of a split, cached beside the clips (recomputed if clips change)."""
+                   feature_set: str = FEATURE_SET, workers: int = 1) -> tuple[torch.Tensor, list[dict]]:
+    """Features (N, n) of every clip of a split, cached beside the clips (recomputed if clips change). `workers`
+    > 1 computes the batches in that many processes (`fxlens.pool`); the rows are the same either way."""
     check_feature_set(feature_set)
     labels = read_labels(fxset, split)
     if not labels:
@@ -58,28 +69,37 @@ def split_features(fxset: str | os.PathLike, split: str, batch: int = 64,
     todo = [cid for cid in ids if cid not in known]
     if not todo and cached.get("clip_ids") == ids:  # nothing added, removed or re-rendered
         return cached["features"], labels
-    for i in range(0, len(todo), batch):
-        part = todo[i:i + batch]
-        clips = [audio.load(Path(fxset) / split / f"{cid}.flac") for cid in part]
-        T = min(c.shape[-1] for c in clips)
-        rows = compute_features(torch.cat([c[..., :T] for c in clips]), audio.WORKING_SAMPLE_RATE, feature_set)
+    parts = [todo[i:i + batch] for i in range(0, len(todo), batch)]
+    jobs = [([str(Path(fxset) / split / f"{cid}.flac") for cid in part], feature_set) for part in parts]
+    done = 0
+    for part, rows in zip(parts, ordered_map(_features_of_batch, jobs, workers)):
         known.update(zip(part, rows))
+        done += len(part)
         if progress:
-            progress(min(i + batch, len(todo)), len(todo))
+            progress(done, len(todo))
     features = torch.stack([known[cid] for cid in ids]).float()
     with atomic_path(cache) as tmp:
         torch.save({"clip_ids": ids, "features": features}, tmp)
     return features, labels
 
 
-def split_log_mels(fxset: str | os.PathLike, split: str, model, rows: list[int] | None = None,
-                   batch: int = 32, progress: Callable[[int, int], None] | None = None
+def _log_mels_of_batch(job: tuple[str, list[dict], MelInput]) -> torch.Tensor:
+    """The float16 log-mels of a batch of clips (one job of `split_log_mels`)."""
+    fxset, records, front = job
+    clips = [load_clip(fxset, r, front.sample_rate) for r in records]
+    with torch.no_grad():
+        return front.log_mel(torch.cat(clips)).to(torch.float16)
+
+
+def split_log_mels(fxset: str | os.PathLike, split: str, model: MelInput, rows: list[int] | None = None,
+                   batch: int = 32, progress: Callable[[int, int], None] | None = None, workers: int = 1
                    ) -> tuple[torch.Tensor, list[dict]]:
     """Log-mels (N, C, n_mels, frames), float16, of the clips of a split as `model` computes them; one row per label.
 
     Only the clips `rows` (label indices; default all) are computed, the other rows are zero. Cached beside the
     clips (``logmel-<C>x<n_mels>-<n_fft>-<hop>.pt``, float16: the mels are in [-1, 1]); a clip file newer than the
-    cache is recomputed. Clips are fitted to the length their label records.
+    cache is recomputed. Clips are fitted to the length their label records. `workers` > 1 computes the batches in
+    that many processes (`fxlens.pool`).
     """
     labels = read_labels(fxset, split)
     if not labels:
@@ -89,14 +109,16 @@ def split_log_mels(fxset: str | os.PathLike, split: str, model, rows: list[int] 
     cache = Path(fxset) / split / f"logmel-{model.audio_channels}x{model.n_mels}-{model.n_fft}-{model.hop}.pt"
     known = _reusable_rows(cache, _load_cache(cache), "mels")
     todo = [i for i in rows if ids[i] not in known]
-    for k in range(0, len(todo), batch):
-        part = todo[k:k + batch]
-        clips = [load_clip(fxset, {**labels[i], "split": split}, model.sample_rate) for i in part]
-        with torch.no_grad():
-            mels = model.log_mel(torch.cat(clips)).to(torch.float16)
+    front = MelInput()  # the model's front end alone: what a worker process needs of it
+    front.set_mel_input(model.sample_rate, model.n_mels, model.n_fft, model.hop, model.audio_channels)
+    parts = [todo[k:k + batch] for k in range(0, len(todo), batch)]
+    jobs = [(str(fxset), [{**labels[i], "split": split} for i in part], front) for part in parts]
+    done = 0
+    for part, mels in zip(parts, ordered_map(_log_mels_of_batch, jobs, workers)):
         known.update(zip((ids[i] for i in part), mels))
+        done += len(part)
         if progress:
-            progress(min(k + batch, len(todo)), len(todo))
+            progress(done, len(todo))
     if todo:
         with atomic_path(cache) as tmp:
             kept = [cid for cid in ids if cid in known]

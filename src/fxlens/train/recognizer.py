@@ -104,7 +104,7 @@ def multilabel_scores(prob: np.ndarray, y: np.ndarray, classes: list[str], label
 
 
 def _log_mels(model: MelResNetClassifier, fxset, cross_domain, name: str, keep: list[int],
-              progress: Callable[[str, int, int], None] | None) -> torch.Tensor:
+              progress: Callable[[str, int, int], None] | None, workers: int = 1) -> torch.Tensor:
     """float16 log-mels of rows `keep` of set `name` (a split of `fxset`, or "cross_domain": the four splits of
     `cross_domain` in order), cached beside the clips."""
     parts = ("train", "val", "test", "ood") if name == "cross_domain" else (name,)
@@ -113,7 +113,7 @@ def _log_mels(model: MelResNetClassifier, fxset, cross_domain, name: str, keep: 
     for split in parts:
         cb = (lambda d, n, s=split: progress(f"log-mels {s}", d, n)) if progress else None
         try:
-            m = split_log_mels(root, split, model, progress=cb)[0]
+            m = split_log_mels(root, split, model, progress=cb, workers=workers)[0]
         except FxlensError:
             if name == "train":
                 raise
@@ -143,6 +143,7 @@ def train_recognizer(
     model_kind: str = "mlp",
     channels: tuple[int, ...] = (16, 32, 64),
     init: str | os.PathLike | None = None,
+    workers: int = 1,
 ) -> dict:
     """Train, select on val, evaluate everywhere, save `out/` (weights, config, model card). Returns the metrics.
 
@@ -157,7 +158,12 @@ def train_recognizer(
 
     ``init``: a recognizer checkpoint to start from (fine-tuning: its weights and feature standardization; it must
     have the same kind, classes, target, features and width as asked here, else CheckpointError).
+
+    ``workers``: processes computing the features and log-mels of clips not yet cached (the results do not depend
+    on it).
     """
+    if workers < 1:
+        raise FxlensError(f"workers must be >= 1, got {workers}")
     if model_kind not in MODEL_KINDS:
         raise FxlensError(f"unknown recognizer model '{model_kind}' (known: {', '.join(MODEL_KINDS)})")
     epochs = MODEL_KINDS[model_kind]["epochs"] if epochs is None else int(epochs)
@@ -175,7 +181,7 @@ def train_recognizer(
     def feats(root, split):
         cb = (lambda d, n: progress(f"features {split}", d, n)) if progress else None
         try:
-            return split_features(root, split, progress=cb, feature_set=feature_set)
+            return split_features(root, split, progress=cb, feature_set=feature_set, workers=workers)
         except FxlensError:
             if split == "train" and root == fxset:
                 raise
@@ -205,7 +211,7 @@ def train_recognizer(
                                     channels=tuple(channels), dropout=dropout, multilabel=multilabel)
         for name in list(sets):  # the log-mels of the rows kept, beside their features
             x, y, keep = sets[name]
-            mels = _log_mels(model, fxset, cross_domain, name, keep, progress)
+            mels = _log_mels(model, fxset, cross_domain, name, keep, progress, workers)
             sets[name] = (x, y, keep, mels)
     else:
         model = FeatureClassifier(classes, n_features=x_tr.shape[1], hidden=hidden, dropout=dropout,
