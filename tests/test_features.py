@@ -216,6 +216,29 @@ def test_batch_independence_and_determinism(sr):
     torch.testing.assert_close(autofx_features(x.mean(1, keepdim=True), sr), v, rtol=1e-5, atol=1e-6)
 
 
+def test_stft_power_and_magnitude_against_numpy_and_their_gradients():
+    """|STFT|^2 and |STFT| against numpy's rfft of the same centred, zero-padded, Hann-windowed frames; float64
+    gradcheck of both on noise; a zero gradient (not NaN, not inf) on digital silence."""
+    from fxlens.features import stft_magnitude, stft_power
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 1000, generator=g, dtype=torch.float64)
+    n_fft, hop = 256, 64
+    padded = np.pad(x.numpy(), ((0, 0), (n_fft // 2, n_fft // 2)))
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+    frames = np.stack([padded[:, i * hop:i * hop + n_fft] for i in range(1 + 1000 // hop)], -1)  # (B, n_fft, M)
+    ref = np.abs(np.fft.rfft(frames * window[None, :, None], axis=1)) ** 2
+    np.testing.assert_allclose(stft_power(x, n_fft, hop).numpy(), ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(stft_magnitude(x, n_fft, hop).numpy(), np.sqrt(ref), rtol=1e-10, atol=1e-10)
+    small = x[:1, :200].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: stft_power(a, 64, 32), (small,))
+    assert torch.autograd.gradcheck(lambda a: stft_magnitude(a, 64, 32), (small,))
+    silent = torch.zeros(1, 512, dtype=torch.float64, requires_grad=True)
+    for fn in (stft_power, stft_magnitude):
+        (grad,) = torch.autograd.grad(fn(silent, 64, 32).sum(), silent)
+        assert torch.equal(grad, torch.zeros_like(grad))
+
+
 def test_silence_is_finite_and_defined():
     x = torch.zeros(3, 2, int(1.5 * SR))
     x[1, :, : SR // 2] = 0.5 * torch.sin(torch.arange(SR // 2) * 2 * math.pi * 440 / SR)  # then silence

@@ -15,6 +15,7 @@ from fxlens.features.spectral import (
     mel_filterbank,
     mfcc,
     stft_magnitude,
+    stft_power,
     to_mono,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "mel_filterbank",
     "mfcc",
     "stft_magnitude",
+    "stft_power",
     "to_mono",
 ]

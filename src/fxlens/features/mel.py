@@ -14,7 +14,7 @@ import math
 import torch
 
 from fxlens.errors import ParameterError
-from fxlens.features.spectral import mel_filterbank, stft_magnitude
+from fxlens.features.spectral import mel_filterbank, stft_power
 
 DB_MIN = -80.0  # dB floor of the clamp
 DB_MAX = 40.0  # dB ceiling of the clamp
@@ -44,7 +44,7 @@ def log_mel(
     fmax = min(float(fmax), float(sample_rate) / 2)
     fb = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax, htk=False, norm="slaney", dtype=x.dtype,
                         device=x.device)  # (n_mels, F)
-    power = stft_magnitude(x.reshape(B * C, T), n_fft, hop).square()  # (B*C, F, M)
+    power = stft_power(x.reshape(B * C, T), n_fft, hop)  # (B*C, F, M)
     mel = torch.matmul(fb, power)  # (B*C, n_mels, M)
     db = 10.0 * torch.log10(torch.clamp(mel, min=_AMIN))
     db = db.clamp(DB_MIN, DB_MAX)

@@ -140,11 +140,11 @@ def effect_features(x: torch.Tensor, sample_rate: int,
     out += [lm.mean(-1), lm.std(-1, unbiased=False), (lm[..., 1:] - lm[..., :-1]).abs().mean(-1)]
 
     # stereo: side/mid energy per band group, L/R correlation
-    from fxlens.features.spectral import mel_filterbank, stft_magnitude
+    from fxlens.features.spectral import mel_filterbank, stft_power
 
     fb = mel_filterbank(sr, 2048, _N_MELS, 50.0, 18000.0, htk=False, norm="slaney")
-    pm = torch.matmul(fb, stft_magnitude(mid, 2048, 512).square()).sum(-1)  # (B, 64)
-    ps = torch.matmul(fb, stft_magnitude(side, 2048, 512).square()).sum(-1)
+    pm = torch.matmul(fb, stft_power(mid, 2048, 512)).sum(-1)  # (B, 64)
+    ps = torch.matmul(fb, stft_power(side, 2048, 512)).sum(-1)
     pm8, ps8 = pm.reshape(B, 8, 8).sum(-1), ps.reshape(B, 8, 8).sum(-1)
     out.append((10 * torch.log10((ps8 + 1e-12) / (pm8 + 1e-12))).clamp(-60.0, 20.0))
     lc, rc = left - left.mean(-1, keepdim=True), right - right.mean(-1, keepdim=True)
