@@ -131,8 +131,9 @@ def fx_list(json_out: bool = typer.Option(False, "--json", help="Print JSON inst
         console.print(effects_table(effects))
 
 
-FEATURE_WORKERS_HELP = ("Processes computing the features and log-mels of clips not yet cached (one torch thread "
-                        "each; the results do not depend on it).")
+FEATURE_WORKERS_HELP = ("Processes computing the features and log-mels of clips not yet cached (default 1: this "
+                        "process, all its torch threads; N > 1: N processes of one thread each, for machines with "
+                        "many cores). The results do not depend on it.")
 BASELINES_HELP = ("Comma list of the baselines to run beside the encoders: random, mfcc (MFCC + spectral "
                   "statistics), logmel (log-mel statistics), bands (band statistics), cnn (a random CNN); 'none' "
                   "for the encoders alone (default: all five).")
@@ -374,7 +375,7 @@ def train_recognizer_command(
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
     init: Optional[Path] = typer.Option(None, help="Start from this recognizer checkpoint (fine-tuning); "
                                                    "it must match --target, --multilabel, --model and the features."),
-    workers: int = typer.Option(2, "--workers", help=FEATURE_WORKERS_HELP),
+    workers: int = typer.Option(1, "--workers", help=FEATURE_WORKERS_HELP),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """Effect recognition: an MLP on features, or features + a log-mel ResNet, with SVM and k-NN baselines in the
@@ -439,7 +440,7 @@ def train_estimator_command(
                                                  "fine-tuning, else 0)."),
     stems: Optional[Path] = typer.Option(None, "--stems", help="The dry stem dataset of the fxset (default: where "
                                          "its labels say)."),
-    workers: int = typer.Option(2, "--workers", help=FEATURE_WORKERS_HELP),
+    workers: int = typer.Option(1, "--workers", help=FEATURE_WORKERS_HELP),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """Effect settings: MLP on features or ResNet-FiLM on log-mels, class-conditioned -> normalized controls (loss
@@ -568,7 +569,7 @@ def bench_recognition_command(
     splits: Optional[str] = typer.Option(None, "--splits", help="Comma list of splits to read (default: test,ood "
                                          "in-domain and every cross-domain split; e.g. val to choose a model "
                                          "without reading test)."),
-    workers: int = typer.Option(2, "--workers", help=FEATURE_WORKERS_HELP),
+    workers: int = typer.Option(1, "--workers", help=FEATURE_WORKERS_HELP),
 ) -> None:
     """Recognition accuracy, per-class precision/recall, confusion matrices (in-domain, ood, cross-domain),
     per-parameter MAE beside random parameters, the MRSTFT of re-rendered estimates beside dry and random, and what

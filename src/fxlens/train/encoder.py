@@ -68,9 +68,9 @@ from fxlens.data.stems import open_dataset, taxonomy
 from fxlens.errors import FxlensError
 from fxlens.features.mel import log_mel
 from fxlens.models.checkpoint import save_checkpoint
-from fxlens.pool import ordered_map
 from fxlens.models.encoder import (EMBED_DIM, ENCODER_PRESETS, EXTRACTOR_INPUTS, SAMPLE_RATE, FxEncoder, describe,
                                    load_encoder, match_power)
+from fxlens.pool import ordered_map
 
 MEL_KEYS = ("mix_a", "mix_b", "negatives", "stems_a", "stems_b")
 OBJECTIVES = ("contrastive", "classify")
