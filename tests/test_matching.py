@@ -241,6 +241,14 @@ def test_benchmark_rows_oracle_and_json(root, encoder_dir, tmp_path):
     assert on_disk["config"]["chain"] == ["gain"] and on_disk["config"]["param_ranges"]["gain"]["gain_db"] == [-12, 12]
     assert len(on_disk["instruments"]["bass"]["triplets"]) == 2
     assert "| oracle (true parameters) |" in res["table"] and "ITO grad · Fx-Encoder++ (enc-test)" in res["table"]
+    # paired with the input on the same triplets, recomputed here from the per-triplet values
+    for row in rows[1:-1]:
+        d = np.subtract(m[row]["instruments"]["bass"]["values"], m[mt.ROW_INPUT]["instruments"]["bass"]["values"])
+        for inst in ("bass", "all"):
+            v = m[row]["instruments"][inst]["vs_input"]
+            assert v["mean"] == pytest.approx(d.mean()) and v["closer"] == int((d < 0).sum()) and v["n"] == 2
+    assert "vs_input" not in m[mt.ROW_INPUT]["instruments"]["bass"] and "vs_input" not in m[mt.ROW_ORACLE]["instruments"]["all"]
+    assert "Paired with the unprocessed input" in res["table"] and "/2 |" in res["table"]
 
 
 def _run(root, out, n, embedders, seen=None, **kw):

@@ -631,6 +631,11 @@ def run_matching_benchmark(
             for k in pooled:
                 pooled[k] += v[k]
         spec["instruments"][ALL] = {k: _summary(pooled[k], n_boot, seed) for k in pooled if pooled[k]}
+        if spec["kind"] in ("ito", "random"):  # paired with the unprocessed input: the same triplets
+            diffs = {inst: np.subtract(values[row][inst]["L_d"], values[ROW_INPUT][inst]["L_d"]) for inst in chosen}
+            diffs[ALL] = np.concatenate(list(diffs.values()))
+            for inst, d in diffs.items():
+                spec["instruments"][inst]["vs_input"] = {**_summary(d, n_boot, seed), "closer": int((d < 0).sum())}
         methods[row] = spec
     config = {"data_root": str(data_root), "split": split, "instruments": chosen, "n_triplets": n_triplets,
               "seconds": seconds, "sample_rate": sample_rate, "chain": chain.names,
@@ -667,6 +672,22 @@ def markdown_table(results: Mapping, metric: str = "L_d") -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_table(results: Mapping) -> str:
+    """Markdown: each row's L_d minus the unprocessed input's on the same triplets, mean [95% CI], and on how many
+    triplets it is closer to the target than the input."""
+    cols = list(results["config"]["instruments"]) + [ALL]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for row, spec in results["methods"].items():
+        if "vs_input" not in spec["instruments"].get(ALL, {}):
+            continue
+        cells = []
+        for c in cols:
+            v = spec["instruments"][c]["vs_input"]
+            cells.append(f"{v['mean']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}] · {v['closer']}/{v['n']}")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_report(results: Mapping) -> str:
     c = results["config"]
     head = (f"## Parameter matching (Fx-Encoder++ §4.2, ST-ITO): {c['n_triplets']} triplets per instrument, "
@@ -677,5 +698,8 @@ def markdown_report(results: Mapping) -> str:
             f"{c['iterations']} iterations. Random parameters: mean of {c['n_random']} draws.\n\n")
     return (head + "### L_d = multi-resolution STFT distance(output, target), mean [95% CI] (lower is better)\n\n"
             + markdown_table(results, "L_d")
+            + "\n### Paired with the unprocessed input: L_d(method) - L_d(input) on the same triplets, mean [95% "
+            "CI] · triplets closer to the target than the input (negative: closer)\n\n"
+            + paired_table(results)
             + "\n### Mean absolute error of the estimated controls (search-box units, 0..1; lower is better)\n\n"
             + markdown_table(results, "param_mae"))
