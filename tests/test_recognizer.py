@@ -174,6 +174,18 @@ def test_inputs_computed_by_worker_processes_equal_one_process(tiny_fxset, tmp_p
     torch.testing.assert_close(m2.float(), m1.float(), rtol=0, atol=1e-3)  # float16 rows
 
 
+def test_bad_workers_is_exactly_one_line(tiny_fxset, tmp_path, capsys):
+    from fxlens.cli import main
+
+    for argv in (["train", "recognizer", str(tiny_fxset), "-o", str(tmp_path / "r"), "--workers", "0"],
+                 ["train", "estimator", str(tiny_fxset), "-o", str(tmp_path / "e"), "--workers", "0"],
+                 ["bench", "recognition", str(tiny_fxset), "--workers", "0", "--out", str(tmp_path / "b.json")]):
+        code = main(argv)
+        _, err = capsys.readouterr()
+        assert code == 1 and err.strip().splitlines() == ["error: --workers must be >= 1, got 0"], (argv, err)
+    assert not any(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The ResNet recognizer: features fused with a log-mel ResNet
 # ------------------------------------------------------------------------------------------------------------------

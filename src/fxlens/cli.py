@@ -139,6 +139,12 @@ BASELINES_HELP = ("Comma list of the baselines to run beside the encoders: rando
                   "for the encoders alone (default: all five).")
 
 
+def _check_workers(workers: int) -> None:
+    """`--workers` checked before any progress bar is drawn (a bad value is one line, nothing else)."""
+    if workers < 1:
+        raise FxlensError(f"--workers must be >= 1, got {workers}")
+
+
 def _baseline_names(text: Optional[str]) -> Optional[list[str]]:
     """`--baselines` as a list of short names (None: all; 'none': an empty list)."""
     if text is not None and text.strip().lower() == "none":
@@ -385,6 +391,7 @@ def train_recognizer_command(
 
     from fxlens.train.recognizer import rate_cell, train_recognizer
 
+    _check_workers(workers)
     with Progress(console=console) as progress:
         update = _named_progress(progress)
         metrics = train_recognizer(fxset, out, target=target, cross_domain=cross_domain, epochs=epochs, seed=seed,
@@ -450,6 +457,7 @@ def train_estimator_command(
 
     from fxlens.train.estimator import results_table, spectral_table, train_estimator
 
+    _check_workers(workers)
     with Progress(console=console) as progress:
         metrics = train_estimator(fxset, out, feature_set=feature_set, epochs=epochs, seed=seed,
                                   progress=_named_progress(progress), model=model, max_train_per_class=train_clips,
@@ -580,6 +588,7 @@ def bench_recognition_command(
     from fxlens.atomic import write_text_atomic
     from fxlens.bench.recognition import markdown_report, run_recognition_benchmark
 
+    _check_workers(workers)
     with Progress(console=console) as progress:
         results = run_recognition_benchmark(fxset, cross_domain=cross_domain, recognizer=recognizer,
                                             estimator=estimator, progress=_named_progress(progress),
