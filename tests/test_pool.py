@@ -20,3 +20,10 @@ def test_ordered_map_raises_a_workers_error_in_order():
         for y in ordered_map(math.sqrt, [4.0, 9.0, -1.0, 16.0], workers=2):
             got.append(y)
     assert got == [2.0, 3.0]
+
+
+def test_ordered_map_refuses_fewer_than_one_worker():
+    from fxlens.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="workers must be >= 1"):
+        list(ordered_map(math.sqrt, [1.0], workers=0))

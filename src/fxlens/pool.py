@@ -12,6 +12,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
+from fxlens.errors import ParameterError
+
 
 def _start_worker(initializer: Callable[..., None] | None, initargs: tuple) -> None:
     import torch
@@ -31,7 +33,10 @@ def spawn_pool(workers: int, initializer: Callable[..., None] | None = None,
 def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 1) -> Iterator[Any]:
     """`fn(item)` for each item, yielded in the order of `items`: in this process when `workers` <= 1 (or there is
     at most one item), else in `workers` spawned processes (`fn` must be a module-level function). A failing item
-    raises its exception where its result would have been yielded; the items not yet started are dropped."""
+    raises its exception where its result would have been yielded; the items not yet started are dropped.
+    `workers` < 1 is a `ParameterError`."""
+    if workers < 1:
+        raise ParameterError(f"workers must be >= 1, got {workers}")
     items = list(items)
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)

@@ -528,8 +528,6 @@ def train_estimator(
         log: called with a line of text per epoch / 10 fine-tuning steps.
         workers: processes computing the inputs of clips not yet cached (the results do not depend on it).
     """
-    if workers < 1:
-        raise FxlensError(f"workers must be >= 1, got {workers}")
     if model is not None and model not in MODELS:
         raise FxlensError(f"unknown estimator model '{model}' (use {' or '.join(MODELS)})")
     check_feature_set(feature_set)

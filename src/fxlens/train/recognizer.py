@@ -162,8 +162,6 @@ def train_recognizer(
     ``workers``: processes computing the features and log-mels of clips not yet cached (the results do not depend
     on it).
     """
-    if workers < 1:
-        raise FxlensError(f"workers must be >= 1, got {workers}")
     if model_kind not in MODEL_KINDS:
         raise FxlensError(f"unknown recognizer model '{model_kind}' (known: {', '.join(MODEL_KINDS)})")
     epochs = MODEL_KINDS[model_kind]["epochs"] if epochs is None else int(epochs)
