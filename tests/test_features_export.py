@@ -48,6 +48,35 @@ def test_decimate2_is_soxr(n):
         decimate2(x, SR, 16000)
 
 
+def test_decimate2_keeps_digital_silence_exact_and_the_filters_gradient():
+    """Outputs whose whole input window is digital silence are exactly 0, as a direct convolution by the same taps
+    leaves them (float64, torch's conv1d as the reference); elsewhere the two agree to float64 rounding, and the
+    gradient is the direct convolution's, silent stretches included."""
+    import torch.nn.functional as F
+
+    from fxlens.features.export import soxr_halfband
+
+    taps, lead = soxr_halfband()
+
+    def direct(x):
+        w = torch.from_numpy(taps).view(1, 1, -1)
+        return F.conv1d(F.pad(x.reshape(-1, 1, x.shape[-1]), (lead, taps.size - 1 - lead)), w, stride=2)
+
+    x = _signals(22050, 2).double()
+    x[..., :3000] = 0.0  # an onset after silence, a gap, a tail
+    x[..., 9000:13000] = 0.0
+    x[..., -2500:] = 0.0
+    out, ref = decimate2(x, SR, SR // 2).reshape(4, -1), direct(x).reshape(4, -1)
+    assert bool(((out == 0) == (ref == 0)).all()) and int((ref == 0).sum()) > 1000
+    assert float((out - ref).abs().max()) < 1e-12
+    xx = x.clone().requires_grad_(True)
+    g = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (ours,) = torch.autograd.grad((decimate2(xx, SR, SR // 2).reshape(4, -1) * g).sum(), xx)
+    (theirs,) = torch.autograd.grad((direct(xx).reshape(4, -1) * g).sum(), xx)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    assert float(ours[..., 9500:12500].abs().min()) > 0  # silent input still gets the filter's gradient
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "features.pt2"

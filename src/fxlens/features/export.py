@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.fft import next_fast_len
 
 from fxlens.atomic import atomic_path
 from fxlens.errors import FxlensError, InvalidAudioError
@@ -61,21 +62,34 @@ def soxr_halfband() -> tuple[np.ndarray, int]:
 
 def decimate2(x: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     """``x`` (..., T) at ``orig_sr`` = 2 x ``target_sr`` to ``target_sr`` through `soxr_halfband`; ``(T + 1) // 2``
-    samples out (soxr's length, as `fxlens.audio.resample` pins it). Traceable by `torch.export`.
+    samples out (soxr's length, as `fxlens.audio.resample` pins it). Traceable by `torch.export`; differentiable.
 
     Written here rather than taken from a library because the point is to be soxr, inside a torch graph: torchaudio
-    does not import on these machines, and its resampler is not soxr's filter."""
+    does not import on these machines, and its resampler is not soxr's filter.
+
+    How: the convolution by FFT in float64 (2.3x faster than the direct strided convolution in float32 on a 1.5 s
+    window, and closer to soxr's float64 arithmetic), then every output whose 1,659 input samples are all exactly
+    zero is set to exactly zero, as soxr (and a direct convolution) leaves digital silence. Without that step the
+    FFT spreads rounding noise into silence, and the spectral centroid, spread and roll-off of such frames become
+    those of the noise (a float32 FFT changed 2 of the shipped recognizer's 960 v2 val decisions that way). The
+    zeroing keeps the gradient of the unzeroed output, so a matching objective sees the filter's true derivative
+    there too."""
     if int(orig_sr) != 2 * int(target_sr):
         raise FxlensError(f"the exported features decimate by 2 only (got {orig_sr} -> {target_sr} Hz)")
     taps, lead = soxr_halfband()
-    w = torch.from_numpy(taps).to(x.dtype).view(1, 1, -1)
+    L = taps.size
     batch_shape, T = x.shape[:-1], x.shape[-1]
-    # y[j] = sum_t w[t] xp[2 j + t], as a direct strided convolution. Not by FFT, though that is 1.6x faster: an
-    # FFT spreads rounding noise (~1e-9) into digital silence, which soxr leaves at exactly 0, and the spectral
-    # centroid, spread and roll-off of such frames are then arbitrary (the shipped recognizer changed 2 of 960 val
-    # decisions that way; with this convolution none)
-    y = F.conv1d(F.pad(x.reshape(-1, 1, T), (lead, taps.size - 1 - lead)), w, stride=2)
-    return y.reshape(*batch_shape, y.shape[-1])
+    xp = F.pad(x.reshape(-1, T), (lead, L - 1 - lead))  # y[j] = sum_t taps[t] xp[2 j + t]
+    n_out = (xp.shape[-1] - L) // 2 + 1
+    n_fft = next_fast_len(xp.shape[-1], real=True)  # linear, not circular: the window fits in one FFT
+    h = torch.fft.rfft(torch.from_numpy(taps[::-1].copy()), n=n_fft)
+    full = torch.fft.irfft(torch.fft.rfft(xp.double(), n=n_fft) * h, n=n_fft)  # full[L - 1 + i] = sum_t taps[t] xp[i + t]
+    y = full[:, L - 1:L - 1 + 2 * n_out:2].to(x.dtype)
+    # nonzero input samples in each output's window [2 j, 2 j + L), counted exactly with integers
+    nonzero = F.pad(torch.cumsum((xp != 0).to(torch.int64), dim=-1), (1, 0))
+    silent = (nonzero[:, L:L + 2 * n_out:2] - nonzero[:, 0:2 * n_out:2]) == 0
+    y = torch.where(silent, y - y.detach(), y)  # exactly 0 there, with the gradient of y
+    return y.reshape(*batch_shape, n_out)
 
 
 class FeatureExtractor(torch.nn.Module):
