@@ -423,6 +423,42 @@ def train_recognizer_command(
     console.print(f"checkpoint, config, model card and metrics.json -> [bold]{out}[/]")
 
 
+@train_app.command("stack")
+def train_stack_command(
+    fxset: Path = typer.Argument(..., help="An `fxlens data fxset` folder (train/val/test/ood)."),
+    recognizer: Path = typer.Option(..., "--recognizer", help="The multi-label recognizer checkpoint to stack on "
+                                    "(a stacked one: its base)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write."),
+    cross_domain: Optional[Path] = typer.Option(None, help="A pedalboard fxset, evaluated only (cross-domain)."),
+    max_iter: int = typer.Option(300, "--max-iter", help="Boosting iterations per class at most."),
+    workers: int = typer.Option(1, "--workers", help=FEATURE_WORKERS_HELP),
+    seed: int = typer.Option(0, help="Seed (the trees' held-out split)."),
+) -> None:
+    """Boosted trees on a multi-label recognizer's logits and the clip features, fitted on the train split; the
+    result is a recognizer checkpoint (`fxlens analyze --recognizer`)."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from fxlens.train.recognizer import rate_cell
+    from fxlens.train.stack import train_stack
+
+    _check_workers(workers)
+    with Progress(console=console) as progress:
+        metrics = train_stack(fxset, recognizer, out, cross_domain=cross_domain, max_iter=max_iter, seed=seed,
+                              progress=_named_progress(progress), workers=workers)
+    table = Table(title="stacked recognizer: exact match of the effect groups, as `analyze` forms them "
+                        "(its base alone in brackets)")
+    for col in ("split", "clips", "all clips", "chains", "single effects"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split, m in metrics["multilabel"].items():
+        a, b = m["aggregated"], metrics["multilabel_base"][split]["aggregated"]
+        table.add_row(split, str(metrics["counts"][split]),
+                      *(f"{rate_cell(a[k])} ({rate_cell(b[k])})" for k in
+                        ("exact_match", "exact_match_chains", "exact_match_single")))
+    console.print(table)
+    console.print(f"checkpoint, config, model card and metrics.json -> [bold]{out}[/]")
+
+
 @train_app.command("estimator")
 def train_estimator_command(
     fxset: Path = typer.Argument(..., help="An `fxlens data fxset` folder (train/val/test/ood)."),

@@ -6,6 +6,9 @@
   log-mel spectrogram (`fxlens.models.resnet`), which sees what the summary features average away (reverb tails,
   tremolo's level dips, echoes). ``input_kind = "features+audio"``: it takes the features and the audio (or its
   log-mel).
+- `StackedRecognizer`: a multi-label recognizer of either kind whose logits, beside the features, go through
+  boosted trees (`fxlens.models.trees`, fitted by `fxlens train stack`) that give the final probabilities. Same
+  inputs as its base.
 
 Both return raw logits from ``forward`` and calibrated probabilities from ``probabilities`` (softmax, or one
 sigmoid per class for `multilabel` models), after dividing by a fitted `temperature`.
@@ -18,6 +21,7 @@ from torch import nn
 
 from fxlens.errors import ParameterError
 from fxlens.models.resnet import MelInput, resnet_stages, run_stages
+from fxlens.models.trees import BoostedTrees
 
 
 class FeatureClassifier(nn.Module):
@@ -114,6 +118,38 @@ class MelResNetClassifier(MelInput, nn.Module):
         if audio is None:
             raise ParameterError("the ResNet recognizer needs the audio (or its log-mel) beside the features")
         return calibrated_probabilities(self, self.forward(features, audio))
+
+
+class StackedRecognizer(MelInput, nn.Module):
+    """A multi-label recognizer `base` stacked under boosted trees: the trees read the clip's features and the
+    base's raw logits (N, F + K) and give one raw score per class; `probabilities` are their sigmoids (the trees
+    were fitted for probabilities: no temperature). Takes the same inputs as `base` (``input_kind``), including its
+    log-mel front end for a ResNet base."""
+
+    def __init__(self, base: FeatureClassifier | MelResNetClassifier, trees: BoostedTrees) -> None:
+        nn.Module.__init__(self)
+        if not getattr(base, "multilabel", False):
+            raise ParameterError("only a multi-label recognizer can be stacked under trees")
+        n_features = int(base.feature_mean.numel())
+        if trees.n_inputs != n_features + len(base.classes) or trees.n_outputs != len(base.classes):
+            raise ParameterError(f"trees for {trees.n_inputs} inputs and {trees.n_outputs} outputs do not fit a "
+                                 f"recognizer of {n_features} features and {len(base.classes)} classes")
+        self.base, self.trees = base, trees
+        self.classes, self.multilabel, self.temperature = list(base.classes), True, 1.0
+        self.input_kind = base.input_kind
+        if isinstance(base, MelInput):
+            self.set_mel_input(base.sample_rate, base.n_mels, base.n_fft, base.hop, base.audio_channels)
+
+    def forward(self, features: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+        """The trees' raw scores (B, K), float32, from the features (B, F) and (for a ResNet base) the audio or
+        its log-mel."""
+        if self.input_kind == "features+audio" and audio is None:
+            raise ParameterError("the ResNet recognizer needs the audio (or its log-mel) beside the features")
+        z = self.base(features) if self.input_kind == "features" else self.base(features, audio)
+        return self.trees(torch.cat([features.double(), z.double()], dim=1)).float()
+
+    def probabilities(self, features: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.forward(features, audio))
 
 
 def calibrated_probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:

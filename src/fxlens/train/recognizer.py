@@ -22,8 +22,9 @@ from fxlens.data.fxset import AGGREGATED_CLASSES, FINE_CLASSES, aggregate_probab
 from fxlens.errors import CheckpointError, FxlensError
 from fxlens.features.sets import FEATURE_SET, FEATURE_SETS, check_feature_set
 from fxlens.models.checkpoint import save_checkpoint
-from fxlens.models.classifier import (FeatureClassifier, MelResNetClassifier, calibrated_probabilities,
-                                      fit_temperature)
+from fxlens.models.classifier import (FeatureClassifier, MelResNetClassifier, StackedRecognizer,
+                                      calibrated_probabilities, fit_temperature)
+from fxlens.models.trees import BoostedTrees
 from fxlens.train import command_line
 from fxlens.train.inputs import split_features, split_log_mels
 
@@ -346,6 +347,9 @@ def _start_from(model, start: tuple, init, classes: list[str], multilabel: bool,
     """Load the weights of recognizer `start` = (model, config), read from `init`, into `model`, after checking it
     is the same recognizer."""
     start, cfg = start
+    if cfg.get("model") == "stacked":
+        raise CheckpointError(f"cannot start from '{init}': it is a stacked recognizer (start from its base, "
+                              f"{cfg['base'].get('model', 'mlp')}, and stack again with `fxlens train stack`)")
     want = {"classes": list(classes), "multilabel": multilabel, "feature_set": feature_set, "model": model_kind}
     have = {"classes": list(cfg["classes"]), "multilabel": bool(cfg.get("multilabel", False)),
             "feature_set": cfg["feature_set"], "model": cfg.get("model", "mlp")}
@@ -358,11 +362,14 @@ def _start_from(model, start: tuple, init, classes: list[str], multilabel: bool,
         raise CheckpointError(f"cannot start from '{init}': its layer sizes differ from the model asked for") from None
 
 
-def load_recognizer(folder: str | os.PathLike) -> tuple[FeatureClassifier | MelResNetClassifier, dict]:
-    """(model in eval mode, config) of a recognizer checkpoint (either kind); CheckpointError if it is not one."""
+def load_recognizer(folder: str | os.PathLike
+                    ) -> tuple[FeatureClassifier | MelResNetClassifier | StackedRecognizer, dict]:
+    """(model in eval mode, config) of a recognizer checkpoint (any kind); CheckpointError if it is not one."""
     from fxlens.models.checkpoint import load_model
 
     def build(cfg: dict):
+        if cfg.get("model") == "stacked":  # a base recognizer under boosted trees (`fxlens train stack`)
+            return StackedRecognizer(build(cfg["base"]), BoostedTrees(**cfg["trees"]))
         common = {"multilabel": bool(cfg.get("multilabel", False)), "temperature": float(cfg.get("temperature", 1.0))}
         if cfg.get("model", "mlp") == "resnet":
             return MelResNetClassifier(cfg["classes"], n_features=int(cfg["n_features"]),
@@ -385,6 +392,30 @@ def model_card(metrics: dict, fxset, cross_domain, command: str | None) -> str:
     n_in = {"autofx-163": 163, "fxlens-406": 406}.get(metrics.get("feature_set", ""), "n")
     hidden = " -> ".join(str(h) for h in metrics.get("hidden", [256, 128]))
     kind = metrics.get("model", "mlp")
+    if kind == "stacked":
+        base = metrics.get("multilabel_base", {})
+        model_line = (f"- Model: the {n_in} features and the {len(metrics['classes'])} raw logits of the multi-label "
+                      f"recognizer `{metrics.get('recognizer')}` ({metrics.get('base_model')}) -> one boosted-tree "
+                      f"ensemble per class (scikit-learn HistGradientBoosting, at most {metrics.get('max_iter')} "
+                      f"iterations; used: {metrics.get('iterations')}; {metrics.get('nodes')} nodes in all); "
+                      f"training time {metrics['seconds']:.0f} s on CPU")
+        lines = ["# recognizer: boosted trees stacked on a multi-label recognizer", "",
+                 f"- Command: `{command or 'fxlens train stack ' + str(fxset)}`",
+                 f"- Data: `{fxset}` (counts {metrics['counts']})"
+                 + (f"; cross-domain set `{cross_domain}` (pedalboard, never fitted on)" if cross_domain else ""),
+                 f"- Target: multilabel classes {metrics['classes']}", f"- Features: {metrics.get('feature_set')}",
+                 model_line, "", "Exact match of the stacked model (and of its base alone, in brackets):", "",
+                 "| split | exact match | exact match (chains) | macro F1 | exact match (aggregated) "
+                 "| exact match (chains, aggregated) |", "|---|---|---|---|---|---|"]
+        for split, m in metrics["multilabel"].items():
+            b = base.get(split, m)
+            cells = [(m["exact_match"], b["exact_match"]), (m["exact_match_chains"], b["exact_match_chains"]),
+                     (m["macro_f1"], b["macro_f1"]),
+                     (m["aggregated"]["exact_match"], b["aggregated"]["exact_match"]),
+                     (m["aggregated"]["exact_match_chains"], b["aggregated"]["exact_match_chains"])]
+            lines.append(f"| {split} | " + " | ".join(f"{rate_cell(v)} ({rate_cell(w)})" if v is not None else "-"
+                                                       for v, w in cells) + " |")
+        return "\n".join(lines) + "\n"
     if kind == "resnet":
         model_line = (f"- Model: {n_in} standardized features (Linear-LayerNorm-GELU 256) fused with a log-mel ResNet "
                       f"(stages {'-'.join(str(c) for c in metrics.get('channels', []))}, mean+max pooled), "
