@@ -262,6 +262,9 @@ def test_cli_analyze_writes_json_plot_and_preset(fuzz_file, tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert read_preset(preset)["effects"][0]["name"] == "distortion"
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+    # the stereo image, measured (stereo_image's own test checks its values)
+    assert -1.0 <= data["stereo"]["lr_correlation"] <= 1.0 and -60.0 <= data["stereo"]["side_mid_db"] <= 20.0
+    assert len(data["stereo"]["bands"]) == 8 and "stereo image (measured)" in out
 
 
 def test_cli_marks_the_settings_read_from_the_audio(dry, tmp_path, capsys):

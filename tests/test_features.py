@@ -376,3 +376,38 @@ def test_band_statistics_version_2_adds_quantiles_skewness_and_rising_flux_as_nu
     assert torch.isfinite(band_statistics(torch.rand(1, 2, 64, 1, generator=g), version=2)).all()
     with pytest.raises(ParameterError, match="version"):
         band_statistics(mel, version=3)
+
+
+def test_stereo_image_against_closed_forms():
+    """L = s + d, R = s - d with independent white noises: mid = s and side = d, so side/mid is
+    10 log10(var d / var s) in every band and the L/R correlation (var s - var d) / (var s + var d); mono reads
+    correlation 1 and the -60 dB floor, opposite polarity -1; a tone in the side shows in its own band only."""
+    from fxlens.features.recognition import EFFECT_FEATURE_NAMES, STEREO_BANDS_HZ, effect_features, stereo_image
+
+    sr, n = 44100, 4 * 44100
+    g = torch.Generator().manual_seed(0)
+    s, d = 0.2 * torch.randn(n, generator=g), 0.1 * torch.randn(n, generator=g)
+    st = stereo_image(torch.stack([s + d, s - d]), sr)
+    want_db = 10 * math.log10(0.1 ** 2 / 0.2 ** 2)  # -6.02 dB
+    assert st["side_mid_db"] == pytest.approx(want_db, abs=0.15)
+    assert all(b["side_mid_db"] == pytest.approx(want_db, abs=0.5) for b in st["bands"])
+    assert st["lr_correlation"] == pytest.approx((0.04 - 0.01) / (0.04 + 0.01), abs=0.02)
+    mono = stereo_image(torch.stack([s, s]), sr)
+    assert mono["lr_correlation"] == 1.0 and mono["side_mid_db"] == -60.0
+    assert stereo_image(s[None], sr)["side_mid_db"] == -60.0  # one channel counts as L = R
+    assert stereo_image(torch.stack([s, -s]), sr)["lr_correlation"] == pytest.approx(-1.0)
+    t = torch.arange(n) / sr
+    tone = 0.05 * torch.sin(2 * math.pi * 3000.0 * t)  # inside the 2.7-4.1 kHz group only
+    st = stereo_image(torch.stack([s + tone, s - tone]), sr)
+    inside = [k for k, (lo, hi) in enumerate(STEREO_BANDS_HZ) if lo <= 3000.0 <= hi]
+    assert len(inside) == 1
+    levels = [b["side_mid_db"] for b in st["bands"]]
+    assert levels[inside[0]] > -30.0 and max(v for k, v in enumerate(levels) if k != inside[0]) < -40.0
+    # the same measures are recognition features, per clip
+    feats = effect_features(torch.stack([s + d, s - d])[None], sr)[0]
+    i = EFFECT_FEATURE_NAMES.index("lr_correlation")
+    assert float(feats[i]) == pytest.approx(stereo_image(torch.stack([s + d, s - d]), sr)["lr_correlation"], abs=1e-5)
+    with pytest.raises(ParameterError, match="1-2 channels"):
+        stereo_image(torch.zeros(3, n), sr)
+    with pytest.raises(ParameterError, match="44100 Hz"):
+        stereo_image(torch.zeros(2, n), 48000)

@@ -583,6 +583,14 @@ def analyze(
     console.print(table)
     console.print("class probabilities: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                       sorted(result.probabilities.items(), key=lambda kv: -kv[1])))
+    st = result.stereo
+    if st:
+        lo, hi = min(st["bands"], key=lambda b: b["side_mid_db"]), max(st["bands"], key=lambda b: b["side_mid_db"])
+        spread = (" (mono)" if st["side_mid_db"] <= -59.9 else
+                  f", from {lo['side_mid_db']:.1f} dB ({_band(lo)}) to {hi['side_mid_db']:.1f} dB ({_band(hi)})")
+        console.print(f"stereo image (measured): L/R correlation {st['lr_correlation']:.2f}, side/mid "
+                      f"{st['side_mid_db']:.1f} dB over all{spread}"
+                      + (" — negative: the channels partly cancel in mono" if st["lr_correlation"] < 0 else ""))
     # the figure first: it is the output most likely to fail (an unknown format, a backend problem), and a failure
     # must leave no other output behind
     if plot is not None:
@@ -594,6 +602,12 @@ def analyze(
     if preset is not None:
         write_preset(preset, result.preset)
         console.print(f"wrote [bold]{preset}[/] (apply it: fxlens fx apply YOUR.wav OUT.wav --preset {preset})")
+
+
+def _band(b: dict) -> str:
+    """A frequency band for a line of text: "108-512 Hz", "2.7-4.1 kHz"."""
+    lo, hi = b["lo_hz"], b["hi_hz"]
+    return f"{lo:.0f}-{hi:.0f} Hz" if hi < 1000 else f"{lo / 1000:.2g}-{hi / 1000:.2g} kHz"
 
 
 @bench_app.command("recognition")

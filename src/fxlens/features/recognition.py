@@ -45,10 +45,10 @@ import torch.nn.functional as F
 
 from fxlens.errors import ParameterError
 from fxlens.features.mel import log_mel
-from fxlens.features.spectral import autofx_features
+from fxlens.features.spectral import autofx_features, mel_filterbank, mel_frequencies, stft_power
 
-__all__ = ["EFFECT_FEATURE_NAMES", "RECOGNITION_FEATURE_NAMES", "FEATURE_SAMPLE_RATE", "effect_features",
-           "recognition_features"]
+__all__ = ["EFFECT_FEATURE_NAMES", "RECOGNITION_FEATURE_NAMES", "FEATURE_SAMPLE_RATE", "STEREO_BANDS_HZ",
+           "effect_features", "recognition_features", "stereo_image"]
 
 FEATURE_SAMPLE_RATE = 44100
 _N_MELS = 64
@@ -110,6 +110,50 @@ def _band_power(spec_power: torch.Tensor, rate: float, n: int, lo: float, hi: fl
     return spec_power[:, band].mean(dim=-1)
 
 
+_MEL_POINTS = mel_frequencies(_N_MELS + 2, 50.0, 18000.0)
+STEREO_BANDS_HZ: tuple[tuple[float, float], ...] = tuple(
+    (float(_MEL_POINTS[8 * g + 1]), float(_MEL_POINTS[8 * g + 8])) for g in range(8))
+"""The 8 band groups of the stereo measures: the centre frequencies (Hz) of the first and last of each group's 8
+mel bands (64 Slaney mel bands from 50 Hz to 18 kHz)."""
+
+
+def _side_mid_db(side_energy: torch.Tensor, mid_energy: torch.Tensor) -> torch.Tensor:
+    return (10 * torch.log10((side_energy + 1e-12) / (mid_energy + 1e-12))).clamp(-60.0, 20.0)
+
+
+def _stereo(left: torch.Tensor, right: torch.Tensor, mid: torch.Tensor, side: torch.Tensor, sr: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(side and mid energy per `STEREO_BANDS_HZ` group (B, 8) each; L/R correlation (B,), 1 where a channel is
+    silent)."""
+    B = mid.shape[0]
+    fb = mel_filterbank(sr, 2048, _N_MELS, 50.0, 18000.0, htk=False, norm="slaney")
+    pm = torch.matmul(fb, stft_power(mid, 2048, 512)).sum(-1)  # (B, 64)
+    ps = torch.matmul(fb, stft_power(side, 2048, 512)).sum(-1)
+    lc, rc = left - left.mean(-1, keepdim=True), right - right.mean(-1, keepdim=True)
+    den = (lc.square().sum(-1) * rc.square().sum(-1)).sqrt()
+    correlation = torch.where(den > 1e-12, (lc * rc).sum(-1) / den.clamp_min(1e-12), torch.ones_like(den))
+    return ps.reshape(B, 8, 8).sum(-1), pm.reshape(B, 8, 8).sum(-1), correlation
+
+
+def stereo_image(x: torch.Tensor, sample_rate: int) -> dict:
+    """How wide a stereo recording ``x`` ``(C, T)`` or ``(1, C, T)`` at 44.1 kHz is, measured (no model): the
+    correlation of the left and right channels (1: mono; 0: unrelated; below 0: they partly cancel when summed to
+    mono), and the side-to-mid energy ratio in dB — (L - R) / 2 against (L + R) / 2, in mel bands from 50 Hz to
+    18 kHz — over all those bands and per `STEREO_BANDS_HZ` group (floored at -60 dB: mono; 0 dB: as much side as
+    mid). The per-group ratios and the correlation are 9 of the recognition features."""
+    if x.dim() == 2:
+        x = x[None]
+    if x.dim() != 3 or x.shape[0] != 1 or x.shape[1] not in (1, 2) or int(sample_rate) != FEATURE_SAMPLE_RATE:
+        raise ParameterError(f"stereo_image reads one (C, T) recording of 1-2 channels at {FEATURE_SAMPLE_RATE} Hz, "
+                             f"got shape {tuple(x.shape)} at {sample_rate} Hz")
+    x = x.to(torch.float32).expand(-1, 2, -1)
+    left, right = x[:, 0], x[:, 1]
+    side_e, mid_e, correlation = _stereo(left, right, 0.5 * (left + right), 0.5 * (left - right), FEATURE_SAMPLE_RATE)
+    bands = _side_mid_db(side_e, mid_e)[0].tolist()
+    return {"lr_correlation": float(correlation[0]), "side_mid_db": float(_side_mid_db(side_e.sum(), mid_e.sum())),
+            "bands": [{"lo_hz": lo, "hi_hz": hi, "side_mid_db": float(v)} for (lo, hi), v in zip(STEREO_BANDS_HZ, bands)]}
+
+
 def effect_features(x: torch.Tensor, sample_rate: int,
                     resample: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
     """The 243 `EFFECT_FEATURE_NAMES` features of ``x`` ``(B, C, T)`` (any rate; resampled to 44.1 kHz): ``(B, 243)``.
@@ -140,16 +184,8 @@ def effect_features(x: torch.Tensor, sample_rate: int,
     out += [lm.mean(-1), lm.std(-1, unbiased=False), (lm[..., 1:] - lm[..., :-1]).abs().mean(-1)]
 
     # stereo: side/mid energy per band group, L/R correlation
-    from fxlens.features.spectral import mel_filterbank, stft_power
-
-    fb = mel_filterbank(sr, 2048, _N_MELS, 50.0, 18000.0, htk=False, norm="slaney")
-    pm = torch.matmul(fb, stft_power(mid, 2048, 512)).sum(-1)  # (B, 64)
-    ps = torch.matmul(fb, stft_power(side, 2048, 512)).sum(-1)
-    pm8, ps8 = pm.reshape(B, 8, 8).sum(-1), ps.reshape(B, 8, 8).sum(-1)
-    out.append((10 * torch.log10((ps8 + 1e-12) / (pm8 + 1e-12))).clamp(-60.0, 20.0))
-    lc, rc = left - left.mean(-1, keepdim=True), right - right.mean(-1, keepdim=True)
-    den = (lc.square().sum(-1) * rc.square().sum(-1)).sqrt()
-    out.append(torch.where(den > 1e-12, (lc * rc).sum(-1) / den.clamp_min(1e-12), torch.ones_like(den))[:, None])
+    side_e, mid_e, correlation = _stereo(left, right, mid, side, sr)
+    out += [_side_mid_db(side_e, mid_e), correlation[:, None]]
 
     # level envelope
     fr = _frames(mid, _ENV_FRAME, _ENV_HOP)  # (B, n, frame)

@@ -379,11 +379,17 @@ def _mel_to_hz(m: np.ndarray, htk: bool) -> np.ndarray:
     return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), freqs)
 
 
+def mel_frequencies(n: int, fmin: float, fmax: float, htk: bool = False) -> np.ndarray:
+    """`n` frequencies (Hz) evenly spaced on the mel scale from `fmin` to `fmax` (``librosa.mel_frequencies``): with
+    ``n = n_mels + 2``, the edges and centres of `mel_filterbank`'s triangles (band k: centre at index k + 1)."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(fmin, htk), _hz_to_mel(fmax, htk), int(n)), htk)
+
+
 @functools.lru_cache(maxsize=32)
 def _mel_filterbank_np(sample_rate: float, n_fft: int, n_mels: int, fmin: float, fmax: float, htk: bool,
                        norm: str | None) -> np.ndarray:
     fftfreqs = np.linspace(0, float(sample_rate) / 2, 1 + n_fft // 2)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin, htk), _hz_to_mel(fmax, htk), n_mels + 2), htk)
+    mel_f = mel_frequencies(n_mels + 2, fmin, fmax, htk)
     fdiff = np.diff(mel_f)
     ramps = mel_f[:, None] - fftfreqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]

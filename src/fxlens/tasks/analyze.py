@@ -33,6 +33,7 @@ from fxlens import audio as fxaudio
 from fxlens.data.fxset import (AGGREGATED_CLASSES, CHAIN_ORDER, FXSET_CLASSES, OUTPUT_LUFS, OUTPUT_PEAK_DB,
                                aggregate_probabilities)
 from fxlens.errors import CheckpointError, InvalidAudioError, ParameterError
+from fxlens.features.recognition import stereo_image
 from fxlens.fx.effect import get_effect
 from fxlens.fx.preset import preset_from_stages
 from fxlens.models.estimator import REFINEMENTS, refine_controls
@@ -87,6 +88,9 @@ class AnalysisResult:
     effects: list[DetectedEffect]
     preset: dict
     multilabel: bool
+    stereo: dict = field(default_factory=dict)
+    """The stereo image measured from the analyzed windows (`fxlens.features.recognition.stereo_image`): L/R
+    correlation, side-to-mid energy ratio over all and in 8 bands. A measurement, not a detected effect."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -340,9 +344,11 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
             typical_error=typical, near_class_mean=near))
     preset = preset_from_stages([(get_effect(d.effect, **d.config), d.settings) for d in detected],
                                 fxaudio.WORKING_SAMPLE_RATE)
+    # the analyzed windows end to end (each at the same loudness, so each counts alike)
+    stereo = stereo_image(segs.permute(1, 0, 2).reshape(segs.shape[1], -1), fxaudio.WORKING_SAMPLE_RATE)
     return AnalysisResult(sample_rate=int(sample_rate), duration_s=duration, windows=int(segs.shape[0]),
                           probabilities=agg, fine_probabilities=fine, effects=detected, preset=preset,
-                          multilabel=multilabel)
+                          multilabel=multilabel, stereo=stereo)
 
 
 def analyze_file(path: str | os.PathLike, recognizer=None, estimator=None, threshold: float = 0.5
@@ -357,13 +363,23 @@ def analyze_file(path: str | os.PathLike, recognizer=None, estimator=None, thres
 # ------------------------------------------------------------------------------------------------------------------
 
 
+def _plot_stereo(ax, stereo: dict) -> None:
+    bands = stereo["bands"]
+    ax.bar([f"{b['lo_hz'] / 1000:.2g}-{b['hi_hz'] / 1000:.2g}" for b in bands],
+           [b["side_mid_db"] + 60.0 for b in bands], bottom=-60.0, color="tab:cyan")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set(title=f"stereo image (measured): side/mid energy by band; L/R correlation {stereo['lr_correlation']:.2f}, "
+                 f"side/mid {stereo['side_mid_db']:.1f} dB over all", xlabel="band (kHz)", ylabel="side / mid (dB)",
+           ylim=(-60, 20))
+
+
 def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLike,
                   sample_rate: int = fxaudio.WORKING_SAMPLE_RATE) -> Path:
-    """Write a figure: the log spectrogram of (1, C, T) audio, the class probabilities, and — when detected — the
-    estimated EQ curve (`fxlens.fx.filters.magnitude_db`), the compressor's static curve
-    (`fxlens.fx.dynamics.static_gain_db`) and, for each setting read from the audio, the score it maximized
-    (envelope or pitch periodogram, cepstrum) around the reported value. Written atomically; the format comes from
-    the extension."""
+    """Write a figure: the log spectrogram of (1, C, T) audio, the class probabilities, the stereo image (side/mid
+    by band) and — when detected — the estimated EQ curve (`fxlens.fx.filters.magnitude_db`), the compressor's
+    static curve (`fxlens.fx.dynamics.static_gain_db`) and, for each setting read from the audio, the score it
+    maximized (envelope or pitch periodogram, cepstrum) around the reported value. Written atomically; the format
+    comes from the extension."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -375,7 +391,7 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
     by_effect = {d.effect: d for d in result.effects}
     extra = [k for k in ("parametric_eq", "compressor") if k in by_effect]
     measured = [d for d in result.effects if d.measured and d.fine_class in REFINEMENTS]
-    n = 2 + len(extra) + len(measured)
+    n = 2 + bool(result.stereo) + len(extra) + len(measured)
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.8 * n), constrained_layout=True)
     mono = x[:, :, : int(30 * sample_rate)].mean(1)
     S = stft_magnitude(mono, 2048, 512)[0]
@@ -391,6 +407,9 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
            color=["tab:red" if any(d.aggregated_class == k for d in result.effects) else "tab:gray" for k in names])
     ax.set(title="effect probabilities (red: detected)", ylim=(0, 1), ylabel="probability")
     i = 2
+    if result.stereo:
+        _plot_stereo(axes[i], result.stereo)
+        i += 1
     if "parametric_eq" in by_effect:
         from fxlens.fx.filters import magnitude_db
 
