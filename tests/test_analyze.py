@@ -19,7 +19,7 @@ from fxlens.fx.effect import get_effect
 from fxlens.fx.preset import read_preset
 from fxlens.models.classifier import fit_temperature
 from fxlens.models.estimator import REFINEMENTS
-from fxlens.tasks.analyze import MAX_WINDOWS, assets_dir, windows
+from fxlens.tasks.analyze import MAX_WINDOWS, assets_dir, timed_windows, windows
 from test_cli import assert_one_line_error, run
 from test_fxset import notes
 
@@ -209,6 +209,26 @@ def test_windows_of_long_and_short_audio():
     assert windows(short).shape == (1, 2, int(1.5 * SR))
     half_silent = torch.cat([torch.zeros(1, 2, 3 * SR), torch.randn(1, 2, 3 * SR, generator=g) * 0.1], -1)
     assert windows(half_silent).shape[0] == 2  # the silent windows are skipped
+    segs, starts = timed_windows(half_silent)
+    assert torch.equal(segs, windows(half_silent)) and starts == [3.0, 4.5]  # where the kept windows start
+    assert timed_windows(long)[1] == [round(k * 1.5 * SR) / SR for k in np.linspace(0, 132, MAX_WINDOWS).round()]
+
+
+def test_timeline_averages_to_the_probabilities_and_effects_heard_in_part(dry):
+    """The per-window readings average to the reported probabilities; an effect on the second half of a recording
+    only is named, with where it is heard."""
+    from fxlens.tasks.analyze import AnalysisResult, heard_in_part
+
+    r = fxlens.analyze(torch.cat([dry, _wet(dry, "tremolo", {"rate_hz": 6.0, "depth": 1.0})], -1), SR)
+    assert [w["start_s"] for w in r.timeline] == [1.5 * k for k in range(8)]
+    for a, v in r.probabilities.items():
+        assert v == pytest.approx(np.mean([w["probabilities"][a] for w in r.timeline]), abs=1e-6)
+    probs = {a: 0.0 for a in r.probabilities}
+    timeline = [{"start_s": 1.5 * k, "probabilities": probs | {"dry": 1.0 - 0.9 * (k >= 4), "reverb": 0.9 * (k >= 4)}}
+                for k in range(8)]
+    made = AnalysisResult(SR, 12.0, 8, probs | {"reverb": 0.45}, {}, [], {}, True, timeline=timeline)
+    assert heard_in_part(made) == [{"aggregated_class": "reverb", "windows": 4, "of": 8, "from_s": 6.0, "to_s": 12.0}]
+    assert heard_in_part(made, min_windows=5) == [] and heard_in_part(made, threshold=0.95) == []
 
 
 @pytest.mark.parametrize("bad,error", [
@@ -265,6 +285,7 @@ def test_cli_analyze_writes_json_plot_and_preset(fuzz_file, tmp_path, capsys):
     # the stereo image, measured (stereo_image's own test checks its values)
     assert -1.0 <= data["stereo"]["lr_correlation"] <= 1.0 and -60.0 <= data["stereo"]["side_mid_db"] <= 20.0
     assert len(data["stereo"]["bands"]) == 8 and "stereo image (measured)" in out
+    assert [w["start_s"] for w in data["timeline"]] == [0.0, 1.5, 3.0, 4.5]  # the 6 s clip's windows
 
 
 def test_cli_marks_the_settings_read_from_the_audio(dry, tmp_path, capsys):
@@ -400,3 +421,22 @@ def test_cli_does_not_call_a_recording_dry_when_dry_is_unlikely(fuzz_file, monke
     monkeypatch.setattr(analyze_mod, "analyze_file", fake({"dry": 0.8, "reverb": 0.2}))
     code, out, err = run(["analyze", fuzz_file], capsys)
     assert code == 0 and "(none: dry)" in out and "reaches" not in out
+
+
+def test_plot_draws_the_windows_and_the_stereo_image(dry, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    r = fxlens.analyze(dry, SR)
+    titles = []
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    from fxlens.tasks.analyze import plot_analysis
+
+    plot_analysis(r, dry, tmp_path / "a.png")
+    assert "effect probabilities per 1.5 s window" in titles
+    assert any(t.startswith("stereo image (measured)") for t in titles)

@@ -538,7 +538,7 @@ def analyze(
     from fxlens.atomic import write_text_atomic
     from fxlens.fx.preset import write_preset
     from fxlens.report import _fmt
-    from fxlens.tasks.analyze import analyze_file, plot_analysis
+    from fxlens.tasks.analyze import analyze_file, heard_in_part, plot_analysis
 
     if not 0.0 < threshold < 1.0:
         raise FxlensError("--threshold must be between 0 and 1")
@@ -573,6 +573,11 @@ def analyze(
                           err_text + (" ~" if name in d.near_class_mean else ""), d.units[name])
         if k < len(result.effects) - 1:
             table.add_section()
+    part = heard_in_part(result, threshold)
+    if part:
+        notes.append("heard in part of the recording only (per window: see --plot / --json): " + ", ".join(
+            f"{h['aggregated_class']} in {h['windows']} of {h['of']} windows ({h['from_s']:.0f}-{h['to_s']:.0f} s)"
+            for h in part))
     if any(d.measured for d in result.effects):
         notes.append("* read from the audio itself (a period: envelope, pitch or cepstrum); the rest is estimated")
     if any(d.near_class_mean for d in result.effects):

@@ -83,7 +83,8 @@ def decimate2(x: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     n_out = (xp.shape[-1] - L) // 2 + 1
     n_fft = next_fast_len(xp.shape[-1], real=True)  # linear, not circular: the window fits in one FFT
     h = torch.fft.rfft(torch.from_numpy(taps[::-1].copy()), n=n_fft)
-    full = torch.fft.irfft(torch.fft.rfft(xp.double(), n=n_fft) * h, n=n_fft)  # full[L - 1 + i] = sum_t taps[t] xp[i + t]
+    # full[L - 1 + i] = sum_t taps[t] xp[i + t]
+    full = torch.fft.irfft(torch.fft.rfft(xp.double(), n=n_fft) * h, n=n_fft)
     y = full[:, L - 1:L - 1 + 2 * n_out:2].to(x.dtype)
     # nonzero input samples in each output's window [2 j, 2 j + L), counted exactly with integers
     nonzero = F.pad(torch.cumsum((xp != 0).to(torch.int64), dim=-1), (1, 0))

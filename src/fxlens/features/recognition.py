@@ -151,7 +151,8 @@ def stereo_image(x: torch.Tensor, sample_rate: int) -> dict:
     side_e, mid_e, correlation = _stereo(left, right, 0.5 * (left + right), 0.5 * (left - right), FEATURE_SAMPLE_RATE)
     bands = _side_mid_db(side_e, mid_e)[0].tolist()
     return {"lr_correlation": float(correlation[0]), "side_mid_db": float(_side_mid_db(side_e.sum(), mid_e.sum())),
-            "bands": [{"lo_hz": lo, "hi_hz": hi, "side_mid_db": float(v)} for (lo, hi), v in zip(STEREO_BANDS_HZ, bands)]}
+            "bands": [{"lo_hz": lo, "hi_hz": hi, "side_mid_db": float(v)}
+                      for (lo, hi), v in zip(STEREO_BANDS_HZ, bands)]}
 
 
 def effect_features(x: torch.Tensor, sample_rate: int,

@@ -91,6 +91,9 @@ class AnalysisResult:
     stereo: dict = field(default_factory=dict)
     """The stereo image measured from the analyzed windows (`fxlens.features.recognition.stereo_image`): L/R
     correlation, side-to-mid energy ratio over all and in 8 bands. A measurement, not a detected effect."""
+    timeline: list[dict] = field(default_factory=list)
+    """Per analyzed window: where it starts (s) and its aggregated-class probabilities (`probabilities` is their
+    mean)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -219,10 +222,10 @@ def _as_audio(x, sample_rate: int) -> torch.Tensor:
     return x.contiguous()
 
 
-def windows(x: torch.Tensor, sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, seconds: float = WINDOW_S,
-            max_windows: int = MAX_WINDOWS) -> torch.Tensor:
-    """Loudness-normalized, non-silent windows (N, 2, W) of (1, 2, T) audio; clips shorter than a window are padded
-    with silence. Raises InvalidAudioError when every window is silent."""
+def timed_windows(x: torch.Tensor, sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, seconds: float = WINDOW_S,
+                  max_windows: int = MAX_WINDOWS) -> tuple[torch.Tensor, list[float]]:
+    """Loudness-normalized, non-silent windows (N, 2, W) of (1, 2, T) audio and where each starts (seconds); clips
+    shorter than a window are padded with silence. Raises InvalidAudioError when every window is silent."""
     W = int(round(seconds * sample_rate))
     T = x.shape[-1]
     if T <= W:
@@ -240,7 +243,14 @@ def windows(x: torch.Tensor, sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, sec
     if not bool(ok.any()):
         raise InvalidAudioError(f"audio is silent (no {seconds:g} s window louder than {SILENT_LUFS:g} LUFS)")
     gain_db = torch.minimum(OUTPUT_LUFS - lufs, OUTPUT_PEAK_DB - peak)[ok]
-    return segs[ok] * torch.pow(10.0, gain_db / 20.0)[:, None, None].to(segs.dtype)
+    kept = [s / sample_rate for s, keep in zip(starts, ok.tolist()) if keep]
+    return segs[ok] * torch.pow(10.0, gain_db / 20.0)[:, None, None].to(segs.dtype), kept
+
+
+def windows(x: torch.Tensor, sample_rate: int = fxaudio.WORKING_SAMPLE_RATE, seconds: float = WINDOW_S,
+            max_windows: int = MAX_WINDOWS) -> torch.Tensor:
+    """The windows of `timed_windows` without their times."""
+    return timed_windows(x, sample_rate, seconds, max_windows)[0]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -300,12 +310,15 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
     val_errors = validation_errors(estimator)
     x = _as_audio(audio, sample_rate)
     duration = x.shape[-1] / fxaudio.WORKING_SAMPLE_RATE
-    segs = windows(x)
+    segs, starts = timed_windows(x)
     feats, p = window_probabilities(rec, rcfg, segs)
     multilabel = bool(rcfg.get("multilabel", False))
     classes = list(rcfg["classes"])
     # per window, then averaged: a multi-label model's groups and "dry" (no effect on) are not linear in p
-    agg = dict(zip(AGGREGATED_CLASSES, aggregate_probabilities(classes, p.numpy(), multilabel).mean(0).tolist()))
+    per_window = aggregate_probabilities(classes, p.numpy(), multilabel)
+    timeline = [{"start_s": round(t, 6), "probabilities": dict(zip(AGGREGATED_CLASSES, row.tolist()))}
+                for t, row in zip(starts, per_window)]
+    agg = dict(zip(AGGREGATED_CLASSES, per_window.mean(0).tolist()))
     fine = dict(zip(classes, p.mean(0).tolist()))
     fine.setdefault("dry", agg["dry"])
     if multilabel:
@@ -348,7 +361,7 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
     stereo = stereo_image(segs.permute(1, 0, 2).reshape(segs.shape[1], -1), fxaudio.WORKING_SAMPLE_RATE)
     return AnalysisResult(sample_rate=int(sample_rate), duration_s=duration, windows=int(segs.shape[0]),
                           probabilities=agg, fine_probabilities=fine, effects=detected, preset=preset,
-                          multilabel=multilabel, stereo=stereo)
+                          multilabel=multilabel, stereo=stereo, timeline=timeline)
 
 
 def analyze_file(path: str | os.PathLike, recognizer=None, estimator=None, threshold: float = 0.5
@@ -363,6 +376,23 @@ def analyze_file(path: str | os.PathLike, recognizer=None, estimator=None, thres
 # ------------------------------------------------------------------------------------------------------------------
 
 
+def _plot_timeline(ax, result: AnalysisResult, seconds: float) -> None:
+    """Each analyzed window's class probabilities as a column of colour at its place in the recording."""
+    names = list(result.probabilities)
+    columns, edges = [], [result.timeline[0]["start_s"]]
+    for w in result.timeline:
+        if w["start_s"] > edges[-1] + 1e-6:  # audio between analyzed windows (silent, or skipped): left blank
+            columns.append([np.nan] * len(names))
+            edges.append(w["start_s"])
+        columns.append([w["probabilities"][k] for k in names])
+        edges.append(w["start_s"] + seconds)
+    mesh = ax.pcolormesh(np.array(edges), np.arange(len(names) + 1), np.ma.masked_invalid(np.array(columns).T),
+                         cmap="viridis", vmin=0, vmax=1, shading="flat")
+    ax.set_yticks(np.arange(len(names)) + 0.5, names)
+    ax.set(title=f"effect probabilities per {seconds:g} s window", xlabel="time (s)")
+    ax.figure.colorbar(mesh, ax=ax, label="probability")
+
+
 def _plot_stereo(ax, stereo: dict) -> None:
     bands = stereo["bands"]
     ax.bar([f"{b['lo_hz'] / 1000:.2g}-{b['hi_hz'] / 1000:.2g}" for b in bands],
@@ -373,13 +403,29 @@ def _plot_stereo(ax, stereo: dict) -> None:
            ylim=(-60, 20))
 
 
+def heard_in_part(result: AnalysisResult, threshold: float = 0.5, min_windows: int = 2) -> list[dict]:
+    """Effects that pass `threshold` in at least `min_windows` of the analyzed windows but not on average (so not
+    in `result.effects`): an effect on part of a recording. Per effect: its class, the windows that hear it, all
+    windows, and the first and last of those windows' spans (s), most windows first."""
+    reported = {d.aggregated_class for d in result.effects}
+    out = []
+    for a in result.probabilities:
+        if a == "dry" or a in reported:
+            continue
+        hits = [w["start_s"] for w in result.timeline if w["probabilities"][a] >= threshold]
+        if len(hits) >= min_windows:
+            out.append({"aggregated_class": a, "windows": len(hits), "of": len(result.timeline),
+                        "from_s": hits[0], "to_s": hits[-1] + WINDOW_S})
+    return sorted(out, key=lambda h: -h["windows"])
+
+
 def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLike,
                   sample_rate: int = fxaudio.WORKING_SAMPLE_RATE) -> Path:
-    """Write a figure: the log spectrogram of (1, C, T) audio, the class probabilities, the stereo image (side/mid
-    by band) and — when detected — the estimated EQ curve (`fxlens.fx.filters.magnitude_db`), the compressor's
-    static curve (`fxlens.fx.dynamics.static_gain_db`) and, for each setting read from the audio, the score it
-    maximized (envelope or pitch periodogram, cepstrum) around the reported value. Written atomically; the format
-    comes from the extension."""
+    """Write a figure: the log spectrogram of (1, C, T) audio, the class probabilities (averaged, and per window when
+    there are several), the stereo image (side/mid by band) and — when detected — the estimated EQ curve
+    (`fxlens.fx.filters.magnitude_db`), the compressor's static curve (`fxlens.fx.dynamics.static_gain_db`) and,
+    for each setting read from the audio, the score it maximized (envelope or pitch periodogram, cepstrum) around
+    the reported value. Written atomically; the format comes from the extension."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -391,7 +437,8 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
     by_effect = {d.effect: d for d in result.effects}
     extra = [k for k in ("parametric_eq", "compressor") if k in by_effect]
     measured = [d for d in result.effects if d.measured and d.fine_class in REFINEMENTS]
-    n = 2 + bool(result.stereo) + len(extra) + len(measured)
+    timeline = len(result.timeline) > 1
+    n = 2 + timeline + bool(result.stereo) + len(extra) + len(measured)
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.8 * n), constrained_layout=True)
     mono = x[:, :, : int(30 * sample_rate)].mean(1)
     S = stft_magnitude(mono, 2048, 512)[0]
@@ -406,7 +453,11 @@ def plot_analysis(result: AnalysisResult, x: torch.Tensor, path: str | os.PathLi
     ax.bar(names, [result.probabilities[k] for k in names],
            color=["tab:red" if any(d.aggregated_class == k for d in result.effects) else "tab:gray" for k in names])
     ax.set(title="effect probabilities (red: detected)", ylim=(0, 1), ylabel="probability")
+    ax.tick_params(axis="x", labelsize=8)
     i = 2
+    if timeline:
+        _plot_timeline(axes[i], result, WINDOW_S)
+        i += 1
     if result.stereo:
         _plot_stereo(axes[i], result.stereo)
         i += 1

@@ -144,7 +144,8 @@ def train_stack(fxset: str | os.PathLike, recognizer: str | os.PathLike, out: st
 
     metrics: dict = {"classes": classes, "target": "multilabel", "feature_set": feature_set, "model": "stacked",
                      "base_model": base_cfg.get("model", "mlp"), "recognizer": str(recognizer),
-                     "max_iter": int(max_iter), "iterations": [0 if isinstance(m, float) else int(m.n_iter_) for m in models],
+                     "max_iter": int(max_iter),
+                     "iterations": [0 if isinstance(m, float) else int(m.n_iter_) for m in models],
                      "nodes": int(model.trees.feature.numel()), "accuracy": {}, "counts": {}, "multilabel": {},
                      "multilabel_base": {}}
     for name, x in inputs.items():
