@@ -10,8 +10,9 @@
   boosted trees (`fxlens.models.trees`, fitted by `fxlens train stack`) that give the final probabilities. Same
   inputs as its base.
 
-Both return raw logits from ``forward`` and calibrated probabilities from ``probabilities`` (softmax, or one
-sigmoid per class for `multilabel` models), after dividing by a fitted `temperature`.
+The first two return raw logits from ``forward`` and calibrated probabilities from ``probabilities`` (softmax, or
+one sigmoid per class for `multilabel` models), after dividing by a fitted `temperature`; the stacked one returns its
+trees' raw scores and their sigmoids.
 """
 
 from __future__ import annotations

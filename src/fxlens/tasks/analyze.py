@@ -3,7 +3,8 @@
 The audio is converted at the edge (any rate, any channel count 1-8 -> 44.1 kHz stereo), cut into 1.5 s windows
 (the fxset clip length; hop 1.5 s, at most `MAX_WINDOWS` of them, evenly spread), silent windows skipped, each
 window loudness-normalized as the fxset clips were (-18 LUFS, sample peak at most -1 dBFS). The recognizer gives
-class probabilities per window; they are averaged over windows. The effects reported are:
+class probabilities per window (kept: `AnalysisResult.timeline`; `heard_in_part` names effects on part of the
+recording); they are averaged over windows. The effects reported are:
 
 - a single-label recognizer (softmax): the most probable aggregated class, unless it is ``dry``;
 - a multi-label recognizer (sigmoid, trained on chains): every aggregated class above `threshold`.
@@ -14,6 +15,9 @@ from the windows' audio, `fxlens.models.estimator.refine_controls`) and turned i
 effect's own `ParamSpec`s; parameters that the fine class fixes (a distortion's mix of 1, a compressor's 0 dB
 make-up) keep that value. The effects go into a preset in the fxset chain order (eq -> compression -> distortion ->
 modulation -> tremolo -> delay -> reverb), which `Chain.from_preset` and `fxlens fx apply --preset` accept.
+
+Beside the effects, the stereo image of the analyzed windows is measured (`AnalysisResult.stereo`: L/R correlation,
+side-to-mid energy by band; `fxlens.features.recognition.stereo_image`).
 
 Checkpoints: ``assets/recognizer-small`` and ``assets/estimator-small`` inside the package by default, or any
 checkpoint folders (kind-checked) passed as paths.
