@@ -226,9 +226,13 @@ def test_timeline_averages_to_the_probabilities_and_effects_heard_in_part(dry):
     probs = {a: 0.0 for a in r.probabilities}
     timeline = [{"start_s": 1.5 * k, "probabilities": probs | {"dry": 1.0 - 0.9 * (k >= 4), "reverb": 0.9 * (k >= 4)}}
                 for k in range(8)]
+    timeline[1]["probabilities"] = probs | {"reverb": 0.9}  # one stray window: not a run
     made = AnalysisResult(SR, 12.0, 8, probs | {"reverb": 0.45}, {}, [], {}, True, timeline=timeline)
-    assert heard_in_part(made) == [{"aggregated_class": "reverb", "windows": 4, "of": 8, "from_s": 6.0, "to_s": 12.0}]
-    assert heard_in_part(made, min_windows=5) == [] and heard_in_part(made, threshold=0.95) == []
+    assert heard_in_part(made) == [{"aggregated_class": "reverb", "windows": 5, "of": 8, "run": 4, "from_s": 6.0,
+                                    "to_s": 12.0}]
+    assert heard_in_part(made, min_run=5) == [] and heard_in_part(made, threshold=0.95) == []
+    timeline[5]["probabilities"] = probs  # the run broken in two: 1 + 2 windows, under the 3 in a row asked
+    assert heard_in_part(made) == []
 
 
 @pytest.mark.parametrize("bad,error", [

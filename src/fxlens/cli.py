@@ -575,9 +575,10 @@ def analyze(
             table.add_section()
     part = heard_in_part(result, threshold)
     if part:
-        notes.append("heard in part of the recording only (per window: see --plot / --json): " + ", ".join(
-            f"{h['aggregated_class']} in {h['windows']} of {h['of']} windows ({h['from_s']:.0f}-{h['to_s']:.0f} s)"
-            for h in part))
+        notes.append("a hint, less sure than the table — heard in part of the recording (per window: --plot, "
+                     "--json): " + ", ".join(
+            f"{h['aggregated_class']} in {h['windows']} of {h['of']} windows, {h['run']} in a row at "
+            f"{h['from_s']:.0f}-{h['to_s']:.0f} s" for h in part))
     if any(d.measured for d in result.effects):
         notes.append("* read from the audio itself (a period: envelope, pitch or cepstrum); the rest is estimated")
     if any(d.near_class_mean for d in result.effects):
