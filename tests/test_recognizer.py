@@ -244,6 +244,25 @@ def test_analyze_and_bench_accept_a_resnet_recognizer(tiny_fxset, tiny_resnet_re
     assert list(val["recognition"]) == ["in-domain val"] and list(val["estimation"]) == ["val"]
     with pytest.raises(FxlensError, match="unknown split"):
         run_recognition_benchmark(tiny_fxset, recognizer=out, real=False, splits=["tset"])
+    # whole dry stems of the split's songs, read as analyze reads a recording: counts of false alarms
+    drs = res["dry_stems"]
+    assert drs["split"] == "test" and 0 < drs["stems"] <= 60
+    assert 0 <= drs["reported"] <= drs["stems"] and 0 <= drs["hinted"] <= drs["stems"]
+    assert sum(drs["reported_classes"].values()) >= drs["reported"]
+
+
+def test_dry_stems_readout_draws_its_stems_and_skips_missing_ones(tiny_fxset, tmp_path, capsys):
+    from fxlens.bench.recognition import dry_stems_readout
+    from fxlens.cli import main
+
+    two = dry_stems_readout(tiny_fxset, "val", max_stems=2)
+    assert two["split"] == "val" and two["stems"] == 2
+    assert dry_stems_readout(tiny_fxset, "val", max_stems=2) == two  # the same draw, the same readings
+    assert dry_stems_readout(tiny_fxset, "val", stems=tmp_path / "nowhere") is None
+    code = main(["bench", "recognition", str(tiny_fxset), "--dry-stems", "-1", "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--dry-stems must be >= 0" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_fine_tuning_starts_from_the_checkpoint(tiny_fxset, tiny_resnet_recognizer, tmp_path, capsys):

@@ -634,6 +634,8 @@ def bench_recognition_command(
                                          "in-domain and every cross-domain split; e.g. val to choose a model "
                                          "without reading test)."),
     workers: int = typer.Option(1, "--workers", help=FEATURE_WORKERS_HELP),
+    dry_stems: int = typer.Option(60, "--dry-stems", help="Whole dry stems of the (first) split's songs read as "
+                                  "`fxlens analyze` reads a recording: its false alarms (0: skip)."),
 ) -> None:
     """Recognition accuracy, per-class precision/recall, confusion matrices (in-domain, ood, cross-domain),
     per-parameter MAE beside random parameters, the MRSTFT of re-rendered estimates beside dry and random, and what
@@ -645,11 +647,14 @@ def bench_recognition_command(
     from fxlens.bench.recognition import markdown_report, run_recognition_benchmark
 
     _check_workers(workers)
+    if dry_stems < 0:
+        raise FxlensError(f"--dry-stems must be >= 0, got {dry_stems}")
     with Progress(console=console) as progress:
         results = run_recognition_benchmark(fxset, cross_domain=cross_domain, recognizer=recognizer,
                                             estimator=estimator, progress=_named_progress(progress),
                                             mrstft_clips=mrstft_clips, stems=stems, real=real,
-                                            splits=_split_names(splits, "--splits"), workers=workers)
+                                            splits=_split_names(splits, "--splits"), workers=workers,
+                                            dry_stems=dry_stems)
     text = markdown_report(results)
     console.print(text)
     write_text_atomic(out, __import__("json").dumps(results, indent=2) + "\n")

@@ -30,6 +30,10 @@ distortion detected (its group's probability >= 0.5; a single-label recognizer: 
 window's strongest reading is. There are no labels beyond "this stem is distorted" (the songs' other effects,
 reverb and delay among them, are not known), so this is a readout, not an accuracy.
 
+Dry stems read whole (``dry_stems``, default 60): stems of the first in-domain split's songs as rendered, no effect
+on them, each read by `fxlens.analyze` as a recording (all its windows, averaged): how many get an effect reported
+and how many get the part-of-recording hint — false alarms on whole recordings rather than on 1.5 s clips.
+
 Choosing between models: ``splits=["val"]`` (``--splits val``) reads the val split of both sets instead, so no
 test figure is computed before the choice.
 """
@@ -40,13 +44,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fxlens.data.fxset import (AGGREGATED_CLASSES, AUTOFX_CLASSES, FXSET_CLASSES, aggregate_probabilities,
                                aggregated_of)
-from fxlens.errors import FxlensError
+from fxlens.errors import FxlensError, InvalidAudioError
 from fxlens.models.estimator import REFINEMENTS
 
 SPLITS_IN_DOMAIN = ("test", "ood")
@@ -261,11 +266,56 @@ def real_guitar_readout(model, config: dict, max_windows: int = 40,
     return {"windows": n, "distortion_detected": hit, "share": hit / n if n else None, "songs": per_song}
 
 
+def dry_stems_readout(fxset: str | os.PathLike, split: str, recognizer=None, estimator=None,
+                      stems: str | os.PathLike | None = None, max_stems: int = 60, seed: int = 0,
+                      progress: Callable[[str, int, int], None] | None = None) -> dict | None:
+    """False alarms on whole recordings: up to `max_stems` dry stems of the songs of `split` (drawn with `seed`),
+    each read whole by `fxlens.analyze` (windows, averaging, threshold 0.5). Returns how many get an effect reported
+    (every one is a false alarm: no effect is on them) and how many get the part-of-recording hint
+    (`fxlens.tasks.analyze.heard_in_part`), with the classes named; None when the stems are not found."""
+    import random
+
+    from fxlens import audio as fxaudio
+    from fxlens.data.fxset import read_labels
+    from fxlens.data.stems import open_dataset
+    from fxlens.tasks.analyze import analyze, heard_in_part
+
+    labels = read_labels(fxset, split)
+    if not labels or "song_path" not in labels[0]:
+        return None
+    root = Path(stems) if stems is not None else Path(labels[0]["song_path"]).parents[1]
+    if not root.is_dir():
+        return None
+    songs = {r["song_id"] for r in labels}
+    ds = open_dataset(root)
+    pairs = [(ref, inst) for ref in ds.songs() if ref.song_id in songs for inst in ref.instruments]
+    pairs = random.Random(seed).sample(pairs, min(int(max_stems), len(pairs)))
+    reported, hinted, n_reported, n_hinted, read = Counter(), Counter(), 0, 0, 0
+    for k, (ref, inst) in enumerate(pairs):
+        try:
+            result = analyze(ds.load_stem(ref, inst), fxaudio.WORKING_SAMPLE_RATE, recognizer=recognizer,
+                             estimator=estimator)
+        except InvalidAudioError:  # a silent or too short stem: nothing to read
+            continue
+        read += 1
+        names = [d.aggregated_class for d in result.effects]
+        hints = [h["aggregated_class"] for h in heard_in_part(result)]
+        reported.update(names)
+        hinted.update(hints)
+        n_reported += bool(names)
+        n_hinted += bool(hints)
+        if progress:
+            progress(f"dry stems ({split})", k + 1, len(pairs))
+    return {"split": split, "stems": read, "reported": n_reported, "hinted": n_hinted,
+            "reported_classes": dict(reported.most_common()), "hinted_classes": dict(hinted.most_common())}
+
+
 def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.PathLike | None = None,
                               recognizer=None, estimator=None,
                               progress: Callable[[str, int, int], None] | None = None,
                               mrstft_clips: int = 0, stems: str | os.PathLike | None = None,
-                              real: bool = True, splits: Sequence[str] | None = None, workers: int = 1) -> dict:
+                              real: bool = True, splits: Sequence[str] | None = None, workers: int = 1,
+                              dry_stems: int = 60) -> dict:
     """Evaluate a recognizer and an estimator (default: the shipped ones); returns the JSON-able results.
 
     `mrstft_clips`: clips per class of test and ood whose estimates are re-rendered and scored with the MRSTFT
@@ -273,7 +323,8 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
     real lead-guitar readout (``"real_guitar"``, None when the songs are not installed). `splits`: the in-domain
     splits read (default test and ood, the benchmark) and, when given, the only cross-domain splits read too
     (default: all four) — ``["val"]`` to choose between models without reading a test split. `workers`: processes
-    computing the features and log-mels of clips not yet cached."""
+    computing the features and log-mels of clips not yet cached. `dry_stems`: how many whole dry stems of the first
+    in-domain split's songs `dry_stems_readout` reads (0: none)."""
     from fxlens.tasks.analyze import load_estimator, load_recognizer
     from fxlens.train.estimator import DrySources, evaluate, spectral_scores, split_inputs
     from fxlens.train.inputs import split_features, split_log_mels
@@ -330,6 +381,9 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
                                                           torch.cat(ms) if ms else None)
     if real:
         results["real_guitar"] = real_guitar_readout(rec, rcfg, progress=progress)
+    if dry_stems > 0:
+        results["dry_stems"] = dry_stems_readout(fxset, in_domain[0], recognizer, estimator, stems, dry_stems,
+                                                 progress=progress)
     class_mean = {c: torch.tensor(v) for c, v in ecfg.get("class_mean", {}).items()}
     results["estimator"] = {"model": ecfg.get("model", "mlp"), "feature_set": ecfg.get("feature_set")}
     for s in in_domain:
@@ -347,6 +401,10 @@ def run_recognition_benchmark(fxset: str | os.PathLike, cross_domain: str | os.P
                 progress=cb, refine=True)
     results["seconds"] = time.perf_counter() - t0
     return results
+
+
+def _counts(c: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in c.items()) or "-"
 
 
 def _pct(v) -> str:
@@ -470,6 +528,14 @@ def markdown_report(results: dict) -> str:
             lines.append(f"| {name} | {v['windows']} | {_pct(v['distortion_detected'] / max(v['windows'], 1))} "
                          f"| {top} |")
         lines.append(f"| **all** | {guitar['windows']} | **{_pct(guitar['share'])}** | |")
+    drs = results.get("dry_stems")
+    if drs and drs["stems"]:
+        n = drs["stems"]
+        lines += ["", f"## Dry stems read whole, as `fxlens analyze` reads a recording ({drs['split']} songs)", "",
+                  "No effect is on these stems: every effect named is a false alarm.", "",
+                  "| stems | an effect reported | classes | part-of-recording hint | classes |", "|---|---|---|---|---|",
+                  f"| {n} | {_pct(drs['reported'] / n)} | {_counts(drs['reported_classes'])} | "
+                  f"{_pct(drs['hinted'] / n)} | {_counts(drs['hinted_classes'])} |"]
     for s, sc in results.get("spectral", {}).items():
         lines += ["", f"## Re-rendered estimates, {s}: MRSTFT to the wet clip (level-matched; lower is better)", "",
                   *spectral_table(sc)]
