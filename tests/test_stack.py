@@ -28,6 +28,9 @@ def test_trees_give_scikit_learns_probabilities_missing_values_included():
     for k in range(2):
         np.testing.assert_allclose(p[:, k], models[k].predict_proba(x_new)[:, 1], rtol=0, atol=1e-12)
     np.testing.assert_allclose(p[:, 2], 1 / (1 + np.exp(1.5)))  # a constant output: its score, no trees
+    only_constants = trees_from_sklearn([0.5, -2.0], n_inputs=5)  # no trees at all: the baselines
+    np.testing.assert_allclose(torch.sigmoid(only_constants(torch.zeros(2, 5))).numpy(),
+                               1 / (1 + np.exp(-np.array([[0.5, -2.0]] * 2))))
     assert trees.max_depth >= 2 and bool(trees.missing_left.any()) and bool((~trees.missing_left).any())
     with pytest.raises(FxlensError, match=r"read \(N, 5\) inputs"):
         trees(torch.zeros(3, 4))

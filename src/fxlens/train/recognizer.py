@@ -104,8 +104,8 @@ def multilabel_scores(prob: np.ndarray, y: np.ndarray, classes: list[str], label
     return out
 
 
-def _log_mels(model: MelResNetClassifier, fxset, cross_domain, name: str, keep: list[int],
-              progress: Callable[[str, int, int], None] | None, workers: int = 1) -> torch.Tensor:
+def set_log_mels(model: MelResNetClassifier, fxset, cross_domain, name: str, keep: list[int],
+                 progress: Callable[[str, int, int], None] | None, workers: int = 1) -> torch.Tensor:
     """float16 log-mels of rows `keep` of set `name` (a split of `fxset`, or "cross_domain": the four splits of
     `cross_domain` in order), cached beside the clips."""
     parts = ("train", "val", "test", "ood") if name == "cross_domain" else (name,)
@@ -210,7 +210,7 @@ def train_recognizer(
                                     channels=tuple(channels), dropout=dropout, multilabel=multilabel)
         for name in list(sets):  # the log-mels of the rows kept, beside their features
             x, y, keep = sets[name]
-            mels = _log_mels(model, fxset, cross_domain, name, keep, progress, workers)
+            mels = set_log_mels(model, fxset, cross_domain, name, keep, progress, workers)
             sets[name] = (x, y, keep, mels)
     else:
         model = FeatureClassifier(classes, n_features=x_tr.shape[1], hidden=hidden, dropout=dropout,
