@@ -533,7 +533,8 @@ def markdown_report(results: dict) -> str:
         n = drs["stems"]
         lines += ["", f"## Dry stems read whole, as `fxlens analyze` reads a recording ({drs['split']} songs)", "",
                   "No effect is on these stems: every effect named is a false alarm.", "",
-                  "| stems | an effect reported | classes | part-of-recording hint | classes |", "|---|---|---|---|---|",
+                  "| stems | an effect reported | classes | part-of-recording hint | classes |",
+                  "|---|---|---|---|---|",
                   f"| {n} | {_pct(drs['reported'] / n)} | {_counts(drs['reported_classes'])} | "
                   f"{_pct(drs['hinted'] / n)} | {_counts(drs['hinted_classes'])} |"]
     for s, sc in results.get("spectral", {}).items():
