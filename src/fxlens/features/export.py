@@ -60,6 +60,14 @@ def soxr_halfband() -> tuple[np.ndarray, int]:
     return h[keep[0]:keep[-1] + 1][::-1].copy(), hi  # reversed: t = hi - m
 
 
+@lru_cache(maxsize=8)
+def _taps_spectrum(n_fft: int) -> torch.Tensor:
+    """The rfft (complex128) of `soxr_halfband`'s taps, reversed, at length `n_fft`: a constant of each window
+    length, computed once (it was a quarter of `decimate2`'s time on a 1.5 s window)."""
+    taps, _ = soxr_halfband()
+    return torch.fft.rfft(torch.from_numpy(taps[::-1].copy()), n=n_fft)
+
+
 def decimate2(x: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     """``x`` (..., T) at ``orig_sr`` = 2 x ``target_sr`` to ``target_sr`` through `soxr_halfband`; ``(T + 1) // 2``
     samples out (soxr's length, as `fxlens.audio.resample` pins it). Traceable by `torch.export`; differentiable.
@@ -82,7 +90,7 @@ def decimate2(x: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     xp = F.pad(x.reshape(-1, T), (lead, L - 1 - lead))  # y[j] = sum_t taps[t] xp[2 j + t]
     n_out = (xp.shape[-1] - L) // 2 + 1
     n_fft = next_fast_len(xp.shape[-1], real=True)  # linear, not circular: the window fits in one FFT
-    h = torch.fft.rfft(torch.from_numpy(taps[::-1].copy()), n=n_fft)
+    h = _taps_spectrum(n_fft)
     # full[L - 1 + i] = sum_t taps[t] xp[i + t]
     full = torch.fft.irfft(torch.fft.rfft(xp.double(), n=n_fft) * h, n=n_fft)
     y = full[:, L - 1:L - 1 + 2 * n_out:2].to(x.dtype)

@@ -104,11 +104,38 @@ def multilabel_scores(prob: np.ndarray, y: np.ndarray, classes: list[str], label
     return out
 
 
+SPLITS = ("train", "val", "test", "ood")
+
+
+def fxset_features(fxset, feature_set: str, cross_domain=None,
+                   progress: Callable[[str, int, int], None] | None = None, workers: int = 1
+                   ) -> dict[str, tuple[torch.Tensor, list[dict]]]:
+    """{split: (features, labels)} of `fxset`'s four splits (a missing split other than train: empty) and, with
+    `cross_domain`, ``"cross_domain"``: its four splits in order, concatenated. FxlensError without train clips."""
+
+    def feats(root, split):
+        cb = (lambda d, n: progress(f"features {split}", d, n)) if progress else None
+        try:
+            return split_features(root, split, progress=cb, feature_set=feature_set, workers=workers)
+        except FxlensError:
+            if split == "train" and root == fxset:
+                raise
+            return torch.zeros(0, len(FEATURE_SETS[feature_set][1])), []
+
+    data = {s: feats(fxset, s) for s in SPLITS}
+    if not data["train"][1]:
+        raise FxlensError(f"{fxset} has no train clips: run `fxlens data fxset` first")
+    if cross_domain is not None:
+        xs = [feats(cross_domain, s) for s in SPLITS]
+        data["cross_domain"] = (torch.cat([x[0] for x in xs]), [r for x in xs for r in x[1]])
+    return data
+
+
 def set_log_mels(model: MelResNetClassifier, fxset, cross_domain, name: str, keep: list[int],
                  progress: Callable[[str, int, int], None] | None, workers: int = 1) -> torch.Tensor:
     """float16 log-mels of rows `keep` of set `name` (a split of `fxset`, or "cross_domain": the four splits of
     `cross_domain` in order), cached beside the clips."""
-    parts = ("train", "val", "test", "ood") if name == "cross_domain" else (name,)
+    parts = SPLITS if name == "cross_domain" else (name,)
     root = cross_domain if name == "cross_domain" else fxset
     mels = []
     for split in parts:
@@ -177,18 +204,7 @@ def train_recognizer(
     t0 = time.perf_counter()
     torch.manual_seed(seed)
 
-    def feats(root, split):
-        cb = (lambda d, n: progress(f"features {split}", d, n)) if progress else None
-        try:
-            return split_features(root, split, progress=cb, feature_set=feature_set, workers=workers)
-        except FxlensError:
-            if split == "train" and root == fxset:
-                raise
-            return torch.zeros(0, len(FEATURE_SETS[feature_set][1])), []
-
-    data = {s: feats(fxset, s) for s in ("train", "val", "test", "ood")}
-    if not data["train"][1]:
-        raise FxlensError(f"{fxset} has no train clips: run `fxlens data fxset` first")
+    data = fxset_features(fxset, feature_set, cross_domain, progress, workers)
     if multilabel:
         classes = multilabel_classes(target)
         sets = {s: multilabel_select(f, lab, classes) for s, (f, lab) in data.items()}
@@ -196,13 +212,6 @@ def train_recognizer(
         classes = sorted({y for y in _targets(data["train"][1], target) if y is not None})
         sets = {s: _select(f, lab, target, classes) for s, (f, lab) in data.items()}
     set_labels = {s: lab for s, (f, lab) in data.items()}
-    if cross_domain is not None:
-        xs = [feats(cross_domain, s) for s in ("train", "val", "test", "ood")]
-        f = torch.cat([x[0] for x in xs])
-        lab = [r for x in xs for r in x[1]]
-        sets["cross_domain"] = (multilabel_select(f, lab, classes) if multilabel
-                                else _select(f, lab, target, classes))
-        set_labels["cross_domain"] = lab
 
     x_tr = sets["train"][0]
     if model_kind == "resnet":

@@ -24,17 +24,12 @@ import numpy as np
 import torch
 
 from fxlens.errors import FxlensError
-from fxlens.features.sets import FEATURE_SETS
 from fxlens.models.checkpoint import save_checkpoint
 from fxlens.models.classifier import StackedRecognizer
 from fxlens.models.trees import BoostedTrees
 from fxlens.train import command_line
-from fxlens.train.inputs import split_features
-from fxlens.train.recognizer import (load_recognizer, model_card, multilabel_scores, multilabel_select,
-                                     set_log_mels)
-
-SPLITS = ("train", "val", "test", "ood")
-
+from fxlens.train.recognizer import (fxset_features, load_recognizer, model_card, multilabel_scores,
+                                     multilabel_select, set_log_mels)
 
 def trees_from_sklearn(models: list, n_inputs: int) -> BoostedTrees:
     """`BoostedTrees` holding fitted binary `HistGradientBoostingClassifier`s, output k = models[k] (a float
@@ -102,22 +97,7 @@ def train_stack(fxset: str | os.PathLike, recognizer: str | os.PathLike, out: st
     feature_set, classes = base_cfg["feature_set"], list(base_cfg["classes"])
     reads_audio = base.input_kind == "features+audio"
 
-    def feats(root, split):
-        cb = (lambda d, n: progress(f"features {split}", d, n)) if progress else None
-        try:
-            return split_features(root, split, progress=cb, feature_set=feature_set, workers=workers)
-        except FxlensError:
-            if split == "train" and root == fxset:
-                raise
-            return torch.zeros(0, len(FEATURE_SETS[feature_set][1])), []
-
-    data = {s: feats(fxset, s) for s in SPLITS}
-    if not data["train"][1]:
-        raise FxlensError(f"{fxset} has no train clips: run `fxlens data fxset` first")
-    if cross_domain is not None:
-        xs = [feats(cross_domain, s) for s in SPLITS]
-        data["cross_domain"] = (torch.cat([x[0] for x in xs]), [r for x in xs for r in x[1]])
-
+    data = fxset_features(fxset, feature_set, cross_domain, progress, workers)
     inputs, targets = {}, {}
     for name, (f, lab) in data.items():
         if not lab:
