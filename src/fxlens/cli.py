@@ -219,6 +219,27 @@ def data_render(
         console.print(f"dropped {len(summary['dropped_stems'])} silent stems (listed in dataset.json)")
 
 
+@data_app.command("notes")
+def data_notes(
+    out: Path = typer.Argument(..., help="Output folder (fxlens stem layout: <split>/<song>/<instrument>.flac)."),
+    takes: int = typer.Option(3, help="Takes of every (soundfont, program, string) in the in-domain splits."),
+    seed: int = typer.Option(0, help="Decides the splits and the velocities."),
+) -> None:
+    """Single guitar notes, open string to 12th fret on six strings, as AutoFX's data (IDMT-SMT) records them:
+    stems for `fxlens data fxset --onset-fraction 1`. Resumable."""
+    from rich.progress import Progress
+
+    from fxlens.data.notes import render_notes
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("notes", total=None)
+        s = render_notes(out, takes=takes, seed=seed,
+                         progress=lambda d, n: progress.update(task, completed=d, total=n))
+    splits = ", ".join(f"{k} {v}" for k, v in s["splits"].items())
+    console.print(f"{s['songs']} strings of {s['notes'] // s['songs']} notes ({splits}; {s['rendered']} rendered, "
+                  f"{s['seconds']:.0f} s) -> [bold]{s['root']}[/]")
+
+
 @data_app.command("real")
 def data_real() -> None:
     """The real recordings installed by the set-up (Frets on Fire mixes + guitar stems, Wesnoth music), with licences."""
@@ -346,6 +367,11 @@ def data_fxset(
         None, help="Randomize only these classes' internals, comma-separated (e.g. overdrive,distortion,fuzz); "
                    "implies --randomize-internals."),
     workers: int = typer.Option(2, help="Processes rendering clips side by side (the set does not depend on it)."),
+    classes: Optional[str] = typer.Option(
+        None, help="Only these classes, comma-separated (default: the 14 recognizer classes; AutoFX's parameter "
+                   "protocol: autofx_modulation,autofx_delay,autofx_distortion)."),
+    onset_fraction: float = typer.Option(0.5, help="Share of clips cut at a note or chord onset (1: all, as AutoFX's "
+                                                   "single notes)."),
 ) -> None:
     """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains).
 
@@ -356,14 +382,20 @@ def data_fxset(
         raise FxlensError(f"--implementation must be fxlens or pedalboard, got {implementation!r}")
     if clips_per_class < 0 or (chain_clips is not None and chain_clips < 0):
         raise FxlensError("--clips-per-class and --chain-clips must be >= 0")
+    if not 0.0 <= onset_fraction <= 1.0:
+        raise FxlensError(f"--onset-fraction must be within 0..1, got {onset_fraction}")
     split_list = None if splits is None else [t.strip() for t in splits.split(",") if t.strip()]
+    class_list = None if classes is None else [t.strip() for t in classes.split(",") if t.strip()]
+    if class_list == []:
+        raise FxlensError("--classes needs at least one class name")
     randomize = randomize_internals
     if randomize_classes is not None:
         randomize = [t.strip() for t in randomize_classes.split(",") if t.strip()]
         if not randomize:
             raise FxlensError("--randomize-classes needs at least one class name")
     s = build_fxset(stems, out, clips_per_class, seconds, seed, chains, implementation, progress=True,
-                    chain_clips=chain_clips, splits=split_list, randomize_internals=randomize, workers=workers)
+                    chain_clips=chain_clips, splits=split_list, randomize_internals=randomize, workers=workers,
+                    classes=class_list, onset_fraction=onset_fraction)
     console.print(f"{s['clips']} clips ({s['rendered']} new, {s['clips_per_s']} clips/s) -> [bold]{s['out_dir']}[/]")
 
 

@@ -142,9 +142,10 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
 # shelves; MAE of controls normalized linearly over the ranges of its §5.1) beside the fxlens parameter that is the
 # same control: (AutoFX group, AutoFX parameter, AutoFX range, unit, MAE "AutoFX", MAE "AutoFX-feat", fxlens fine
 # classes, fxlens parameter). Errors are compared in physical units, and on AutoFX's scale (divided by its range).
-_MODULATION = ("chorus", "flanger", "vibrato")  # fxlens's modulated_delay classes (AutoFX: one Chorus for all)
-_DELAY = ("slapback_delay", "feedback_delay")
-_DRIVE = ("overdrive", "distortion", "fuzz")
+# fxlens's classes of each group (AutoFX: one Chorus for all modulation), and AutoFX's own protocol's classes
+_MODULATION = ("chorus", "flanger", "vibrato", "autofx_modulation")
+_DELAY = ("slapback_delay", "feedback_delay", "autofx_delay")
+_DRIVE = ("overdrive", "distortion", "fuzz", "autofx_distortion")
 AUTOFX_TABLE_C2 = (
     ("modulation", "rate", (0.1, 10.0), "Hz", 0.012, 0.0065, _MODULATION, "rate_hz"),
     ("modulation", "depth", (0.0, 1.0), "", 0.032, 0.026, _MODULATION, "depth"),

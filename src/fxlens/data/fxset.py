@@ -64,6 +64,12 @@ Fine classes and their sub-ranges (physical units; parameters not listed keep th
 
     Each class's sub-range is `FXSET_CLASSES[name].ranges` (the source of truth); `class_table()` prints it.
 
+AutoFX's parameter protocol (built only when asked for by name)
+    ``autofx_modulation`` (modulated delay), ``autofx_delay`` and ``autofx_distortion`` (drive, shelves +-10 dB):
+    every parameter over the effect's whole declared range (AutoFX's ranges, §5.1), uniform on its linear scale,
+    with no audibility rule: the paper's Table C.2 data, rendered by fxlens on any stems (`fxlens.data.notes`
+    renders its single guitar notes). `AUTOFX_PARAMETER_CLASSES`.
+
 Chains
     2-3 fine classes from distinct aggregated classes (never dry), in the usual pedalboard order
     eq -> compression -> distortion -> modulation -> tremolo -> delay -> reverb; labelled with every aggregated
@@ -106,6 +112,7 @@ from fxlens.fx.pedalboard_map import render_pedalboard, require_pedalboard  # sh
 __all__ = [
     "AGGREGATED_CLASSES",
     "AUTOFX_CLASSES",
+    "AUTOFX_PARAMETER_CLASSES",
     "CHAIN_ORDER",
     "FINE_CLASSES",
     "FXSET_CLASSES",
@@ -197,6 +204,7 @@ class FxClass:
     accept: Callable[[Mapping[str, float]], bool] | None = None
     audible: Callable[[torch.Tensor, torch.Tensor, int], bool] | None = None
     pedalboard: tuple[tuple[str, Mapping[str, tuple[float, float]]], ...] | None = ()
+    linear: bool = False  # draw every parameter uniformly in physical units (AutoFX's draws), not in its controls
 
 
 _MIX = (0.4, 0.6)
@@ -257,7 +265,20 @@ FXSET_CLASSES: dict[str, FxClass] = {c.name: c for c in [
                                         "q": (0.5, 4.0)}),
                         ("HighShelfFilter", {"cutoff_frequency_hz": (5000.0, 10000.0), "gain_db": (-12.0, 12.0)}))),
 ]}
-FINE_CLASSES = tuple(FXSET_CLASSES)
+FINE_CLASSES = tuple(FXSET_CLASSES)  # the classes a recognizer learns and a default set holds
+
+#: AutoFX's parameter-estimation protocol (its §5.1-5.2, Table C.2): one effect stands for each of three groups,
+#: every parameter over its whole range, drawn uniformly on its linear scale, nothing required to be heard (a mix of
+#: 0 is dry, as in the paper). fxlens's effects declare AutoFX's ranges (the modulated delay's centre from 0.5 ms
+#: and feedback to 0.9, the delay's time from 1 ms and feedback to 0.95: fxlens's limits). Built on request only
+#: (``fxlens data fxset --classes autofx_modulation,autofx_delay,autofx_distortion``), never by default, and no
+#: recognizer class: the estimator is measured on them, true class given, as the paper measures.
+AUTOFX_PARAMETER_CLASSES = ("autofx_modulation", "autofx_delay", "autofx_distortion")
+FXSET_CLASSES.update({c.name: c for c in [
+    FxClass("autofx_modulation", "modulation", "modulated_delay", pedalboard=None, linear=True),
+    FxClass("autofx_delay", "delay", "delay", pedalboard=None, linear=True),
+    FxClass("autofx_distortion", "distortion", "distortion", {"mix": (1.0, 1.0)}, pedalboard=None, linear=True),
+]})
 
 
 def aggregated_of(classes: list[str]) -> list[str]:
@@ -304,12 +325,16 @@ def class_table() -> str:
 
 def _draw_fxlens(cls: FxClass, rng: np.random.Generator, max_tries: int = 100) -> dict[str, float]:
     """Physical parameters (float32-exact) of one draw of `cls`: uniform in normalized controls inside the
-    sub-range (so log-scaled parameters are log-uniform), as `RandomChain` draws."""
+    sub-range (so log-scaled parameters are log-uniform), as `RandomChain` draws; uniform in physical units for a
+    `linear` class."""
     effect = get_effect(cls.effect, **cls.config)
     for _ in range(max_tries):
         values: dict[str, float] = {}
         for spec in effect.specs:
             lo, hi = cls.ranges.get(spec.name, (spec.min, spec.max))
+            if cls.linear:
+                values[spec.name] = float(np.float32(min(max(lo + (hi - lo) * float(rng.random()), lo), hi)))
+                continue
             ulo, uhi = (float(spec.to_normalized(torch.tensor(v, dtype=torch.float64))) for v in (lo, hi))
             u = ulo + (uhi - ulo) * float(rng.random())
             v = float(np.float32(spec.to_physical(torch.tensor(u, dtype=torch.float64))))
@@ -543,7 +568,7 @@ def build_fxset(
     names = list(FINE_CLASSES) if classes is None else list(classes)
     unknown = [c for c in names if c not in FXSET_CLASSES]
     if unknown:
-        raise FxlensError(f"unknown fxset class(es) {unknown} (known: {', '.join(FINE_CLASSES)})")
+        raise FxlensError(f"unknown fxset class(es) {unknown} (known: {', '.join(FXSET_CLASSES)})")
     skipped = []
     if implementation == "pedalboard":
         skipped = [c for c in names if FXSET_CLASSES[c].pedalboard is None]

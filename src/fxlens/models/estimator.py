@@ -65,6 +65,7 @@ REFINEMENTS = {
     "vibrato": Refinement("rate_hz", 1.4, pitch_lfo_rate, pitch_lfo_scores, "pitch periodogram"),
     "slapback_delay": _ECHO,
     "feedback_delay": _ECHO,
+    "autofx_delay": _ECHO,  # AutoFX's parameter protocol (`fxlens.data.fxset.AUTOFX_PARAMETER_CLASSES`)
 }
 
 
