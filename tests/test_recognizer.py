@@ -350,6 +350,23 @@ def test_bench_scores_a_fine_multilabel_model_as_analyze_decides():
     assert out["multilabel"]["aggregated"]["exact_match"] == pytest.approx(2 / 3)
 
 
+def test_fine_classes_the_model_lacks_are_rows_of_their_own():
+    """A set of AutoFX's parameter-protocol classes (no recognizer output of their own) is scored: each is a row of
+    the fine confusion matrix, read as the recognizer's classes; the groups as usual."""
+    from fxlens.bench.recognition import recognition_scores
+
+    classes = ["chorus", "feedback_delay"]
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.1, 0.2]])
+    labels = [{"fine_class": c, "aggregated_class": a, "fine_labels": [c], "labels": [a]}
+              for c, a in (("autofx_modulation", "modulation"), ("autofx_delay", "delay"), ("autofx_delay", "delay"))]
+    out = recognition_scores(_FixedMultilabel(probs), classes, torch.arange(3.0)[:, None], labels)
+    assert out["aggregated"]["accuracy"] == pytest.approx(2 / 3)
+    fine = out["fine"]
+    assert fine["accuracy"] == 0.0 and {"autofx_modulation", "autofx_delay"} <= set(fine["classes"])
+    conf = np.array(fine["confusion"])
+    assert conf[fine["classes"].index("autofx_delay"), fine["classes"].index("dry")] == 1
+
+
 def test_autofx_protocol_decides_among_its_six_classes():
     """AutoFX's Table 4.2 protocol: only clips of its six aggregated classes, each decided as if the model had no
     EQ or compression output."""

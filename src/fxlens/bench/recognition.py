@@ -132,7 +132,9 @@ def recognition_scores(model, classes: list[str], features: torch.Tensor, labels
         else:
             fp = [classes[k] for k in probs.argmax(1)]
         fine_names = classes + (["dry"] if multilabel and "dry" not in classes else [])
-        out["fine"] = confusion_metrics(ft, fp, [c for c in fine_names if c in set(ft) or c in fp])
+        # truth classes the model has no output for (AutoFX's parameter protocol classes) are rows of their own
+        out["fine"] = confusion_metrics(ft, fp, [c for c in fine_names if c in set(ft) or c in fp]
+                                        + sorted(set(ft) - set(fine_names)))
     if chains is not None:
         out["multilabel"] = chains
     return out
