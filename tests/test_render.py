@@ -364,7 +364,7 @@ def test_single_note_is_dry():
 def test_every_program_has_a_preset():
     """Every GM program of the taxonomy (and every GM kit) exists in the three GM soundfonts."""
     _need_renderer()
-    r = R._renderer()
+    r = R.process_renderer()
     for font in ("fluidr3", "musescore", "timgm6mb"):
         for inst in INSTRUMENTS.values():
             for p in inst.programs:

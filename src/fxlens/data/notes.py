@@ -37,12 +37,12 @@ import numpy as np
 
 from fxlens.data.instruments import get_instrument
 from fxlens.data.render import (HELD_OUT_SOUNDFONT, IN_DOMAIN_MELODIC_SOUNDFONTS, SAMPLE_RATE, SOUNDFONTS,
-                                StemAssignment,
-                                _renderer, _save_stem, _write_json, render_song)
+                                StemAssignment, process_renderer, render_song, save_stem, write_json)
 from fxlens.data.songs import Note, Song, Track
 from fxlens.errors import FxlensError
 
-__all__ = ["GUITAR_STRINGS", "NOTE_HOLD_S", "NOTE_SLOT_S", "FRETS", "NotePlan", "plan_notes", "render_note_song", "render_notes"]
+__all__ = ["FRETS", "GUITAR_STRINGS", "NOTE_HOLD_S", "NOTE_SLOT_S", "NotePlan", "plan_notes", "render_note_song",
+           "render_notes"]
 
 GUITAR_STRINGS = (40, 45, 50, 55, 59, 64)  # standard tuning, MIDI: E2 A2 D3 G3 B3 E4
 FRETS = 13  # open string to the 12th fret, as IDMT records them
@@ -120,11 +120,12 @@ def render_note_song(plan: NotePlan, out_dir: str | Path, seed: int = 0, sample_
         return False
     song = p.song()
     stems, info, dropped = render_song(song, {p.instrument: StemAssignment(p.font, 0, p.program)},
-                                       _renderer(sample_rate), n_samples=int(round(p.seconds * sample_rate)))
+                                       process_renderer(sample_rate),
+                                       n_samples=int(round(p.seconds * sample_rate)))
     if dropped or info[p.instrument]["soundfont"] != SOUNDFONTS[p.font].name:
         raise FxlensError(f"{p.song_id}: soundfont {p.font} did not play program {p.program}")
-    _save_stem(folder / f"{p.instrument}.flac", stems[p.instrument], sample_rate)
-    _write_json(folder / "song.json", {
+    save_stem(folder / f"{p.instrument}.flac", stems[p.instrument], sample_rate)
+    write_json(folder / "song.json", {
         **song.metadata(), "source": {**song.source, "seed": seed}, "stems": info,
         "soundfont": p.font, "instrument": p.instrument, "program": p.program, "string_midi": p.string_midi,
         "take": p.take,
@@ -152,6 +153,6 @@ def render_notes(out_dir: str | Path, takes: int = 3, seed: int = 0, sample_rate
     summary = {"root": str(out), "songs": len(plans), "splits": splits, "rendered": rendered,
                "notes": len(plans) * FRETS, "seconds": round(time.perf_counter() - t0, 2), "takes": takes,
                "seed": seed, "sample_rate": sample_rate}
-    _write_json(out / "dataset.json", {"dataset": "single notes", "summary": summary,
+    write_json(out / "dataset.json", {"dataset": "single notes", "summary": summary,
                                        "layout": "<split>/<song_id>/<instrument>.flac + song.json (written last)"})
     return summary
