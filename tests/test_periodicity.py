@@ -197,12 +197,14 @@ def test_pitch_lfo_rate_of_a_closed_form_vibrato(rate, sweep_ms, seed):
     assert float(pitch_lfo_rate(y, SR, rate / 1.4, rate * 1.4)[0]) == pytest.approx(rate, rel=0.01)
 
 
-def test_refine_controls_reads_a_vibrato_rate_from_fxlens_modulated_delay():
+@pytest.mark.parametrize("class_name, mix", [("vibrato", 1.0), ("autofx_modulation", 0.7)])
+def test_refine_controls_reads_a_vibrato_rate_from_fxlens_modulated_delay(class_name, mix):
+    """A vibrato's rate, and the rate of AutoFX's protocol modulated delay (part dry) at 6.3 Hz, from a 5 Hz guess."""
     effect = get_effect("modulated_delay")
     x = torch.from_numpy(_vibrato_chord(1.0, 0.0, seed=4))[None, None].expand(1, 2, -1).contiguous()
-    params = {"rate_hz": 6.3, "depth": 0.3, "delay_ms": 5.0, "feedback": 0.0, "mix": 1.0}
+    params = {"rate_hz": 6.3, "depth": 0.3, "delay_ms": 5.0, "feedback": 0.0, "mix": mix}
     with torch.no_grad():
         y = Chain([(effect, params)])(x, SR)[..., : x.shape[-1]]
-    guess = _controls(effect, rate_hz=5.0, depth=0.3, delay_ms=5.0, feedback=0.0, mix=1.0)
-    out = refine_controls("vibrato", effect, guess, y, SR)
+    guess = _controls(effect, rate_hz=5.0, depth=0.3, delay_ms=5.0, feedback=0.0, mix=mix)
+    out = refine_controls(class_name, effect, guess, y, SR)
     assert float(effect.to_physical(out)["rate_hz"][0]) == pytest.approx(6.3, rel=0.01)
