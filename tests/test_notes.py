@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from conftest import need_renderer
 from fxlens import audio as fxaudio
 from fxlens.data import fxset
 from fxlens.data import notes as N
@@ -44,17 +45,9 @@ def test_plan_covers_the_fretboard_and_splits_by_song():
         N.plan_notes(takes=0)
 
 
-def _need_renderer() -> None:
-    if not R.fluidsynth_available():
-        pytest.skip("the fluidsynth library is not installed")
-    missing = R.missing_soundfonts(("fluidr3",))
-    if missing:
-        pytest.skip(f"soundfonts not installed: {', '.join(missing)}")
-
-
 @pytest.fixture(scope="module")
 def one_song(tmp_path_factory):
-    _need_renderer()
+    need_renderer(("fluidr3",))
     plan = next(p for p in N.plan_notes() if p.font == "fluidr3" and p.instrument == "electric_guitar"
                 and p.string_midi == 45)
     plan = N.NotePlan(plan.song_id, "val", *[getattr(plan, k) for k in ("font", "instrument", "program",

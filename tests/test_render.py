@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import need_renderer
 from fxlens.data import render as R
 from fxlens.data.instruments import (
     GM_PROGRAM_NAMES,
@@ -32,21 +33,13 @@ SR = 44100
 TINY = dict(dataset="tiny", hours=5.8 / 3600, seed=0, workers=1, song_seconds=(3.0, 4.0), progress=False)
 
 
-def _need_renderer() -> None:
-    if not R.fluidsynth_available():
-        pytest.skip("the fluidsynth library is not installed")
-    missing = R.missing_soundfonts()
-    if missing:
-        pytest.skip(f"soundfonts not installed: {', '.join(missing)}")
-
-
 def _need_music21() -> None:
     pytest.importorskip("music21")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    _need_renderer()
+    need_renderer()
     plans = R.plan_dataset(TINY["hours"], TINY["seed"], TINY["song_seconds"])
     if any(p.kind == "corpus" for p in plans):
         _need_music21()
@@ -328,7 +321,7 @@ def _tail_db(x: np.ndarray, a: float, b: float) -> float:
 def test_single_note_is_dry():
     """A bass note released at 0.6 s is silent 0.5 s later; the same note through fluidsynth with its default
     reverb and chorus (an independent reference synthesizer, driven directly) still rings there."""
-    _need_renderer()
+    need_renderer()
     import fluidsynth
 
     renderer = R.StemRenderer()
@@ -363,7 +356,7 @@ def test_single_note_is_dry():
 
 def test_every_program_has_a_preset():
     """Every GM program of the taxonomy (and every GM kit) exists in the three GM soundfonts."""
-    _need_renderer()
+    need_renderer()
     r = R.process_renderer()
     for font in ("fluidr3", "musescore", "timgm6mb"):
         for inst in INSTRUMENTS.values():
@@ -374,7 +367,7 @@ def test_every_program_has_a_preset():
 
 
 def test_demo_clip():
-    _need_renderer()
+    need_renderer()
     x, sr = R.render_demo_clip(seconds=2.0, seed=3)
     assert sr == SR and x.shape == (1, 2, 2 * SR) and str(x.dtype) == "torch.float32"
     peak = float(x.abs().max())

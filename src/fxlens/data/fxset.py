@@ -333,7 +333,7 @@ def _draw_fxlens(cls: FxClass, rng: np.random.Generator, max_tries: int = 100) -
         for spec in effect.specs:
             lo, hi = cls.ranges.get(spec.name, (spec.min, spec.max))
             if cls.linear:
-                values[spec.name] = float(np.float32(min(max(lo + (hi - lo) * float(rng.random()), lo), hi)))
+                values[spec.name] = float(np.float32(lo + (hi - lo) * float(rng.random())))
                 continue
             ulo, uhi = (float(spec.to_normalized(torch.tensor(v, dtype=torch.float64))) for v in (lo, hi))
             u = ulo + (uhi - ulo) * float(rng.random())

@@ -29,6 +29,7 @@ Layout
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,7 @@ def render_note_song(plan: NotePlan, out_dir: str | Path, seed: int = 0, sample_
         "soundfont": p.font, "instrument": p.instrument, "program": p.program, "string_midi": p.string_midi,
         "take": p.take,
         "notes": [{"start_s": n.start, "duration_s": n.duration, "pitch": n.pitch, "velocity": n.velocity}
-                  for n in p.track().notes],
+                  for n in song.tracks[p.instrument].notes],
     })
     return True
 
@@ -147,10 +148,7 @@ def render_notes(out_dir: str | Path, takes: int = 3, seed: int = 0, sample_rate
         rendered += render_note_song(p, out, seed, sample_rate)
         if progress is not None:
             progress(k + 1, len(plans))
-    splits: dict[str, int] = {}
-    for p in plans:
-        splits[p.split] = splits.get(p.split, 0) + 1
-    summary = {"root": str(out), "songs": len(plans), "splits": splits, "rendered": rendered,
+    summary = {"root": str(out), "songs": len(plans), "splits": dict(Counter(p.split for p in plans)), "rendered": rendered,
                "notes": len(plans) * FRETS, "seconds": round(time.perf_counter() - t0, 2), "takes": takes,
                "seed": seed, "sample_rate": sample_rate}
     write_json(out / "dataset.json", {"dataset": "single notes", "summary": summary,
