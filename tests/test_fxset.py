@@ -139,6 +139,31 @@ def test_split_is_the_source_songs_split(built):
             assert r["clip_id"].startswith(split + "-")
 
 
+
+def test_seen_sources_pool_train_val_test_songs_and_keep_ood(stems, tmp_path):
+    """AutoFX's split: train, val and test clips come from the songs of all three; ood keeps its own; each split
+    still draws its own settings."""
+    out = tmp_path / "seen"
+    summary = fxset.build_fxset(stems, out, clips_per_class=12, seed=1, chains=False, classes=["feedback_delay"],
+                                seen_sources=True)
+    assert summary["seen_sources"] is True
+    pooled = {s: v for s, v in SPLITS.items() if s != "ood"}
+    labels = {s: fxset.read_labels(out, s) for s in SPLITS}
+    for split, recs in labels.items():
+        for r in recs:
+            assert r["split"] == split
+            if split == "ood":
+                assert r["song_split"] == "ood" and r["song_id"] in SPLITS["ood"]
+            else:
+                assert r["song_id"] in pooled[r["song_split"]]
+    # 36 in-domain clips, each from one of 4 songs: each split's songs feed some (missing one: p < 1e-4; seeded)
+    assert {r["song_split"] for s in pooled for r in labels[s]} == set(pooled)
+    # the same clip index in two splits is drawn from different seeds
+    t = [r["controls"][0]["controls"] for r in labels["train"]]
+    v = [r["controls"][0]["controls"] for r in labels["val"]]
+    assert all(a != b for a, b in zip(t, v))
+
+
 # The sub-ranges the issue names, restated independently of the module's table.
 PHYSICAL_LIMITS = {
     "slapback_delay": {"time_ms": (60, 150), "feedback": (0, 0.2)},

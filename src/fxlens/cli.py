@@ -372,6 +372,10 @@ def data_fxset(
                    "protocol: autofx_modulation,autofx_delay,autofx_distortion)."),
     onset_fraction: float = typer.Option(0.5, help="Share of clips cut at a note or chord onset (1: all, as AutoFX's "
                                                    "single notes)."),
+    seen_sources: bool = typer.Option(
+        False, "--seen-sources",
+        help="Cut train, val and test clips from the songs of all three (AutoFX's random split of processed files: "
+             "the dry sources of val and test are also in train, under other settings). ood keeps its own."),
 ) -> None:
     """A labelled set of effect clips (dry, delay, reverb, modulation, tremolo, distortion, compression, EQ, chains).
 
@@ -395,7 +399,7 @@ def data_fxset(
             raise FxlensError("--randomize-classes needs at least one class name")
     s = build_fxset(stems, out, clips_per_class, seconds, seed, chains, implementation, progress=True,
                     chain_clips=chain_clips, splits=split_list, randomize_internals=randomize, workers=workers,
-                    classes=class_list, onset_fraction=onset_fraction)
+                    classes=class_list, onset_fraction=onset_fraction, seen_sources=seen_sources)
     console.print(f"{s['clips']} clips ({s['rendered']} new, {s['clips_per_s']} clips/s) -> [bold]{s['out_dir']}[/]")
 
 

@@ -18,7 +18,10 @@ Sources: phrases, single notes and chords
 
 Splits
     A clip's split is its source song's split (train / val / test / ood, whatever the dataset holds); splits are
-    never mixed. ``clips_per_class`` is per split (an int, or a {split: n} mapping).
+    never mixed. ``clips_per_class`` is per split (an int, or a {split: n} mapping). With ``seen_sources``, the
+    clips of train, val and test are cut from the songs of all three (ood keeps its own): AutoFX's split, which
+    divides processed files at random (its code: ``torch.utils.data.random_split``), so a test clip's dry note is
+    also in train under other settings. Each split's clips still draw their own settings (their seeds differ).
 
 Loudness
     The dry segment is normalized to ``INPUT_LUFS`` (-23 LUFS) before processing, so level-dependent effects
@@ -523,6 +526,7 @@ def build_fxset(
     classes: list[str] | None = None,
     randomize_internals: bool | Iterable[str] = False,
     workers: int = 1,
+    seen_sources: bool = False,
 ) -> dict:
     """Build an fxset; returns a summary {out_dir, implementation, splits: {split: {class: n}}, clips, seconds, ...}.
 
@@ -546,6 +550,8 @@ def build_fxset(
         workers: processes rendering clips side by side (one torch thread each). Every clip draws from its own
             seed, so the set does not depend on the number of workers (its samples, to float rounding: a sum split
             over threads rounds differently).
+        seen_sources: cut the clips of train, val and test from the songs of all three (AutoFX's split: the dry
+            sources of val and test are seen in training, under other settings); ood keeps its own songs.
     """
     from fxlens.data.stems import open_dataset
 
@@ -615,8 +621,9 @@ def build_fxset(
                 if callable(progress):
                     progress(done, total)
 
+            source_splits = _source_splits(split, all_splits, seen_sources)
             if workers == 1 or len(todo) < 2:
-                sources = _split_sources(ds, split)
+                sources = _split_sources(ds, source_splits)
                 for cls_name, i in todo:
                     finished(_build_clip(ds, sources, split, cls_name, i, *settings))
             else:
@@ -624,7 +631,8 @@ def build_fxset(
                     from fxlens.pool import spawn_pool
 
                     pool = spawn_pool(workers, _worker_init, (str(stems_root),))
-                futures = [pool.submit(_build_clip_in_worker, split, cls_name, i, *settings) for cls_name, i in todo]
+                futures = [pool.submit(_build_clip_in_worker, source_splits, split, cls_name, i, *settings)
+                           for cls_name, i in todo]
                 try:
                     for f in futures:  # in order: a failure stops the build at the first bad clip
                         finished(f.result())
@@ -645,7 +653,8 @@ def build_fxset(
     elapsed = time.perf_counter() - t0
     summary = {
         "out_dir": str(out), "implementation": implementation, "seconds": seconds, "sample_rate": sample_rate,
-        "seed": seed, "randomize_internals": sorted(randomized), "splits": summary_splits, "clips": done,
+        "seed": seed, "randomize_internals": sorted(randomized), "seen_sources": bool(seen_sources),
+        "splits": summary_splits, "clips": done,
         "rendered": made, "resumed": resumed,
         "skipped_classes": skipped, "elapsed_s": round(elapsed, 3),
         "clips_per_s": round(made / elapsed, 2) if made and elapsed > 0 else None,
@@ -687,9 +696,20 @@ def _clip_id(split_name: str, cls_name: str, i: int) -> str:
     return f"{split_name}-{cls_name}-{i:05d}"
 
 
-def _split_sources(ds, split) -> tuple[list, list[str]]:
-    """The songs of a split and the instruments they hold (what a clip of that split is cut from)."""
-    songs = [r for r in ds.songs() if r.split == split]
+SEEN_SOURCE_SPLITS = ("train", "val", "test")  # pooled by `seen_sources`; ood keeps its own songs
+
+
+def _source_splits(split, all_splits: list, seen_sources: bool) -> tuple:
+    """The splits whose songs the clips of `split` are cut from: its own, or with `seen_sources` (and `split` one of
+    `SEEN_SOURCE_SPLITS`) every one of those that the dataset holds."""
+    if seen_sources and split in SEEN_SOURCE_SPLITS:
+        return tuple(s for s in all_splits if s in SEEN_SOURCE_SPLITS)
+    return (split,)
+
+
+def _split_sources(ds, source_splits: tuple) -> tuple[list, list[str]]:
+    """The songs of `source_splits` and the instruments they hold (what a clip of a split is cut from)."""
+    songs = [r for r in ds.songs() if r.split in source_splits]
     return songs, sorted({i for r in songs for i in r.instruments})
 
 
@@ -708,7 +728,7 @@ def _build_clip(ds, sources: tuple[list, list[str]], split, cls_name: str, i: in
     return rec
 
 
-_WORKER: dict = {"ds": None, "sources": {}}  # a worker process's dataset and each split's sources, opened once
+_WORKER: dict = {"ds": None, "sources": {}}  # a worker process's dataset and its sources per source splits, once
 
 
 def _worker_init(stems_root: str) -> None:
@@ -717,11 +737,11 @@ def _worker_init(stems_root: str) -> None:
     _WORKER["ds"] = open_dataset(stems_root)
 
 
-def _build_clip_in_worker(split, *args) -> dict:
+def _build_clip_in_worker(source_splits: tuple, split, *args) -> dict:
     ds, sources = _WORKER["ds"], _WORKER["sources"]
-    if split not in sources:
-        sources[split] = _split_sources(ds, split)
-    return _build_clip(ds, sources[split], split, *args)
+    if source_splits not in sources:
+        sources[source_splits] = _split_sources(ds, source_splits)
+    return _build_clip(ds, sources[source_splits], split, *args)
 
 
 def _make_clip(ds, songs, instruments, cls_name, rng, seconds, sample_rate, implementation, names,
