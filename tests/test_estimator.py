@@ -154,6 +154,9 @@ def test_autofx_table_c2_errors_in_physical_units(tiny_fxset, tmp_path):
     rows = {(r["group"], r["autofx_parameter"]): r for r in tab["rows"]}
     # the tiny set holds a feedback delay and a fuzz: the delay and distortion rows, no modulation row
     assert {g for g, _ in rows} == {"delay", "distortion"} and len(rows) == 3 + 7
+    # AutoFX's accounting: a row's errors summed, divided by the clips of every effect of the table
+    n_table = sum(r["fine_class"] in {c for row in AUTOFX_TABLE_C2 for c in row[6]} for r in labels)
+    assert tab["table_clips"] == n_table > 0
     for group, param, (lo, hi), _, _, _, classes, ours in AUTOFX_TABLE_C2:
         if group == "modulation":
             continue
@@ -165,6 +168,8 @@ def test_autofx_table_c2_errors_in_physical_units(tiny_fxset, tmp_path):
         assert r["clips"] == len(recs)
         assert r["physical"]["model"] == pytest.approx(np.abs(half - truth).mean(), rel=1e-4)
         assert r["autofx_scale"]["model"] == pytest.approx(r["physical"]["model"] / (hi - lo))
+        assert r["autofx_accounting"]["model"] == pytest.approx(np.abs(half - truth).sum() / (hi - lo) / n_table,
+                                                                rel=1e-4)
         if param != "delay":  # only a delay's time is re-read from the audio
             assert r["physical"]["as analyze reports"] == r["physical"]["model"]
     assert math.isfinite(rows[("delay", "delay")]["physical"]["as analyze reports"])
