@@ -253,6 +253,30 @@ def test_resnet_estimator_shapes_range_and_shared_layout():
         model(torch.randn(3, SR // 4), model.one_hot(["a"] * 3))
 
 
+def test_resnet_features_estimator_reads_both_and_packs_rows():
+    """AutoFX-feat: the packed rows are the features and the flattened log-mel; both reach the output."""
+    model = _resnet(n_features=5).eval()
+    assert model.input_kind == "features+audio" and _resnet().input_kind == "audio"
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2, SR // 4, generator=g) * 0.1
+    f = torch.randn(3, 5, generator=g)
+    rows = model.pack_inputs(f, x)
+    mel = model.log_mel(x)
+    assert rows.shape == (3, 5 + mel[0].numel())
+    assert torch.equal(rows[:, :5], f) and torch.equal(rows[:, 5:].reshape(mel.shape), mel)
+    assert torch.equal(model.pack_inputs(f, mel), rows)  # audio or its log-mel: the same rows
+    cond = model.one_hot(["a", "b", "a"])
+    out = model(rows, cond)
+    assert out.shape == (3, 6) and bool(((out >= 0) & (out <= 1)).all())
+    assert model.estimate(rows, "b").shape == (3, 3)
+    assert (model(model.pack_inputs(f + 1.0, x), cond) - out).abs().max() > 1e-4  # the features matter
+    assert (model(model.pack_inputs(f, x * 0.5), cond) - out).abs().max() > 1e-4  # and so does the audio
+    with pytest.raises(FxlensError, match="packed rows"):
+        model(mel, cond)
+    with pytest.raises(FxlensError, match="features of shape"):
+        model.pack_inputs(f[:, :4], x)
+
+
 def test_film_conditioning_changes_the_outputs():
     model = _resnet().eval()
     x = torch.randn(2, 2, SR // 4) * 0.1
@@ -329,6 +353,26 @@ def test_train_resnet_end_to_end(tiny_resnet):
     assert metrics["splits"]["test"]["clips"] == 6 and metrics["model"] == "resnet"
     assert (out / "MODEL_CARD.md").read_text().startswith("# estimator: effect settings from the log-mel")
     assert json.loads((out / "metrics.json").read_text())["model"] == "resnet"
+
+
+def test_train_resnet_features_end_to_end_and_analyze(tiny_fxset, tmp_path):
+    """`--model resnet-features` trains, saves, loads and is what `fxlens.analyze` can use."""
+    import fxlens
+    from fxlens.train.inputs import load_clip
+
+    out = tmp_path / "rf"
+    metrics = train_estimator(tiny_fxset, out, model="resnet-features", epochs=1, channels=(4, 8), n_mels=16,
+                              seed=0)
+    model, cfg = load_estimator(out)
+    assert cfg["model"] == metrics["model"] == "resnet-features" and model.input_kind == "features+audio"
+    assert cfg["n_features"] == model.n_features == 406 and cfg["feature_set"] == "fxlens-406"
+    assert metrics["splits"]["test"]["clips"] == 6
+    assert "and features fxlens-406" in (out / "MODEL_CARD.md").read_text()
+    # the train split's feature statistics are stored (not the defaults)
+    assert float(model.feature_std.sub(1).abs().max()) > 0.01
+    rec = next(r for r in fxset.read_labels(tiny_fxset, "test") if r["fine_class"] == "feedback_delay")
+    result = fxlens.analyze(load_clip(tiny_fxset, rec, SR)[0], SR, estimator=out)
+    assert result.effects  # the shipped recognizer hears the delay; its settings came through the packed rows
 
 
 def test_spectral_finetune_from_a_checkpoint(tiny_fxset, tiny_resnet, tmp_path):

@@ -499,10 +499,11 @@ def train_stack_command(
 def train_estimator_command(
     fxset: Path = typer.Argument(..., help="An `fxlens data fxset` folder (train/val/test/ood)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write."),
-    model: Optional[str] = typer.Option(None, "--model", help="mlp (features + class one-hot; default) or resnet "
-                                        "(log-mel ResNet with FiLM class conditioning)."),
-    feature_set: str = typer.Option("fxlens-406", help="MLP input: fxlens-406 (AutoFX 163 + effect features) or "
-                                    "autofx-163."),
+    model: Optional[str] = typer.Option(None, "--model", help="mlp (features + class one-hot; default), resnet "
+                                        "(log-mel ResNet with FiLM class conditioning) or resnet-features (both: "
+                                        "AutoFX-feat)."),
+    feature_set: str = typer.Option("fxlens-406", help="Features of mlp and resnet-features: fxlens-406 (AutoFX "
+                                    "163 + effect features) or autofx-163."),
     epochs: int = typer.Option(100, help="Supervised training epochs (0 allowed with --init)."),
     train_clips: Optional[int] = typer.Option(None, "--train-clips", help="Use at most this many train clips per "
                                               "class (default: all)."),

@@ -12,7 +12,11 @@ slot (`SlotEstimator.class_slots`); only that slot's outputs are trained (`maske
 - `MelResNetEstimator` (the paper's CNN variant, fig. 5.4): a small ResNet on the clip's log-mel spectrogram
   (`fxlens.features.mel.log_mel`, one image channel per audio channel), with FiLM layers (Perez et al. 2018) whose
   scale and shift are computed from the conditioning vector. ``input_kind = "audio"``: it takes (B, C, T) audio
-  at its `sample_rate` (or the log-mel of it, precomputed).
+  at its `sample_rate` (or the log-mel of it, precomputed). With ``n_features > 0`` it is the paper's best model,
+  "AutoFX-feat" (its Table C.2): the clip's features join the ResNet's pooled output before the head.
+  ``input_kind = "features+audio"``: it takes *packed rows* (`pack_inputs`: each clip's features and its log-mel,
+  flattened, side by side), so that every caller that slices rows (training, `predict`, the benches) handles it
+  like the other estimators' inputs.
 
 After either, `refine_controls` re-reads the periods that the audio itself holds (a tremolo's or a vibrato's rate,
 a delay's time; `REFINEMENTS`) near the estimate, with the DSP of `fxlens.features.periodicity`.
@@ -83,7 +87,8 @@ class SlotEstimator(nn.Module):
     """What every estimator shares: the slot layout, the class masks, the one-hot and `estimate`.
 
     Subclasses implement ``forward(inputs, class_probs) -> (B, n_outputs)`` controls in [0, 1] and set
-    `input_kind` (what ``inputs`` is: "features" or "audio").
+    `input_kind` (what ``inputs`` is: "features", "audio" or "features+audio", the packed rows of
+    `MelResNetEstimator.pack_inputs`).
 
     Args:
         classes: class names, the order of the one-hot / probability vector.
@@ -174,11 +179,12 @@ class ParameterEstimator(SlotEstimator):
 
 
 class MelResNetEstimator(MelInput, SlotEstimator):
-    """log-mel of the clip (B, C, n_mels, frames) + class conditioning (B, K) -> controls (B, P) in [0, 1].
+    """log-mel of the clip (B, C, n_mels, frames) [+ its features] + class conditioning (B, K) -> controls (B, P).
 
     Architecture: a 3x3 stride-2 stem convolution, one `FiLMResBlock` per entry of `channels` (stride 1, then 2),
-    mean and max pooling over frequency and time, a hidden layer (FiLM-modulated too) and a linear map to every
-    slot, sigmoid. The paper's AutoFx ResNet is larger (fig. C.1); this one is sized to train on a CPU in minutes.
+    mean and max pooling over frequency and time, [joined with the standardized features through
+    Linear-LayerNorm-GELU to `feature_width`,] a hidden layer (FiLM-modulated too) and a linear map to every slot,
+    sigmoid. The paper's AutoFx ResNet is larger (fig. C.1); this one is sized to train on a CPU in minutes.
 
     Args:
         classes, slots, class_slots: the slot layout (`SlotEstimator`).
@@ -187,29 +193,70 @@ class MelResNetEstimator(MelInput, SlotEstimator):
         n_mels, n_fft, hop: log-mel settings (`fxlens.features.mel.log_mel`, 50 Hz - 18 kHz, dB in [-80, 40]
             mapped to [-1, 1]).
         audio_channels: channels of the input audio (2: stereo, so width and inter-channel cues stay visible).
+        n_features: features per clip joined before the head (0: the ResNet alone, ``input_kind = "audio"``; else
+            AutoFX-feat, ``input_kind = "features+audio"``, standardized with stored train statistics).
     """
-
-    input_kind = "audio"
 
     def __init__(self, classes: list[str], slots: list[tuple[str, int]], class_slots: dict[str, str | None],
                  sample_rate: int, channels: tuple[int, ...] = (16, 32, 64), n_mels: int = 64, n_fft: int = 2048,
-                 hop: int = 512, audio_channels: int = 2, hidden: int = 128, dropout: float = 0.1) -> None:
+                 hop: int = 512, audio_channels: int = 2, hidden: int = 128, dropout: float = 0.1,
+                 n_features: int = 0, feature_width: int = 256) -> None:
         SlotEstimator.__init__(self, classes, slots, class_slots)
         self.set_mel_input(sample_rate, n_mels, n_fft, hop, audio_channels)
         k = len(self.classes)
+        self.n_features = int(n_features)
+        self.input_kind = "features+audio" if self.n_features else "audio"
+        if self.n_features:  # (ResNet-only checkpoints hold no feature statistics)
+            self.register_buffer("feature_mean", torch.zeros(self.n_features))
+            self.register_buffer("feature_std", torch.ones(self.n_features))
         self.stem, self.blocks = resnet_stages(self.audio_channels, channels, k)
-        self.fc = nn.Linear(2 * channels[-1], hidden)
+        width = 2 * channels[-1]
+        self.feature_branch = None
+        if self.n_features:
+            self.feature_branch = nn.Sequential(nn.Linear(self.n_features, feature_width),
+                                                nn.LayerNorm(feature_width), nn.GELU(), nn.Dropout(dropout))
+            width += feature_width
+        self.fc = nn.Linear(width, hidden)
         self.fc_film = FiLM(k, hidden)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, self.n_outputs)
 
+    def set_standardization(self, features: torch.Tensor) -> None:
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).clamp_min(1e-8))
+
+    def pack_inputs(self, features: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """The rows (B, F + C x n_mels x frames) that a features+audio model reads: each clip's features (B, F) and
+        its log-mel (from (B, C, T) audio at `sample_rate`, or the (B, C, n_mels, frames) log-mel), flattened,
+        side by side."""
+        if features.dim() != 2 or features.shape[1] != self.n_features or len(features) != len(audio):
+            raise FxlensError(f"features of shape {tuple(features.shape)} do not fit this model "
+                              f"({self.n_features} per clip, {len(audio)} clips)")
+        m = self.mel_of(audio)
+        return torch.cat([features.float(), m.reshape(len(m), -1)], dim=1)
+
+    def _unpack(self, inputs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if not self.n_features:
+            return None, self.mel_of(inputs)
+        per_frame = self.audio_channels * self.n_mels
+        if inputs.dim() != 2 or (inputs.shape[1] - self.n_features) % per_frame or inputs.shape[1] <= self.n_features:
+            raise FxlensError(f"inputs of shape {tuple(inputs.shape)} are not the packed rows of this model "
+                              f"(`pack_inputs`: {self.n_features} features + a {self.audio_channels} x "
+                              f"{self.n_mels}-band log-mel)")
+        m = inputs[:, self.n_features:].reshape(len(inputs), self.audio_channels, self.n_mels, -1)
+        return inputs[:, :self.n_features], self.mel_of(m)
+
     def forward(self, inputs: torch.Tensor, class_probs: torch.Tensor) -> torch.Tensor:
-        """`inputs`: (B, C, T) audio at `sample_rate`, or its log-mel (B, C, n_mels, frames) precomputed with
-        `log_mel` (training reads cached ones); `class_probs` (B, K) one-hot or probabilities."""
-        m = self.mel_of(inputs)
+        """`inputs`: without features, (B, C, T) audio at `sample_rate` or its log-mel (B, C, n_mels, frames)
+        precomputed with `log_mel` (training reads cached ones); with features, the rows of `pack_inputs`.
+        `class_probs` (B, K) one-hot or probabilities."""
+        features, m = self._unpack(inputs)
         cond = class_probs.to(m.dtype)
-        pooled = run_stages(self.stem, self.blocks, m, cond)
-        z = self.drop(torch.relu(self.fc_film(self.fc(pooled), cond)))
+        z = run_stages(self.stem, self.blocks, m, cond)
+        if features is not None:
+            f = ((features.float() - self.feature_mean) / self.feature_std).clamp(-Z_CLIP, Z_CLIP)
+            z = torch.cat([z, self.feature_branch(f)], dim=1)
+        z = self.drop(torch.relu(self.fc_film(self.fc(z), cond)))
         return torch.sigmoid(self.out(z))
 
 

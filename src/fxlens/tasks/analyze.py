@@ -332,10 +332,11 @@ def analyze(audio, sample_rate: int, recognizer=None, estimator=None, threshold:
         chosen = [] if top == "dry" else [top]
     if est.input_kind == "audio":  # the ResNet-FiLM estimator reads the windows' audio itself
         efeats = segs
-    elif ecfg["feature_set"] == rcfg["feature_set"]:
-        efeats = feats
     else:
-        efeats = compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, ecfg["feature_set"])
+        efeats = (feats if ecfg["feature_set"] == rcfg["feature_set"] else
+                  compute_features(segs, fxaudio.WORKING_SAMPLE_RATE, ecfg["feature_set"]))
+        if est.input_kind == "features+audio":  # AutoFX-feat: the features and the windows' log-mels
+            efeats = est.pack_inputs(efeats, segs)
     period_audio = _period_audio(x, segs)
     detected: list[DetectedEffect] = []
     for a in sorted(chosen, key=CHAIN_ORDER.index):

@@ -1,12 +1,14 @@
 """`fxlens train estimator`: estimate an effect's settings from the processed clip alone (AutoFX §5.3).
 
-Two models (`--model`), one layout and one loss (`fxlens.models.estimator`):
+Three models (`--model`), one layout and one loss (`fxlens.models.estimator`):
 
 - ``mlp`` (default; the shipped ``estimator-small``): the clip's features (`fxlens.train.inputs.split_features`,
   cached) and a one-hot of its fine class, through an MLP;
 - ``resnet``: the clip's stereo log-mel spectrogram (`fxlens.train.inputs.split_log_mels`, cached) through a small
   ResNet whose FiLM layers are driven by the class vector (one-hot in training; a recognizer's probabilities can
-  be given at inference, as AutoFX does).
+  be given at inference, as AutoFX does);
+- ``resnet-features``: both: the ResNet with the clip's features joined before its head (AutoFX-feat, the
+  paper's best in its Table C.2).
 
 Training data: the single-effect clips of an `fxlens data fxset` folder (dry and chain clips are left out). For each
 clip the target is the normalized controls of its effect (the fxset labels record them). The loss is the L1
@@ -53,7 +55,7 @@ from fxlens.models.estimator import (MelResNetEstimator, ParameterEstimator, Slo
 from fxlens.train.inputs import load_clip, split_features, split_log_mels
 from fxlens.train import command_line
 
-MODELS = ("mlp", "resnet")
+MODELS = ("mlp", "resnet", "resnet-features")
 SPECTRAL_SPLITS = ("test",)  # where training scores re-rendered estimates (the benchmark adds ood)
 SPLITS = ("train", "val", "test", "ood")
 
@@ -150,11 +152,15 @@ def _param_names(model: SlotEstimator, slot_info: dict) -> dict[str, list[str]]:
 def split_inputs(model: SlotEstimator, config: dict, fxset: str | os.PathLike, split: str,
                  rows: list[int] | None = None, progress: Callable[[int, int], None] | None = None,
                  workers: int = 1) -> tuple[torch.Tensor, list[dict]]:
-    """What `model` reads for every clip of a split, one row per label: features (MLP) or log-mels (ResNet),
-    computed by `workers` processes where not cached."""
+    """What `model` reads for every clip of a split, one row per label: features (MLP), log-mels (ResNet) or both
+    packed (`MelResNetEstimator.pack_inputs`), computed by `workers` processes where not cached."""
+    if model.input_kind == "features":
+        return split_features(fxset, split, progress=progress, feature_set=config["feature_set"], workers=workers)
+    mels, labels = split_log_mels(fxset, split, model, rows=rows, progress=progress, workers=workers)
     if model.input_kind == "audio":
-        return split_log_mels(fxset, split, model, rows=rows, progress=progress, workers=workers)
-    return split_features(fxset, split, progress=progress, feature_set=config["feature_set"], workers=workers)
+        return mels, labels
+    features, _ = split_features(fxset, split, progress=progress, feature_set=config["feature_set"], workers=workers)
+    return model.pack_inputs(features, mels), labels
 
 
 def predict(model: SlotEstimator, inputs: torch.Tensor, cond: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -457,16 +463,18 @@ def finetune_spectral(model: SlotEstimator, inputs: torch.Tensor, labels: list[d
 
 
 def build_estimator(config: dict) -> SlotEstimator:
-    """The (untrained) network a checkpoint config describes: ``config["model"]`` "mlp" (default) or "resnet"."""
+    """The (untrained) network a checkpoint config describes: ``config["model"]`` "mlp" (default), "resnet" or
+    "resnet-features"."""
     kind = config.get("model", "mlp")
     layout = (config["classes"], [tuple(s) for s in config["slots"]], config["class_slots"])
     if kind == "mlp":
         return ParameterEstimator(*layout, n_features=int(config["n_features"]), hidden=tuple(config["hidden"]))
-    if kind == "resnet":
+    if kind in ("resnet", "resnet-features"):
         r = config["resnet"]
         return MelResNetEstimator(*layout, sample_rate=int(config["sample_rate"]), channels=tuple(r["channels"]),
                                   n_mels=int(r["n_mels"]), n_fft=int(r["n_fft"]), hop=int(r["hop"]),
-                                  audio_channels=int(r["audio_channels"]), hidden=int(r["hidden"]))
+                                  audio_channels=int(r["audio_channels"]), hidden=int(r["hidden"]),
+                                  n_features=int(config.get("n_features", 0)) if kind == "resnet-features" else 0)
     raise CheckpointError(f"unknown estimator model '{kind}' in the checkpoint config (known: {', '.join(MODELS)})")
 
 
@@ -513,8 +521,9 @@ def train_estimator(
     save `out/` (weights, config, model card, metrics.json).
 
     Args:
-        model: "mlp" (features; default) or "resnet" (log-mel ResNet with FiLM); with `init`, the checkpoint's.
-        feature_set, hidden: the MLP's input features and hidden widths.
+        model: "mlp" (features; default), "resnet" (log-mel ResNet with FiLM) or "resnet-features" (both,
+            AutoFX-feat); with `init`, the checkpoint's.
+        feature_set, hidden: the input features (MLP, resnet-features) and the MLP's hidden widths.
         channels, n_mels, hop: the ResNet's stage widths, mel bands and STFT hop (FFT 2048; hop 1024 = 23 ms frames,
             half the cost of the encoder's 512 on a CPU).
         lr, batch_size: supervised training (default 3e-4 / 128 for the MLP, 1e-3 / 64 for the ResNet).
@@ -561,7 +570,9 @@ def train_estimator(
             config.update({"feature_set": feature_set, "n_features": len(FEATURE_SETS[feature_set][1]),
                            "hidden": list(hidden)})
         else:
-            config.update({"input": "audio", "resnet": {"channels": list(channels), "n_mels": int(n_mels),
+            if kind == "resnet-features":
+                config.update({"feature_set": feature_set, "n_features": len(FEATURE_SETS[feature_set][1])})
+            config.update({"input": "audio" if kind == "resnet" else "features+audio", "resnet": {"channels": list(channels), "n_mels": int(n_mels),
                                                         "n_fft": 2048, "hop": int(hop), "audio_channels": 2,
                                                         "hidden": 128}})
         net = build_estimator(config)
@@ -594,6 +605,8 @@ def train_estimator(
     if kind == "mlp" and init is None:
         config["n_features"] = int(x_tr.shape[1])
         net.set_standardization(x_tr.float())
+    elif kind == "resnet-features" and init is None:
+        net.set_standardization(x_tr[:, :net.n_features].float())
     class_mean = {}
     for c in set(names_tr):
         rows = [j for j, n in enumerate(names_tr) if n == c]
@@ -618,7 +631,7 @@ def train_estimator(
             losses = []
             for i in range(0, len(perm), batch_size):
                 b = perm[i:i + batch_size]
-                if len(b) < 2 and kind == "resnet":
+                if len(b) < 2 and kind != "mlp":
                     continue  # batch norm needs two items
                 loss = masked_l1(net(x_tr[b], oh_tr[b]), t_tr[b], m_tr[b])
                 opt.zero_grad()
@@ -641,7 +654,7 @@ def train_estimator(
     metrics: dict = {"model": kind, "feature_set": config.get("feature_set"), "classes": config["classes"],
                      "best_epoch": best[2], "val_mae_all_controls": best[0] if epochs > 0 else None,
                      "init": str(init) if init is not None else None, "splits": {}}
-    if kind == "resnet":
+    if kind != "mlp":
         metrics["resnet"] = config["resnet"]
         metrics["parameters"] = int(sum(p.numel() for p in net.parameters()))
 
@@ -717,11 +730,15 @@ def spectral_table(scores: dict) -> list[str]:
 
 def model_card(metrics: dict, fxset, command: str | None) -> str:
     kind = metrics.get("model", "mlp")
-    title = ("# estimator: effect settings from features (MLP + class one-hot)" if kind == "mlp" else
-             "# estimator: effect settings from the log-mel spectrogram (ResNet + FiLM class conditioning)")
+    title = {"mlp": "# estimator: effect settings from features (MLP + class one-hot)",
+             "resnet": "# estimator: effect settings from the log-mel spectrogram (ResNet + FiLM class conditioning)",
+             "resnet-features": "# estimator: effect settings from the log-mel spectrogram and the features "
+                                "(ResNet + FiLM class conditioning, features joined before the head: AutoFX-feat)",
+             }[kind]
     inputs = (f"- Features: {metrics['feature_set']}" if kind == "mlp" else
-              f"- Input: stereo log-mel ({metrics['resnet']['n_mels']} bands); ResNet stages "
-              f"{metrics['resnet']['channels']}, {metrics['parameters']} parameters")
+              f"- Input: stereo log-mel ({metrics['resnet']['n_mels']} bands)"
+              + (f" and features {metrics['feature_set']}" if kind == "resnet-features" else "")
+              + f"; ResNet stages {metrics['resnet']['channels']}, {metrics['parameters']} parameters")
     lines = [
         title,
         "",
