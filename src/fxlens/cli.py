@@ -507,7 +507,8 @@ def train_estimator_command(
     epochs: int = typer.Option(100, help="Supervised training epochs (0 allowed with --init)."),
     train_clips: Optional[int] = typer.Option(None, "--train-clips", help="Use at most this many train clips per "
                                               "class (default: all)."),
-    hop: int = typer.Option(1024, "--hop", help="ResNet: STFT hop of the log-mel input (FFT 2048, 64 bands)."),
+    hop: int = typer.Option(1024, "--hop", help="ResNet: STFT hop of the log-mel input (FFT 2048)."),
+    n_mels: int = typer.Option(64, "--n-mels", help="ResNet: mel bands of the log-mel input (50 Hz - 18 kHz)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this estimator checkpoint."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Spectral fine-tuning steps: render estimates "
                                        "through fxlens's effects, MRSTFT loss against the wet clip (0: none)."),
@@ -534,8 +535,8 @@ def train_estimator_command(
     with Progress(console=console) as progress:
         metrics = train_estimator(fxset, out, feature_set=feature_set, epochs=epochs, seed=seed,
                                   progress=_named_progress(progress), model=model, max_train_per_class=train_clips,
-                                  hop=hop, init=init, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
-                                  finetune_batch=finetune_batch, param_weight=param_weight,
+                                  hop=hop, n_mels=n_mels, init=init, finetune_steps=finetune_steps,
+                                  finetune_lr=finetune_lr, finetune_batch=finetune_batch, param_weight=param_weight,
                                   spectral_clips=spectral_clips, stems=stems, log=progress.console.print,
                                   workers=workers)
     for split in ("test", "ood"):

@@ -538,7 +538,7 @@ def train_estimator(
         workers: processes computing the inputs of clips not yet cached (the results do not depend on it).
     """
     if model is not None and model not in MODELS:
-        raise FxlensError(f"unknown estimator model '{model}' (use {' or '.join(MODELS)})")
+        raise FxlensError(f"unknown estimator model '{model}' (use one of: {', '.join(MODELS)})")
     check_feature_set(feature_set)
     if epochs < (0 if init is not None else 1):
         raise FxlensError("epochs must be >= 1 (>= 0 with --init)")
