@@ -356,15 +356,18 @@ def test_train_resnet_end_to_end(tiny_resnet):
 
 
 def test_train_resnet_features_end_to_end_and_analyze(tiny_fxset, tmp_path):
-    """`--model resnet-features` trains, saves, loads and is what `fxlens.analyze` can use."""
+    """`fxlens train estimator --model resnet-features` trains, saves, loads and is what `fxlens.analyze` can use."""
     import fxlens
+    from fxlens.cli import main
     from fxlens.train.inputs import load_clip
 
     out = tmp_path / "rf"
-    metrics = train_estimator(tiny_fxset, out, model="resnet-features", epochs=1, channels=(4, 8), n_mels=16,
-                              seed=0)
+    assert main(["train", "estimator", str(tiny_fxset), "-o", str(out), "--model", "resnet-features", "--epochs", "1",
+                 "--n-mels", "16", "--hop", "2048"]) == 0
     model, cfg = load_estimator(out)
+    metrics = json.loads((out / "metrics.json").read_text())
     assert cfg["model"] == metrics["model"] == "resnet-features" and model.input_kind == "features+audio"
+    assert cfg["resnet"]["n_mels"] == model.n_mels == 16 and cfg["resnet"]["hop"] == 2048
     assert cfg["n_features"] == model.n_features == 406 and cfg["feature_set"] == "fxlens-406"
     assert metrics["splits"]["test"]["clips"] == 6
     assert "and features fxlens-406" in (out / "MODEL_CARD.md").read_text()
