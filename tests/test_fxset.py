@@ -139,7 +139,6 @@ def test_split_is_the_source_songs_split(built):
             assert r["clip_id"].startswith(split + "-")
 
 
-
 def test_seen_sources_pool_train_val_test_songs_and_keep_ood(stems, tmp_path):
     """AutoFX's split: train, val and test clips come from the songs of all three; ood keeps its own; each split
     still draws its own settings."""
