@@ -418,7 +418,8 @@ def test_cli_bad_model_is_one_line_and_writes_nothing(tiny_fxset, tmp_path, caps
     code = main(["train", "estimator", str(tiny_fxset), "-o", str(out), "--model", "cnn"])
     err = capsys.readouterr().err
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert code != 0 and len(lines) == 1 and lines[0].startswith("error:") and "one of: mlp, resnet, resnet-features" in err
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error:")
+    assert "one of: mlp, resnet, resnet-features" in err
     assert "Traceback" not in err and not out.exists()
     with pytest.raises(FxlensError, match="unknown estimator model"):
         train_estimator(tiny_fxset, out, model="cnn")

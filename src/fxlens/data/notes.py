@@ -148,9 +148,9 @@ def render_notes(out_dir: str | Path, takes: int = 3, seed: int = 0, sample_rate
         rendered += render_note_song(p, out, seed, sample_rate)
         if progress is not None:
             progress(k + 1, len(plans))
-    summary = {"root": str(out), "songs": len(plans), "splits": dict(Counter(p.split for p in plans)), "rendered": rendered,
-               "notes": len(plans) * FRETS, "seconds": round(time.perf_counter() - t0, 2), "takes": takes,
+    summary = {"root": str(out), "songs": len(plans), "splits": dict(Counter(p.split for p in plans)),
+               "rendered": rendered, "notes": len(plans) * FRETS, "seconds": round(time.perf_counter() - t0, 2), "takes": takes,
                "seed": seed, "sample_rate": sample_rate}
     write_json(out / "dataset.json", {"dataset": "single notes", "summary": summary,
-                                       "layout": "<split>/<song_id>/<instrument>.flac + song.json (written last)"})
+                                      "layout": "<split>/<song_id>/<instrument>.flac + song.json (written last)"})
     return summary

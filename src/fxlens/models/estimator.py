@@ -134,6 +134,17 @@ class SlotEstimator(nn.Module):
             raise FxlensError(f"class '{class_name}' has no effect to estimate")
         return self.offsets[k]
 
+    def set_standardization(self, features: torch.Tensor) -> None:
+        """Store the train features' mean and standard deviation (the `feature_mean` / `feature_std` buffers of an
+        estimator that reads features)."""
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).clamp_min(1e-8))
+
+    def standardized(self, features: torch.Tensor) -> torch.Tensor:
+        """Features standardized with the stored train statistics, clipped at +-`Z_CLIP` standard deviations: a few
+        heavy-tailed features (kurtoses, cepstral peaks) otherwise dominate the first layer on unusual clips."""
+        return ((features.float() - self.feature_mean) / self.feature_std).clamp(-Z_CLIP, Z_CLIP)
+
     def estimate(self, inputs: torch.Tensor, class_name: str, class_probs: torch.Tensor | None = None
                  ) -> torch.Tensor:
         """Controls (B, width) of `class_name`'s slot. Conditioned on that class (one-hot) unless `class_probs`
@@ -166,15 +177,9 @@ class ParameterEstimator(SlotEstimator):
         layers.append(nn.Linear(width, self.n_outputs))
         self.net = nn.Sequential(*layers)
 
-    def set_standardization(self, features: torch.Tensor) -> None:
-        self.feature_mean.copy_(features.mean(0))
-        self.feature_std.copy_(features.std(0).clamp_min(1e-8))
-
     def forward(self, features: torch.Tensor, class_probs: torch.Tensor) -> torch.Tensor:
         """(B, F) features, (B, K) class one-hot or probabilities -> (B, P) controls in [0, 1]."""
-        # clipped at +-5 standard deviations: a few heavy-tailed features (kurtoses, cepstral peaks) otherwise
-        # dominate the first layer on unusual clips
-        z = ((features - self.feature_mean) / self.feature_std).clamp(-Z_CLIP, Z_CLIP)
+        z = self.standardized(features)
         return torch.sigmoid(self.net(torch.cat([z, class_probs.to(z.dtype)], dim=1)))
 
 
@@ -221,10 +226,6 @@ class MelResNetEstimator(MelInput, SlotEstimator):
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, self.n_outputs)
 
-    def set_standardization(self, features: torch.Tensor) -> None:
-        self.feature_mean.copy_(features.mean(0))
-        self.feature_std.copy_(features.std(0).clamp_min(1e-8))
-
     def pack_inputs(self, features: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """The rows (B, F + C x n_mels x frames) that a features+audio model reads: each clip's features (B, F) and
         its log-mel (from (B, C, T) audio at `sample_rate`, or the (B, C, n_mels, frames) log-mel), flattened,
@@ -254,8 +255,7 @@ class MelResNetEstimator(MelInput, SlotEstimator):
         cond = class_probs.to(m.dtype)
         z = run_stages(self.stem, self.blocks, m, cond)
         if features is not None:
-            f = ((features.float() - self.feature_mean) / self.feature_std).clamp(-Z_CLIP, Z_CLIP)
-            z = torch.cat([z, self.feature_branch(f)], dim=1)
+            z = torch.cat([z, self.feature_branch(self.standardized(features))], dim=1)
         z = self.drop(torch.relu(self.fc_film(self.fc(z), cond)))
         return torch.sigmoid(self.out(z))
 

@@ -572,9 +572,9 @@ def train_estimator(
         else:
             if kind == "resnet-features":
                 config.update({"feature_set": feature_set, "n_features": len(FEATURE_SETS[feature_set][1])})
-            config.update({"input": "audio" if kind == "resnet" else "features+audio", "resnet": {"channels": list(channels), "n_mels": int(n_mels),
-                                                        "n_fft": 2048, "hop": int(hop), "audio_channels": 2,
-                                                        "hidden": 128}})
+            config.update({"input": "audio" if kind == "resnet" else "features+audio",
+                           "resnet": {"channels": list(channels), "n_mels": int(n_mels), "n_fft": 2048,
+                                      "hop": int(hop), "audio_channels": 2, "hidden": 128}})
         net = build_estimator(config)
     slot_info = config["slot_info"]
     lr = lr if lr is not None else (3e-4 if kind == "mlp" else 1e-3)
